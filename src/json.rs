@@ -1,0 +1,600 @@
+//! A zero-copy JSON reader that keeps what the validator needs and `serde_json` does not give.
+//!
+//! The validator must answer like Python's `json` module answers FastAPI: the error offset is a
+//! *character* offset, the messages are Python's (`Expecting value`, `Expecting ',' delimiter`…),
+//! duplicate object keys are an error at the second key, nesting is capped, and `NaN` / `Infinity`
+//! are rejected. It also needs the byte span of every value, so that a coerced value can be patched
+//! into the original body instead of re-serializing it. `serde_json` reports line/column and its own
+//! messages, keeps the last duplicate silently and allocates every key, so chatgate reads the bytes
+//! once into a flat arena of [`Node`]s (no allocation per key or string) and builds typed values
+//! from that.
+
+use std::borrow::Cow;
+
+/// What a [`Node`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Null,
+    Bool(bool),
+    /// A number; the text is the span.
+    Number,
+    /// A string; the span includes the quotes. `true` when it contains a backslash escape.
+    String(bool),
+    Array,
+    Object,
+}
+
+/// One value in the arena. Containers are followed by their children (for objects: key node,
+/// value node, key node, …); `next` is the index just past the whole subtree.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Node {
+    pub(crate) kind: Kind,
+    pub(crate) start: u32,
+    pub(crate) end: u32,
+    pub(crate) next: u32,
+}
+
+/// A parsed document: the source text and the arena. Node 0 is the root.
+#[derive(Debug)]
+pub(crate) struct Doc<'a> {
+    pub(crate) src: &'a str,
+    pub(crate) nodes: Vec<Node>,
+}
+
+/// Why the bytes are not acceptable JSON.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SyntaxError {
+    /// Python's message, without the `: line … column …` suffix.
+    pub(crate) msg: Cow<'static, str>,
+    /// Character (not byte) offset into the text, as Python reports it.
+    pub(crate) char_offset: usize,
+}
+
+/// Reads `src` into a [`Doc`]; `max_depth` caps array/object nesting.
+pub(crate) fn parse(src: &str, max_depth: usize) -> Result<Doc<'_>, SyntaxError> {
+    let mut p = Parser {
+        b: src.as_bytes(),
+        pos: 0,
+        nodes: Vec::with_capacity(src.len() / 12 + 8),
+        max_depth,
+    };
+    p.ws();
+    match p.value(0) {
+        Ok(()) => {}
+        Err(e) => return Err(e.into_syntax(src)),
+    }
+    p.ws();
+    if p.pos != p.b.len() {
+        return Err(Fail::at("Extra data", p.pos).into_syntax(src));
+    }
+    Ok(Doc {
+        src,
+        nodes: p.nodes,
+    })
+}
+
+struct Fail {
+    msg: Cow<'static, str>,
+    byte: usize,
+}
+
+impl Fail {
+    fn at(msg: &'static str, byte: usize) -> Self {
+        Self {
+            msg: Cow::Borrowed(msg),
+            byte,
+        }
+    }
+    fn into_syntax(self, src: &str) -> SyntaxError {
+        let byte = self.byte.min(src.len());
+        // The offset always lies on a char boundary: errors are raised at ASCII bytes or at the
+        // start of a character.
+        let char_offset = src
+            .get(..byte)
+            .map_or(byte, |prefix| prefix.chars().count());
+        SyntaxError {
+            msg: self.msg,
+            char_offset,
+        }
+    }
+}
+
+struct Parser<'a> {
+    b: &'a [u8],
+    pos: usize,
+    nodes: Vec<Node>,
+    max_depth: usize,
+}
+
+impl Parser<'_> {
+    #[inline]
+    fn ws(&mut self) {
+        while let Some(&c) = self.b.get(self.pos) {
+            if matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
+                self.pos += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn push(&mut self, kind: Kind, start: usize) -> usize {
+        let i = self.nodes.len();
+        self.nodes.push(Node {
+            kind,
+            start: start as u32,
+            end: start as u32,
+            next: i as u32 + 1,
+        });
+        i
+    }
+
+    fn value(&mut self, depth: usize) -> Result<(), Fail> {
+        let start = self.pos;
+        match self.b.get(self.pos) {
+            Some(b'{') => self.object(depth + 1),
+            Some(b'[') => self.array(depth + 1),
+            Some(b'"') => {
+                let escaped = self.string()?;
+                let i = self.push(Kind::String(escaped), start);
+                self.nodes[i].end = self.pos as u32;
+                Ok(())
+            }
+            Some(b'n') if self.b[self.pos..].starts_with(b"null") => self.lit(Kind::Null, 4),
+            Some(b't') if self.b[self.pos..].starts_with(b"true") => self.lit(Kind::Bool(true), 4),
+            Some(b'f') if self.b[self.pos..].starts_with(b"false") => {
+                self.lit(Kind::Bool(false), 5)
+            }
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => Err(Fail::at("Expecting value", self.pos)),
+        }
+    }
+
+    fn lit(&mut self, kind: Kind, len: usize) -> Result<(), Fail> {
+        let i = self.push(kind, self.pos);
+        self.pos += len;
+        self.nodes[i].end = self.pos as u32;
+        Ok(())
+    }
+
+    fn number(&mut self) -> Result<(), Fail> {
+        // Python's NUMBER_RE: -?(0|[1-9]\d*)(\.\d+)?([eE][-+]?\d+)?; a part that does not match
+        // ends the number and the next byte is judged by the caller.
+        let start = self.pos;
+        let b = self.b;
+        let mut p = self.pos;
+        if b[p] == b'-' {
+            p += 1;
+        }
+        match b.get(p) {
+            Some(b'0') => p += 1,
+            Some(b'1'..=b'9') => {
+                while matches!(b.get(p), Some(b'0'..=b'9')) {
+                    p += 1;
+                }
+            }
+            // "-" alone, or "-Infinity": not a value.
+            _ => return Err(Fail::at("Expecting value", start)),
+        }
+        if b.get(p) == Some(&b'.') && matches!(b.get(p + 1), Some(b'0'..=b'9')) {
+            p += 2;
+            while matches!(b.get(p), Some(b'0'..=b'9')) {
+                p += 1;
+            }
+        }
+        if matches!(b.get(p), Some(b'e' | b'E')) {
+            let mut q = p + 1;
+            if matches!(b.get(q), Some(b'+' | b'-')) {
+                q += 1;
+            }
+            if matches!(b.get(q), Some(b'0'..=b'9')) {
+                while matches!(b.get(q), Some(b'0'..=b'9')) {
+                    q += 1;
+                }
+                p = q;
+            }
+        }
+        self.pos = p;
+        let i = self.push(Kind::Number, start);
+        self.nodes[i].end = p as u32;
+        Ok(())
+    }
+
+    /// Scans a string starting at the opening quote; returns whether it had escapes.
+    fn string(&mut self) -> Result<bool, Fail> {
+        let begin = self.pos;
+        let b = self.b;
+        let mut p = self.pos + 1;
+        let mut escaped = false;
+        loop {
+            // Fast scan over plain bytes.
+            while let Some(&c) = b.get(p) {
+                if c == b'"' || c == b'\\' || c < 0x20 {
+                    break;
+                }
+                p += 1;
+            }
+            match b.get(p) {
+                None => return Err(Fail::at("Unterminated string starting at", begin)),
+                Some(b'"') => {
+                    self.pos = p + 1;
+                    return Ok(escaped);
+                }
+                Some(b'\\') => {
+                    escaped = true;
+                    match b.get(p + 1) {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => p += 2,
+                        Some(b'u') => {
+                            let hex = b.get(p + 2..p + 6);
+                            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                                return Err(Fail::at("Invalid \\uXXXX escape", p + 1));
+                            }
+                            p += 6;
+                        }
+                        None => return Err(Fail::at("Unterminated string starting at", begin)),
+                        Some(_) => {
+                            let esc: String = self.text_at(p + 1).chars().take(1).collect();
+                            return Err(Fail {
+                                msg: Cow::Owned(format!("Invalid \\escape: {esc:?}")),
+                                byte: p,
+                            });
+                        }
+                    }
+                }
+                Some(_) => return Err(Fail::at("Invalid control character at", p)),
+            }
+        }
+    }
+
+    fn text_at(&self, p: usize) -> &str {
+        std::str::from_utf8(&self.b[p..]).unwrap_or("")
+    }
+
+    fn too_deep(&self, depth: usize) -> Result<(), Fail> {
+        if depth > self.max_depth {
+            return Err(Fail {
+                msg: Cow::Owned(format!(
+                    "Maximum nesting depth of {} exceeded",
+                    self.max_depth
+                )),
+                byte: self.pos,
+            });
+        }
+        Ok(())
+    }
+
+    fn array(&mut self, depth: usize) -> Result<(), Fail> {
+        self.too_deep(depth)?;
+        let i = self.push(Kind::Array, self.pos);
+        self.pos += 1;
+        self.ws();
+        if self.b.get(self.pos) == Some(&b']') {
+            self.pos += 1;
+        } else {
+            loop {
+                self.value(depth)?;
+                self.ws();
+                match self.b.get(self.pos) {
+                    Some(b',') => {
+                        self.pos += 1;
+                        self.ws();
+                    }
+                    Some(b']') => {
+                        self.pos += 1;
+                        break;
+                    }
+                    _ => return Err(Fail::at("Expecting ',' delimiter", self.pos)),
+                }
+            }
+        }
+        self.nodes[i].end = self.pos as u32;
+        self.nodes[i].next = self.nodes.len() as u32;
+        Ok(())
+    }
+
+    fn object(&mut self, depth: usize) -> Result<(), Fail> {
+        self.too_deep(depth)?;
+        let i = self.push(Kind::Object, self.pos);
+        self.pos += 1;
+        self.ws();
+        if self.b.get(self.pos) == Some(&b'}') {
+            self.pos += 1;
+        } else {
+            loop {
+                if self.b.get(self.pos) != Some(&b'"') {
+                    return Err(Fail::at(
+                        "Expecting property name enclosed in double quotes",
+                        self.pos,
+                    ));
+                }
+                let key_start = self.pos;
+                let escaped = self.string()?;
+                let k = self.push(Kind::String(escaped), key_start);
+                self.nodes[k].end = self.pos as u32;
+                self.check_duplicate(i, k)?;
+                self.ws();
+                if self.b.get(self.pos) != Some(&b':') {
+                    return Err(Fail::at("Expecting ':' delimiter", self.pos));
+                }
+                self.pos += 1;
+                self.ws();
+                self.value(depth)?;
+                self.ws();
+                match self.b.get(self.pos) {
+                    Some(b',') => {
+                        self.pos += 1;
+                        self.ws();
+                    }
+                    Some(b'}') => {
+                        self.pos += 1;
+                        break;
+                    }
+                    _ => return Err(Fail::at("Expecting ',' delimiter", self.pos)),
+                }
+            }
+        }
+        self.nodes[i].end = self.pos as u32;
+        self.nodes[i].next = self.nodes.len() as u32;
+        Ok(())
+    }
+
+    /// Compares key `k` with the earlier keys of object `obj` (decoded, so `"a"` and `"\u0061"`
+    /// are the same key).
+    fn check_duplicate(&self, obj: usize, k: usize) -> Result<(), Fail> {
+        let key = self.nodes[k];
+        let raw = &self.b[key.start as usize..key.end as usize];
+        let mut j = obj + 1;
+        while j < k {
+            let other = self.nodes[j];
+            let same = match (key.kind, other.kind) {
+                (Kind::String(false), Kind::String(false)) => {
+                    raw == &self.b[other.start as usize..other.end as usize]
+                }
+                _ => {
+                    let s = |n: Node| unescape(str_of(self.b, n.start as usize + 1, n.end as usize - 1));
+                    s(key) == s(other)
+                }
+            };
+            if same {
+                let name = unescape(str_of(self.b, key.start as usize + 1, key.end as usize - 1));
+                return Err(Fail {
+                    msg: Cow::Owned(format!("Duplicate object key {name:?}")),
+                    byte: key.start as usize,
+                });
+            }
+            // Skip the value that follows key j.
+            j = self.nodes[j + 1].next as usize;
+        }
+        Ok(())
+    }
+}
+
+fn str_of(b: &[u8], start: usize, end: usize) -> &str {
+    std::str::from_utf8(&b[start..end]).unwrap_or("")
+}
+
+/// Decodes the inside of a JSON string (between the quotes) that the parser accepted. A lone
+/// surrogate escape, which Python accepts, becomes U+FFFD.
+pub(crate) fn unescape(inner: &str) -> Cow<'_, str> {
+    if !inner.contains('\\') {
+        return Cow::Borrowed(inner);
+    }
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.char_indices();
+    let bytes = inner.as_bytes();
+    while let Some((i, c)) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        let Some((_, e)) = chars.next() else { break };
+        match e {
+            'n' => out.push('\n'),
+            't' => out.push('\t'),
+            'r' => out.push('\r'),
+            'b' => out.push('\u{8}'),
+            'f' => out.push('\u{c}'),
+            'u' => {
+                let hex = |at: usize| {
+                    inner
+                        .get(at..at + 4)
+                        .and_then(|h| u16::from_str_radix(h, 16).ok())
+                };
+                let Some(hi) = hex(i + 2) else { break };
+                for _ in 0..4 {
+                    chars.next();
+                }
+                if (0xD800..0xDC00).contains(&hi)
+                    && bytes.get(i + 6) == Some(&b'\\')
+                    && bytes.get(i + 7) == Some(&b'u')
+                    && let Some(lo) = hex(i + 8)
+                    && (0xDC00..0xE000).contains(&lo)
+                {
+                    for _ in 0..6 {
+                        chars.next();
+                    }
+                    let cp = 0x10000 + ((u32::from(hi) - 0xD800) << 10) + (u32::from(lo) - 0xDC00);
+                    out.push(char::from_u32(cp).unwrap_or('\u{FFFD}'));
+                } else {
+                    out.push(char::from_u32(u32::from(hi)).unwrap_or('\u{FFFD}'));
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    Cow::Owned(out)
+}
+
+impl<'a> Doc<'a> {
+    /// The node at `i`.
+    #[inline]
+    pub(crate) fn node(&self, i: usize) -> Node {
+        self.nodes[i]
+    }
+
+    /// The raw text of node `i`.
+    #[inline]
+    pub(crate) fn raw(&self, i: usize) -> &'a str {
+        let n = self.nodes[i];
+        &self.src[n.start as usize..n.end as usize]
+    }
+
+    /// The decoded value of string node `i`.
+    pub(crate) fn str(&self, i: usize) -> Cow<'a, str> {
+        let n = self.nodes[i];
+        let inner = &self.src[n.start as usize + 1..n.end as usize - 1];
+        match n.kind {
+            Kind::String(false) => Cow::Borrowed(inner),
+            _ => unescape(inner),
+        }
+    }
+
+    /// Children of array node `i`.
+    pub(crate) fn items(&self, i: usize) -> Items<'_, 'a> {
+        Items {
+            doc: self,
+            at: i + 1,
+            end: self.nodes[i].next as usize,
+        }
+    }
+
+    /// `(key node, value node)` pairs of object node `i`.
+    pub(crate) fn members(&self, i: usize) -> Members<'_, 'a> {
+        Members {
+            doc: self,
+            at: i + 1,
+            end: self.nodes[i].next as usize,
+        }
+    }
+
+    /// The raw key text (with quotes) compared to `name` without decoding when possible.
+    pub(crate) fn key_is(&self, k: usize, name: &str) -> bool {
+        let n = self.nodes[k];
+        match n.kind {
+            Kind::String(false) => {
+                &self.src[n.start as usize + 1..n.end as usize - 1] == name
+            }
+            _ => self.str(k) == name,
+        }
+    }
+}
+
+/// Iterator over array children.
+pub(crate) struct Items<'d, 'a> {
+    doc: &'d Doc<'a>,
+    at: usize,
+    end: usize,
+}
+
+impl Iterator for Items<'_, '_> {
+    type Item = usize;
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        (self.at < self.end).then(|| {
+            let i = self.at;
+            self.at = self.doc.nodes[i].next as usize;
+            i
+        })
+    }
+}
+
+/// Iterator over object members.
+pub(crate) struct Members<'d, 'a> {
+    doc: &'d Doc<'a>,
+    at: usize,
+    end: usize,
+}
+
+impl Iterator for Members<'_, '_> {
+    type Item = (usize, usize);
+    #[inline]
+    fn next(&mut self) -> Option<(usize, usize)> {
+        (self.at < self.end).then(|| {
+            let k = self.at;
+            let v = k + 1;
+            self.at = self.doc.nodes[v].next as usize;
+            (k, v)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(s: &str) -> (String, usize) {
+        let e = parse(s, 64).expect_err("should fail");
+        (e.msg.into_owned(), e.char_offset)
+    }
+
+    #[test]
+    fn python_messages_and_offsets() {
+        assert_eq!(err(r#"{"model":"m","messages":["#), ("Expecting value".into(), 25));
+        assert_eq!(err(""), ("Expecting value".into(), 0));
+        assert_eq!(err("{"), ("Expecting property name enclosed in double quotes".into(), 1));
+        assert_eq!(err(r#"{"a" 1}"#), ("Expecting ':' delimiter".into(), 5));
+        assert_eq!(err(r#"{"a":1 "b":2}"#), ("Expecting ',' delimiter".into(), 7));
+        assert_eq!(err(r#"[1 2]"#), ("Expecting ',' delimiter".into(), 3));
+        assert_eq!(err(r#"{"a":1}x"#), ("Extra data".into(), 7));
+        assert_eq!(err(r#""abc"#), ("Unterminated string starting at".into(), 0));
+        assert_eq!(err("\"a\nb\""), ("Invalid control character at".into(), 2));
+        assert_eq!(err("NaN"), ("Expecting value".into(), 0));
+        assert_eq!(err("[-Infinity]"), ("Expecting value".into(), 1));
+        assert_eq!(err("[01]"), ("Expecting ',' delimiter".into(), 2));
+        assert_eq!(err("[1.]"), ("Expecting ',' delimiter".into(), 2));
+        // Offsets count characters, not bytes.
+        assert_eq!(err("[\"é\" 1]"), ("Expecting ',' delimiter".into(), 5));
+    }
+
+    #[test]
+    fn duplicate_keys_are_found_even_when_escaped() {
+        let (msg, at) = err(r#"{"model":"a","model":"b"}"#);
+        assert!(msg.contains("model"), "{msg}");
+        assert_eq!(at, 13);
+        let (_, at) = err(r#"{"a":1,"\u0061":2}"#);
+        assert_eq!(at, 7);
+        // Same key in different objects is fine.
+        assert!(parse(r#"{"a":{"a":1},"b":{"a":2}}"#, 64).is_ok());
+    }
+
+    #[test]
+    fn depth_is_capped() {
+        let deep = "[".repeat(10) + &"]".repeat(10);
+        assert!(parse(&deep, 10).is_ok());
+        let (msg, at) = err(&("[".repeat(65) + &"]".repeat(65)));
+        assert!(msg.contains("depth"), "{msg}");
+        assert_eq!(at, 64);
+    }
+
+    #[test]
+    fn arena_navigation() {
+        let d = parse(r#" {"a": [1, {"b": null}, "x\"y"], "c": true} "#, 64).expect("valid");
+        let members: Vec<_> = d.members(0).map(|(k, _)| d.str(k).into_owned()).collect();
+        assert_eq!(members, ["a", "c"]);
+        let (_, arr) = d.members(0).next().expect("a");
+        let items: Vec<_> = d.items(arr).map(|i| d.raw(i)).collect();
+        assert_eq!(items, ["1", r#"{"b": null}"#, r#""x\"y""#]);
+        assert_eq!(d.str(d.items(arr).nth(2).expect("x")), "x\"y");
+    }
+
+    #[test]
+    fn unescape_handles_surrogates() {
+        assert_eq!(unescape(r"\ud83d\ude00"), "😀");
+        assert_eq!(unescape(r"a\ud800b"), "a\u{FFFD}b");
+        assert_eq!(unescape(r"\n\t\/\\"), "\n\t/\\");
+    }
+
+    #[test]
+    fn agrees_with_serde_json_on_acceptance() {
+        let cases = [
+            "0", "-0", "1e5", "1E+5", "-1.5e-3", "[]", "{}", r#"{"a":[1,2,{"b":"c"}]}"#,
+            "tru", "[1,]", "{\"a\":1,}", "\"\\x\"", "1e", "--1", "[\"\\u12\"]", " \"\u{7f}\" ",
+        ];
+        for c in cases {
+            let ours = parse(c, 64).is_ok();
+            let theirs = serde_json::from_str::<serde_json::Value>(c).is_ok();
+            // "1e" is "1" then "e": extra data for both.
+            assert_eq!(ours, theirs, "{c}");
+        }
+    }
+}

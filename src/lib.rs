@@ -1,0 +1,11 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod body;
+pub mod contract;
+pub mod error;
+mod json;
+mod macros;
+pub mod validate;
+
+pub use validate::{ValidateLayer, ValidatedRequest};
