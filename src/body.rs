@@ -50,13 +50,14 @@ impl<B> ResponseBody<B> {
         res.map(|full| {
             // `Full` holds its data until polled; taking it out without polling keeps this
             // synchronous and allocation-free.
-            let data = futures_full_into_bytes(full);
+            let data = full_into_bytes(full);
             Self::full(data)
         })
     }
 }
 
-fn futures_full_into_bytes(full: Full<Bytes>) -> Bytes {
+/// The bytes of a `Full` body, taken without an executor.
+pub(crate) fn full_into_bytes(full: Full<Bytes>) -> Bytes {
     use std::task::Waker;
     let mut full = full;
     let mut cx = Context::from_waker(Waker::noop());
@@ -92,7 +93,9 @@ where
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Kind::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
             Kind::Inner { body } => body.size_hint(),
         }
     }

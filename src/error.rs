@@ -62,7 +62,10 @@ impl ApiError {
     }
 
     /// 400 `invalid_request_error` naming the offending `param` (strict mode, §4).
-    pub fn invalid_request(message: impl Into<Cow<'static, str>>, param: impl Into<Cow<'static, str>>) -> Self {
+    pub fn invalid_request(
+        message: impl Into<Cow<'static, str>>,
+        param: impl Into<Cow<'static, str>>,
+    ) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             ErrorType::InvalidRequestError,

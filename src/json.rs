@@ -351,7 +351,9 @@ impl Parser<'_> {
                     raw == &self.b[other.start as usize..other.end as usize]
                 }
                 _ => {
-                    let s = |n: Node| unescape(str_of(self.b, n.start as usize + 1, n.end as usize - 1));
+                    let s = |n: Node| {
+                        unescape(str_of(self.b, n.start as usize + 1, n.end as usize - 1))
+                    };
                     s(key) == s(other)
                 }
             };
@@ -471,9 +473,7 @@ impl<'a> Doc<'a> {
     pub(crate) fn key_is(&self, k: usize, name: &str) -> bool {
         let n = self.nodes[k];
         match n.kind {
-            Kind::String(false) => {
-                &self.src[n.start as usize + 1..n.end as usize - 1] == name
-            }
+            Kind::String(false) => &self.src[n.start as usize + 1..n.end as usize - 1] == name,
             _ => self.str(k) == name,
         }
     }
@@ -529,14 +529,29 @@ mod tests {
 
     #[test]
     fn python_messages_and_offsets() {
-        assert_eq!(err(r#"{"model":"m","messages":["#), ("Expecting value".into(), 25));
+        assert_eq!(
+            err(r#"{"model":"m","messages":["#),
+            ("Expecting value".into(), 25)
+        );
         assert_eq!(err(""), ("Expecting value".into(), 0));
-        assert_eq!(err("{"), ("Expecting property name enclosed in double quotes".into(), 1));
+        assert_eq!(
+            err("{"),
+            (
+                "Expecting property name enclosed in double quotes".into(),
+                1
+            )
+        );
         assert_eq!(err(r#"{"a" 1}"#), ("Expecting ':' delimiter".into(), 5));
-        assert_eq!(err(r#"{"a":1 "b":2}"#), ("Expecting ',' delimiter".into(), 7));
+        assert_eq!(
+            err(r#"{"a":1 "b":2}"#),
+            ("Expecting ',' delimiter".into(), 7)
+        );
         assert_eq!(err(r#"[1 2]"#), ("Expecting ',' delimiter".into(), 3));
         assert_eq!(err(r#"{"a":1}x"#), ("Extra data".into(), 7));
-        assert_eq!(err(r#""abc"#), ("Unterminated string starting at".into(), 0));
+        assert_eq!(
+            err(r#""abc"#),
+            ("Unterminated string starting at".into(), 0)
+        );
         assert_eq!(err("\"a\nb\""), ("Invalid control character at".into(), 2));
         assert_eq!(err("NaN"), ("Expecting value".into(), 0));
         assert_eq!(err("[-Infinity]"), ("Expecting value".into(), 1));
@@ -587,8 +602,22 @@ mod tests {
     #[test]
     fn agrees_with_serde_json_on_acceptance() {
         let cases = [
-            "0", "-0", "1e5", "1E+5", "-1.5e-3", "[]", "{}", r#"{"a":[1,2,{"b":"c"}]}"#,
-            "tru", "[1,]", "{\"a\":1,}", "\"\\x\"", "1e", "--1", "[\"\\u12\"]", " \"\u{7f}\" ",
+            "0",
+            "-0",
+            "1e5",
+            "1E+5",
+            "-1.5e-3",
+            "[]",
+            "{}",
+            r#"{"a":[1,2,{"b":"c"}]}"#,
+            "tru",
+            "[1,]",
+            "{\"a\":1,}",
+            "\"\\x\"",
+            "1e",
+            "--1",
+            "[\"\\u12\"]",
+            " \"\u{7f}\" ",
         ];
         for c in cases {
             let ours = parse(c, 64).is_ok();

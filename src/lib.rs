@@ -3,9 +3,16 @@
 
 pub mod body;
 pub mod contract;
+pub mod echo;
 pub mod error;
 mod json;
 mod macros;
+pub mod route;
+pub mod sse;
 pub mod validate;
 
+pub use echo::EchoModel;
 pub use validate::{ValidateLayer, ValidatedRequest};
+
+/// A boxed, thread-safe error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -54,7 +54,8 @@ impl<'de> Deserialize<'de> for Extra {
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Extra, A::Error> {
                 let mut out = Vec::new();
                 while let Some((k, v)) = m.next_entry::<String, serde_json::Value>()? {
-                    let raw = serde_json::value::to_raw_value(&v).map_err(serde::de::Error::custom)?;
+                    let raw =
+                        serde_json::value::to_raw_value(&v).map_err(serde::de::Error::custom)?;
                     out.push((k, raw));
                 }
                 Ok(Extra(out))

@@ -12,12 +12,12 @@ mod response;
 
 pub use extra::Extra;
 pub use request::{
-    ChatCompletionRequest, ContentPart, FunctionCall, FunctionDefinition, FunctionParams,
-    ImageDetail, ImageUrl, InputAudio, AudioFormat, Message, MessageContent, NamedToolChoice,
+    AudioFormat, ChatCompletionRequest, ContentPart, FunctionCall, FunctionDefinition,
+    FunctionParams, ImageDetail, ImageUrl, InputAudio, Message, MessageContent, NamedToolChoice,
     ParamProperty, ParamType, ParamTypes, StreamOptions, Tool, ToolCall, ToolChoice,
     ToolChoiceFunction, ToolChoiceMode, ToolType, UcFunction,
 };
 pub use response::{
-    ChatCompletion, ChatCompletionChunk, Choice, ChunkChoice, Delta, FinishReason, ResponseMessage,
-    ToolCallDelta, FunctionCallDelta, Usage,
+    ChatCompletion, ChatCompletionChunk, Choice, ChunkChoice, Delta, FinishReason,
+    FunctionCallDelta, ResponseMessage, ToolCallDelta, Usage,
 };

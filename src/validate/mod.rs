@@ -144,7 +144,10 @@ impl ValidatedRequest {
 ///
 /// # Errors
 /// The 422 body listing every violation.
-pub fn validate(body: Bytes, config: &ValidateConfig) -> Result<ValidatedRequest, ValidationErrors> {
+pub fn validate(
+    body: Bytes,
+    config: &ValidateConfig,
+) -> Result<ValidatedRequest, ValidationErrors> {
     let out = schema::validate_bytes(body, true, config)?;
     Ok(ValidatedRequest::new(out.request, out.body))
 }

@@ -27,8 +27,10 @@ enum Seg {
 }
 
 const CONTENT_LIST: &str = "list[tagged-union[TextContentPart,ImageContentPart,AudioContentPart]]";
-const PARAM_LITERAL: &str = "literal['string','number','integer','object','array','boolean','null']";
-const PARAM_LIST: &str = "list[literal['string','number','integer','object','array','boolean','null']]";
+const PARAM_LITERAL: &str =
+    "literal['string','number','integer','object','array','boolean','null']";
+const PARAM_LIST: &str =
+    "list[literal['string','number','integer','object','array','boolean','null']]";
 const CHOICE_LITERAL: &str = "literal['none','auto','required']";
 
 /// The result of validating one body.
@@ -44,7 +46,13 @@ pub(crate) fn validate_bytes(
     cfg: &ValidateConfig,
 ) -> Result<Outcome, ValidationErrors> {
     if body.is_empty() {
-        return Err(single(vec![Loc::from("body")], "missing", "Field required", raw("null"), None));
+        return Err(single(
+            vec![Loc::from("body")],
+            "missing",
+            "Field required",
+            raw("null"),
+            None,
+        ));
     }
     if !json_content {
         // FastAPI hands non-JSON bytes to the model validator as a string.
@@ -61,7 +69,9 @@ pub(crate) fn validate_bytes(
     let text = match std::str::from_utf8(&body) {
         Ok(t) => t,
         Err(e) => {
-            let at = String::from_utf8_lossy(&body[..e.valid_up_to()]).chars().count();
+            let at = String::from_utf8_lossy(&body[..e.valid_up_to()])
+                .chars()
+                .count();
             return Err(json_invalid(at, "Invalid UTF-8 in request body"));
         }
     };
@@ -70,7 +80,13 @@ pub(crate) fn validate_bytes(
     match root.kind {
         Kind::Object => {}
         Kind::Null => {
-            return Err(single(vec![Loc::from("body")], "missing", "Field required", raw("null"), None));
+            return Err(single(
+                vec![Loc::from("body")],
+                "missing",
+                "Field required",
+                raw("null"),
+                None,
+            ));
         }
         _ => {
             return Err(single(
@@ -258,10 +274,9 @@ impl<'a> Cx<'_, 'a> {
         for (k, v) in self.doc.members(obj) {
             match names.iter().position(|n| self.doc.key_is(k, n)) {
                 Some(i) => f.slots[i] = Some(v),
-                None => f.extra.push((
-                    self.doc.str(k).into_owned(),
-                    raw(self.doc.raw(v)),
-                )),
+                None => f
+                    .extra
+                    .push((self.doc.str(k).into_owned(), raw(self.doc.raw(v)))),
             }
         }
         f
@@ -285,14 +300,25 @@ impl<'a> Cx<'_, 'a> {
         match self.doc.node(v).kind {
             Kind::String(_) => Some(self.doc.str(v).into_owned()),
             _ => {
-                self.err(&[], "string_type", "Input should be a valid string", v, None);
+                self.err(
+                    &[],
+                    "string_type",
+                    "Input should be a valid string",
+                    v,
+                    None,
+                );
                 None
             }
         }
     }
 
     /// A required string field.
-    fn req_string(&mut self, obj: usize, slot: Option<usize>, name: &'static str) -> Option<String> {
+    fn req_string(
+        &mut self,
+        obj: usize,
+        slot: Option<usize>,
+        name: &'static str,
+    ) -> Option<String> {
         match slot {
             None => {
                 self.missing(&[Seg::Key(name)], obj);
@@ -303,12 +329,18 @@ impl<'a> Cx<'_, 'a> {
     }
 
     /// An optional string field (`null` allowed).
-    fn opt_string(&mut self, slot: Option<usize>, name: &'static str) -> Result<Option<String>, ()> {
+    fn opt_string(
+        &mut self,
+        slot: Option<usize>,
+        name: &'static str,
+    ) -> Result<Option<String>, ()> {
         if self.is_null(slot) {
             return Ok(None);
         }
         let v = slot.expect("not null");
-        self.at(Seg::Key(name), |cx| cx.string(v)).map(Some).ok_or(())
+        self.at(Seg::Key(name), |cx| cx.string(v))
+            .map(Some)
+            .ok_or(())
     }
 
     fn float(&mut self, v: usize) -> Option<f64> {
@@ -527,8 +559,19 @@ impl<'a> Cx<'_, 'a> {
                 "tool_choice",
             ],
         );
-        let [temperature, n, stop, max_tokens, stream, stream_options, model, messages, tools, seed, tool_choice] =
-            f.slots;
+        let [
+            temperature,
+            n,
+            stop,
+            max_tokens,
+            stream,
+            stream_options,
+            model,
+            messages,
+            tools,
+            seed,
+            tool_choice,
+        ] = f.slots;
         let mut ok = true;
 
         let temperature = if self.is_null(temperature) {
@@ -610,7 +653,13 @@ impl<'a> Cx<'_, 'a> {
             Some(v) => {
                 let r = self.at(Seg::Key("stream_options"), |cx| {
                     if cx.doc.node(v).kind != Kind::Object {
-                        cx.err(&[], "dict_type", "Input should be a valid dictionary", v, None);
+                        cx.err(
+                            &[],
+                            "dict_type",
+                            "Input should be a valid dictionary",
+                            v,
+                            None,
+                        );
                         return None;
                     }
                     // Any object is accepted; include_usage is read, not validated.
@@ -702,7 +751,13 @@ impl<'a> Cx<'_, 'a> {
     }
 
     /// Writes `"name":value` into the top-level object when the member is absent or `null`.
-    fn default_in(&mut self, obj: usize, slot: Option<usize>, name: &'static str, value: &'static str) {
+    fn default_in(
+        &mut self,
+        obj: usize,
+        slot: Option<usize>,
+        name: &'static str,
+        value: &'static str,
+    ) {
         match slot {
             Some(v) if self.doc.node(v).kind == Kind::Null => self.patch(v, value),
             Some(_) => {}
@@ -739,7 +794,10 @@ impl<'a> Cx<'_, 'a> {
             self.model_attributes(&[], v);
             return None;
         }
-        let f = self.fields(v, ["role", "content", "tool_calls", "refusal", "tool_call_id"]);
+        let f = self.fields(
+            v,
+            ["role", "content", "tool_calls", "refusal", "tool_call_id"],
+        );
         let [role, content, tool_calls, refusal, tool_call_id] = f.slots;
         let role = self.req_string(v, role, "role");
         let mut ok = role.is_some();
@@ -792,7 +850,13 @@ impl<'a> Cx<'_, 'a> {
         if let Kind::String(_) = self.doc.node(v).kind {
             return Some(MessageContent::Text(self.doc.str(v).into_owned()));
         }
-        self.err(&[Seg::Key("str")], "string_type", "Input should be a valid string", v, None);
+        self.err(
+            &[Seg::Key("str")],
+            "string_type",
+            "Input should be a valid string",
+            v,
+            None,
+        );
         self.at(Seg::Key(CONTENT_LIST), |cx| {
             if !cx.list(v) {
                 return None;
@@ -1123,7 +1187,10 @@ impl<'a> Cx<'_, 'a> {
             self.model_attributes(&[], v);
             return None;
         }
-        let f = self.fields(v, ["properties", "type", "required", "additionalProperties"]);
+        let f = self.fields(
+            v,
+            ["properties", "type", "required", "additionalProperties"],
+        );
         let [properties, kind, required, additional] = f.slots;
         let properties = match properties {
             None => {
@@ -1132,7 +1199,13 @@ impl<'a> Cx<'_, 'a> {
             }
             Some(p) => self.at(Seg::Key("properties"), |cx| {
                 if cx.doc.node(p).kind != Kind::Object {
-                    cx.err(&[], "dict_type", "Input should be a valid dictionary", p, None);
+                    cx.err(
+                        &[],
+                        "dict_type",
+                        "Input should be a valid dictionary",
+                        p,
+                        None,
+                    );
                     return None;
                 }
                 let mut out = Vec::new();
@@ -1204,16 +1277,38 @@ impl<'a> Cx<'_, 'a> {
                             Kind::String(_) | Kind::Number | Kind::Bool(_)
                         );
                         if scalar {
-                            out.push(
-                                serde_json::from_str(cx.doc.raw(item)).unwrap_or(Value::Null),
-                            );
+                            out.push(serde_json::from_str(cx.doc.raw(item)).unwrap_or(Value::Null));
                         } else {
                             ok = false;
                             cx.at(Seg::Index(i), |cx| {
-                                cx.err(&[Seg::Key("str")], "string_type", "Input should be a valid string", item, None);
-                                cx.err(&[Seg::Key("int")], "int_type", "Input should be a valid integer", item, None);
-                                cx.err(&[Seg::Key("float")], "float_type", "Input should be a valid number", item, None);
-                                cx.err(&[Seg::Key("bool")], "bool_type", "Input should be a valid boolean", item, None);
+                                cx.err(
+                                    &[Seg::Key("str")],
+                                    "string_type",
+                                    "Input should be a valid string",
+                                    item,
+                                    None,
+                                );
+                                cx.err(
+                                    &[Seg::Key("int")],
+                                    "int_type",
+                                    "Input should be a valid integer",
+                                    item,
+                                    None,
+                                );
+                                cx.err(
+                                    &[Seg::Key("float")],
+                                    "float_type",
+                                    "Input should be a valid number",
+                                    item,
+                                    None,
+                                );
+                                cx.err(
+                                    &[Seg::Key("bool")],
+                                    "bool_type",
+                                    "Input should be a valid boolean",
+                                    item,
+                                    None,
+                                );
                             });
                         }
                     }
@@ -1244,7 +1339,10 @@ impl<'a> Cx<'_, 'a> {
             match cx.doc.node(i).kind {
                 Kind::String(_) => {
                     let s = cx.doc.str(i);
-                    ParamType::ALL.iter().find(|(n, _)| *n == s).map(|(_, t)| *t)
+                    ParamType::ALL
+                        .iter()
+                        .find(|(n, _)| *n == s)
+                        .map(|(_, t)| *t)
                 }
                 _ => None,
             }
@@ -1271,7 +1369,13 @@ impl<'a> Cx<'_, 'a> {
             return None;
         }
         self.literal(&[Seg::Key(PARAM_LITERAL)], v, &names);
-        self.err(&[Seg::Key(PARAM_LIST)], "list_type", "Input should be a valid list", v, None);
+        self.err(
+            &[Seg::Key(PARAM_LIST)],
+            "list_type",
+            "Input should be a valid list",
+            v,
+            None,
+        );
         None
     }
 
@@ -1297,7 +1401,8 @@ impl<'a> Cx<'_, 'a> {
             let kind = match kind {
                 None => Some("function".to_owned()),
                 Some(k) => {
-                    if matches!(cx.doc.node(k).kind, Kind::String(_)) && cx.doc.str(k) == "function" {
+                    if matches!(cx.doc.node(k).kind, Kind::String(_)) && cx.doc.str(k) == "function"
+                    {
                         Some("function".to_owned())
                     } else {
                         cx.literal(&[Seg::Key("type")], k, &["function"]);

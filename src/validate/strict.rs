@@ -3,7 +3,14 @@
 use crate::contract::{ChatCompletionRequest, ContentPart, MessageContent, ToolChoice, ToolType};
 use crate::error::ApiError;
 
-const ROLES: [&str; 6] = ["developer", "system", "user", "assistant", "tool", "function"];
+const ROLES: [&str; 6] = [
+    "developer",
+    "system",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
 
 /// Checks the rules MLflow does not enforce but OpenAI does; the first broken one is returned.
 ///
@@ -97,7 +104,10 @@ pub fn check_strict(req: &ChatCompletionRequest) -> Result<(), ApiError> {
             && parts.iter().any(|p| !matches!(p, ContentPart::Text { .. }))
         {
             return Err(ApiError::invalid_request(
-                format!("Messages with role '{}' may only contain text parts.", m.role),
+                format!(
+                    "Messages with role '{}' may only contain text parts.",
+                    m.role
+                ),
                 format!("messages[{i}].content"),
             ));
         }
@@ -131,7 +141,9 @@ pub fn check_strict(req: &ChatCompletionRequest) -> Result<(), ApiError> {
         });
         if !known {
             return Err(ApiError::invalid_request(
-                format!("Invalid value for 'tool_choice': no function named {name:?} was specified in 'tools'."),
+                format!(
+                    "Invalid value for 'tool_choice': no function named {name:?} was specified in 'tools'."
+                ),
                 "tool_choice",
             ));
         }
