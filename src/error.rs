@@ -304,12 +304,12 @@ pub(crate) fn json_response(status: StatusCode, body: Bytes) -> Response<Full<By
 }
 
 /// 405 `{"detail":"Method Not Allowed"}`, as FastAPI answers.
-pub(crate) fn method_not_allowed() -> Response<Full<Bytes>> {
+pub(crate) fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
     let mut res = json_response(
         StatusCode::METHOD_NOT_ALLOWED,
         Bytes::from_static(br#"{"detail":"Method Not Allowed"}"#),
     );
     res.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
     res
 }

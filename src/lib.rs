@@ -5,6 +5,7 @@ pub mod body;
 pub mod contract;
 pub mod echo;
 pub mod error;
+pub mod gateway;
 mod json;
 mod macros;
 pub mod route;

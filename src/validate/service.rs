@@ -71,7 +71,7 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         if req.method() != Method::POST {
-            return ResponseFuture::early(method_not_allowed());
+            return ResponseFuture::early(method_not_allowed("POST"));
         }
         let limit = self.config.max_body;
         let declared = req
