@@ -9,7 +9,11 @@ use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 
 /// Reads an SSE response frame by frame and returns the `data:` payloads in order.
-async fn events(client: &support::HttpClient, addr: std::net::SocketAddr, body: &str) -> (http::HeaderMap, Vec<String>) {
+async fn events(
+    client: &support::HttpClient,
+    addr: std::net::SocketAddr,
+    body: &str,
+) -> (http::HeaderMap, Vec<String>) {
     let req = Request::post(format!("http://{addr}/v1/chat/completions"))
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body.to_owned())))
@@ -35,7 +39,10 @@ async fn events(client: &support::HttpClient, addr: std::net::SocketAddr, body: 
             }
         }
     }
-    assert!(buf.is_empty(), "trailing bytes after the last event: {buf:?}");
+    assert!(
+        buf.is_empty(),
+        "trailing bytes after the last event: {buf:?}"
+    );
     (headers, out)
 }
 
@@ -86,7 +93,11 @@ async fn stream_with_usage_over_http1_and_http2() {
         // One content chunk per completion token.
         let content_chunks = normal
             .iter()
-            .filter(|c| c["choices"][0]["delta"]["content"].as_str().is_some_and(|s| !s.is_empty()))
+            .filter(|c| {
+                c["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .is_some_and(|s| !s.is_empty())
+            })
             .count() as u64;
         assert_eq!(usage_chunk["choices"], serde_json::json!([]));
         let usage = &usage_chunk["usage"];
@@ -109,7 +120,11 @@ async fn stream_without_usage_has_no_usage_field() {
     .await;
     let chunks = chunks(&events);
     assert!(chunks.iter().all(|c| c.get("usage").is_none()));
-    assert!(chunks.iter().all(|c| !c["choices"].as_array().expect("choices").is_empty()));
+    assert!(
+        chunks
+            .iter()
+            .all(|c| !c["choices"].as_array().expect("choices").is_empty())
+    );
     let finish: Vec<&Value> = chunks
         .iter()
         .map(|c| &c["choices"][0]["finish_reason"])
@@ -157,7 +172,11 @@ async fn streamed_tool_call_fragments_concatenate() {
     assert_eq!(calls[0][0]["type"], "function");
     assert!(calls[0][0]["id"].as_str().is_some_and(|s| !s.is_empty()));
     assert!(calls.iter().all(|c| c[0]["index"] == 0));
-    assert!(calls[1..].iter().all(|c| c[0].get("id").is_none() && c[0]["function"].get("name").is_none()));
+    assert!(
+        calls[1..]
+            .iter()
+            .all(|c| c[0].get("id").is_none() && c[0]["function"].get("name").is_none())
+    );
     let args: String = calls
         .iter()
         .filter_map(|c| c[0]["function"]["arguments"].as_str())

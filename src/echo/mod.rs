@@ -516,3 +516,119 @@ impl<B> tower::Service<Request<B>> for EchoModel {
         ready(Ok(res))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::{ValidateConfig, validate};
+    use http_body_util::BodyExt;
+    use serde_json::{Value, json};
+    use tower::ServiceExt;
+
+    async fn answer(body: Value) -> (StatusCode, Bytes) {
+        let v = validate(Bytes::from(body.to_string()), &ValidateConfig::default()).expect("valid");
+        let mut req = Request::new(());
+        req.extensions_mut().insert(v);
+        let res = EchoModel::new().oneshot(req).await.expect("infallible");
+        let status = res.status();
+        (
+            status,
+            res.into_body().collect().await.expect("body").to_bytes(),
+        )
+    }
+
+    async fn json_answer(body: Value) -> Value {
+        let (status, bytes) = answer(body).await;
+        assert_eq!(status, 200);
+        serde_json::from_slice(&bytes).expect("json")
+    }
+
+    fn msgs(text: &str) -> Value {
+        json!([{"role":"system","content":"be brief"},{"role":"user","content":text}])
+    }
+
+    #[tokio::test]
+    async fn echoes_the_last_user_message_n_times() {
+        let r = json_answer(json!({"model":"echo","messages":msgs("hello world"),"n":3})).await;
+        assert_eq!(r["object"], "chat.completion");
+        assert_eq!(r["model"], "echo");
+        let choices = r["choices"].as_array().expect("choices");
+        assert_eq!(choices.len(), 3);
+        for (i, c) in choices.iter().enumerate() {
+            assert_eq!(c["index"], i);
+            assert_eq!(c["message"]["content"], "hello world");
+            assert_eq!(c["finish_reason"], "stop");
+        }
+        // 2 tokens per choice; prompt: 3 + (3 + 1 + 2) + (3 + 1 + 2).
+        assert_eq!(
+            r["usage"],
+            json!({"prompt_tokens":15,"completion_tokens":6,"total_tokens":21})
+        );
+    }
+
+    #[tokio::test]
+    async fn max_tokens_and_stop() {
+        let r =
+            json_answer(json!({"model":"e","messages":msgs("one two three"),"max_tokens":2})).await;
+        assert_eq!(r["choices"][0]["message"]["content"], "one two");
+        assert_eq!(r["choices"][0]["finish_reason"], "length");
+        assert_eq!(r["usage"]["completion_tokens"], 2);
+        let r = json_answer(
+            json!({"model":"e","messages":msgs("one two. three"),"stop":[".","three"]}),
+        )
+        .await;
+        assert_eq!(r["choices"][0]["message"]["content"], "one two");
+        assert_eq!(r["choices"][0]["finish_reason"], "stop");
+    }
+
+    #[tokio::test]
+    async fn tool_calls_by_message_and_by_choice() {
+        let tools = json!([{"type":"function","function":{"name":"get_weather"}},{"type":"function","function":{"name":"other"}}]);
+        let r = json_answer(json!({"model":"e","messages":msgs(r#"call get_weather {"city":"Oslo"}"#),"tools":tools})).await;
+        let call = &r["choices"][0]["message"]["tool_calls"][0];
+        assert_eq!(call["function"]["name"], "get_weather");
+        assert_eq!(call["function"]["arguments"], r#"{"city":"Oslo"}"#);
+        assert_eq!(r["choices"][0]["finish_reason"], "tool_calls");
+        assert!(r["choices"][0]["message"]["content"].is_null());
+        // tool_choice "none" wins over the message.
+        let r = json_answer(json!({"model":"e","messages":msgs("call get_weather"),"tools":tools,"tool_choice":"none"})).await;
+        assert_eq!(r["choices"][0]["message"]["content"], "call get_weather");
+        // "required" calls the first function; a named choice calls that one.
+        let r = json_answer(
+            json!({"model":"e","messages":msgs("hi"),"tools":tools,"tool_choice":"required"}),
+        )
+        .await;
+        assert_eq!(
+            r["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+            "get_weather"
+        );
+        let r = json_answer(json!({"model":"e","messages":msgs("hi"),"tools":tools,
+            "tool_choice":{"type":"function","function":{"name":"other"}}}))
+        .await;
+        assert_eq!(
+            r["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+            "other"
+        );
+        // Unknown tool names in the message are just text.
+        let r =
+            json_answer(json!({"model":"e","messages":msgs("call nothing"),"tools":tools})).await;
+        assert_eq!(r["choices"][0]["message"]["content"], "call nothing");
+    }
+
+    #[tokio::test]
+    async fn without_validate_layer_it_names_the_missing_layer() {
+        let res = EchoModel::new()
+            .oneshot(Request::new(()))
+            .await
+            .expect("infallible");
+        assert_eq!(res.status(), 500);
+        let body = res.into_body().collect().await.expect("body").to_bytes();
+        let v: Value = serde_json::from_slice(&body).expect("json");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .expect("msg")
+                .contains("ValidateLayer")
+        );
+    }
+}
