@@ -2,6 +2,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod body;
+#[cfg(feature = "config")]
+pub mod config;
 pub mod contract;
 pub mod echo;
 pub mod error;
