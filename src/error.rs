@@ -253,7 +253,7 @@ pub struct ErrorDetail {
 ///
 /// ```
 /// use chatgate::validate::{validate, ValidateConfig};
-/// let err = validate(br#"{"model":"m","messages":[]}"#, &ValidateConfig::default()).unwrap_err();
+/// let err = validate(bytes::Bytes::from_static(br#"{"model":"m","messages":[]}"#), &ValidateConfig::default()).unwrap_err();
 /// let body: serde_json::Value = serde_json::from_slice(&err.to_bytes()).unwrap();
 /// assert_eq!(body["detail"][0]["type"], "too_short");
 /// ```

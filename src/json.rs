@@ -207,13 +207,7 @@ impl Parser<'_> {
         let mut p = self.pos + 1;
         let mut escaped = false;
         loop {
-            // Fast scan over plain bytes.
-            while let Some(&c) = b.get(p) {
-                if c == b'"' || c == b'\\' || c < 0x20 {
-                    break;
-                }
-                p += 1;
-            }
+            p = skip_plain(b, p);
             match b.get(p) {
                 None => return Err(Fail::at("Unterminated string starting at", begin)),
                 Some(b'"') => {
@@ -371,6 +365,34 @@ impl Parser<'_> {
     }
 }
 
+/// Index of the first byte at or after `p` that is `"`, `\\` or a control character (or the
+/// end). Eight bytes at a time: the SWAR tests may flag a byte falsely only after a true one, and
+/// the byte loop settles it.
+#[inline]
+fn skip_plain(b: &[u8], mut p: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = b.get(p..p + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let slash = w ^ (ONES * u64::from(b'\\'));
+        let hit = (quote.wrapping_sub(ONES) & !quote)
+            | (slash.wrapping_sub(ONES) & !slash)
+            | (w.wrapping_sub(ONES * 0x20) & !w);
+        if hit & HIGH != 0 {
+            break;
+        }
+        p += 8;
+    }
+    while let Some(&c) = b.get(p) {
+        if c == b'"' || c == b'\\' || c < 0x20 {
+            break;
+        }
+        p += 1;
+    }
+    p
+}
+
 fn str_of(b: &[u8], start: usize, end: usize) -> &str {
     std::str::from_utf8(&b[start..end]).unwrap_or("")
 }
@@ -378,50 +400,54 @@ fn str_of(b: &[u8], start: usize, end: usize) -> &str {
 /// Decodes the inside of a JSON string (between the quotes) that the parser accepted. A lone
 /// surrogate escape, which Python accepts, becomes U+FFFD.
 pub(crate) fn unescape(inner: &str) -> Cow<'_, str> {
-    if !inner.contains('\\') {
-        return Cow::Borrowed(inner);
-    }
-    let mut out = String::with_capacity(inner.len());
-    let mut chars = inner.char_indices();
     let bytes = inner.as_bytes();
-    while let Some((i, c)) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        let Some((_, e)) = chars.next() else { break };
+    let Some(first) = memchr::memchr(b'\\', bytes) else {
+        return Cow::Borrowed(inner);
+    };
+    let mut out = String::with_capacity(inner.len());
+    let mut at = 0;
+    let mut esc = first;
+    loop {
+        // Plain text up to the backslash at `esc`.
+        out.push_str(&inner[at..esc]);
+        let Some(&e) = bytes.get(esc + 1) else { break };
+        at = esc + 2;
         match e {
-            'n' => out.push('\n'),
-            't' => out.push('\t'),
-            'r' => out.push('\r'),
-            'b' => out.push('\u{8}'),
-            'f' => out.push('\u{c}'),
-            'u' => {
-                let hex = |at: usize| {
+            b'n' => out.push('\n'),
+            b't' => out.push('\t'),
+            b'r' => out.push('\r'),
+            b'b' => out.push('\u{8}'),
+            b'f' => out.push('\u{c}'),
+            b'u' => {
+                let hex = |from: usize| {
                     inner
-                        .get(at..at + 4)
+                        .get(from..from + 4)
                         .and_then(|h| u16::from_str_radix(h, 16).ok())
                 };
-                let Some(hi) = hex(i + 2) else { break };
-                for _ in 0..4 {
-                    chars.next();
-                }
+                let Some(hi) = hex(esc + 2) else { break };
+                at = esc + 6;
                 if (0xD800..0xDC00).contains(&hi)
-                    && bytes.get(i + 6) == Some(&b'\\')
-                    && bytes.get(i + 7) == Some(&b'u')
-                    && let Some(lo) = hex(i + 8)
+                    && bytes.get(at) == Some(&b'\\')
+                    && bytes.get(at + 1) == Some(&b'u')
+                    && let Some(lo) = hex(at + 2)
                     && (0xDC00..0xE000).contains(&lo)
                 {
-                    for _ in 0..6 {
-                        chars.next();
-                    }
+                    at += 6;
                     let cp = 0x10000 + ((u32::from(hi) - 0xD800) << 10) + (u32::from(lo) - 0xDC00);
                     out.push(char::from_u32(cp).unwrap_or('\u{FFFD}'));
                 } else {
                     out.push(char::from_u32(u32::from(hi)).unwrap_or('\u{FFFD}'));
                 }
             }
-            other => out.push(other),
+            // `"`, `\\`, `/`: the character itself.
+            other => out.push(char::from(other)),
+        }
+        match memchr::memchr(b'\\', &bytes[at..]) {
+            Some(k) => esc = at + k,
+            None => {
+                out.push_str(&inner[at..]);
+                break;
+            }
         }
     }
     Cow::Owned(out)

@@ -34,6 +34,7 @@ const PARAM_LIST: &str =
 const CHOICE_LITERAL: &str = "literal['none','auto','required']";
 
 /// The result of validating one body.
+#[derive(Debug)]
 pub(crate) struct Outcome {
     pub(crate) request: ChatCompletionRequest,
     pub(crate) body: Bytes,
@@ -442,8 +443,8 @@ impl<'a> Cx<'_, 'a> {
         let parsed = match n.kind {
             Kind::Bool(b) => return Some(b),
             Kind::Number => match self.doc.raw(v).parse::<f64>() {
-                Ok(x) if x == 0.0 => Some(false),
-                Ok(x) if x == 1.0 => Some(true),
+                Ok(0.0) => Some(false),
+                Ok(1.0) => Some(true),
                 _ => None,
             },
             Kind::String(_) => {
@@ -850,14 +851,8 @@ impl<'a> Cx<'_, 'a> {
         if let Kind::String(_) = self.doc.node(v).kind {
             return Some(MessageContent::Text(self.doc.str(v).into_owned()));
         }
-        self.err(
-            &[Seg::Key("str")],
-            "string_type",
-            "Input should be a valid string",
-            v,
-            None,
-        );
-        self.at(Seg::Key(CONTENT_LIST), |cx| {
+        let at = self.errors.len();
+        let parts = self.at(Seg::Key(CONTENT_LIST), |cx| {
             if !cx.list(v) {
                 return None;
             }
@@ -869,14 +864,21 @@ impl<'a> Cx<'_, 'a> {
                     None => ok = false,
                 }
             }
-            if ok {
-                // The `str` branch error is only reported when the list branch failed too.
-                cx.errors.pop();
-                Some(MessageContent::Parts(parts))
-            } else {
-                None
-            }
-        })
+            ok.then_some(MessageContent::Parts(parts))
+        });
+        if parts.is_none() {
+            // Both branches failed: the `str` branch's error comes first, as pydantic lists it.
+            self.err(
+                &[Seg::Key("str")],
+                "string_type",
+                "Input should be a valid string",
+                v,
+                None,
+            );
+            let e = self.errors.pop().expect("just pushed");
+            self.errors.insert(at, e);
+        }
+        parts
     }
 
     fn content_part(&mut self, v: usize) -> Option<ContentPart> {
@@ -1485,7 +1487,7 @@ mod tests {
     }
 
     fn errs(body: &str) -> Vec<(Value, &'static str, String)> {
-        let e = run(body).err().expect("should fail");
+        let e = run(body).expect_err("should fail");
         e.detail
             .into_iter()
             .map(|d| {
@@ -1508,9 +1510,7 @@ mod tests {
 
     #[test]
     fn transport_level_errors() {
-        let e = validate_bytes(Bytes::new(), true, &cfg())
-            .err()
-            .expect("empty");
+        let e = validate_bytes(Bytes::new(), true, &cfg()).expect_err("empty");
         assert_eq!(e.detail[0].kind, "missing");
         let (loc, kind, _) = one("null");
         assert_eq!((loc, kind), (json!(["body"]), "missing"));
@@ -1521,19 +1521,16 @@ mod tests {
             (loc, kind, msg.as_str()),
             (json!(["body", 25]), "json_invalid", "JSON decode error")
         );
-        let e = validate_bytes(Bytes::from_static(b"{}"), false, &cfg())
-            .err()
-            .expect("text/plain");
+        let e = validate_bytes(Bytes::from_static(b"{}"), false, &cfg()).expect_err("text/plain");
         assert_eq!(e.detail[0].kind, "model_attributes_type");
         let e = validate_bytes(Bytes::from_static(b"{\"a\":\"\xff\"}"), true, &cfg())
-            .err()
-            .expect("utf8");
+            .expect_err("utf8");
         assert_eq!(e.detail[0].kind, "json_invalid");
     }
 
     #[test]
     fn json_invalid_carries_python_message_in_ctx() {
-        let e = run(r#"{"model":"m" "messages":[]}"#).err().expect("bad");
+        let e = run(r#"{"model":"m" "messages":[]}"#).expect_err("bad");
         let d = &e.detail[0];
         assert_eq!(
             d.ctx.as_ref().expect("ctx")["error"],
@@ -1602,7 +1599,7 @@ mod tests {
 
     #[test]
     fn messages_and_ctx() {
-        let e = run(r#"{"model":"m","messages":[]}"#).err().expect("empty");
+        let e = run(r#"{"model":"m","messages":[]}"#).expect_err("empty");
         let d = &e.detail[0];
         assert_eq!(
             d.msg,
@@ -1612,15 +1609,11 @@ mod tests {
             serde_json::to_value(d.ctx.as_ref().expect("ctx")).expect("ctx"),
             json!({"field_type":"List","min_length":1,"actual_length":0})
         );
-        let e = run(&format!(r#"{{"model":"m",{MSG},"temperature":2.5}}"#))
-            .err()
-            .expect("le");
+        let e = run(&format!(r#"{{"model":"m",{MSG},"temperature":2.5}}"#)).expect_err("le");
         assert_eq!(e.detail[0].msg, "Input should be less than or equal to 2");
         assert_eq!(e.detail[0].ctx.as_ref().expect("ctx")["le"], json!(2.0));
         assert_eq!(e.detail[0].input.get(), "2.5");
-        let e = run(&format!(r#"{{"model":"m",{MSG},"n":0}}"#))
-            .err()
-            .expect("ge");
+        let e = run(&format!(r#"{{"model":"m",{MSG},"n":0}}"#)).expect_err("ge");
         assert_eq!(
             e.detail[0].msg,
             "Input should be greater than or equal to 1"
@@ -1629,8 +1622,7 @@ mod tests {
         let e = run(&format!(
             r#"{{"model":"m",{MSG},"tools":[{{"type":"x"}}]}}"#
         ))
-        .err()
-        .expect("lit");
+        .expect_err("lit");
         assert_eq!(
             e.detail[0].msg,
             "Input should be 'function' or 'uc_function'"
@@ -1662,7 +1654,7 @@ mod tests {
         let body = format!(
             r#"{{"model":"m",{MSG},"n":"2","temperature":"0.5","stream":"no","max_tokens":8.0,"seed":"7"}}"#
         );
-        let out = run(&body).ok().expect("valid");
+        let out = run(&body).expect("valid");
         assert_eq!(out.request.n, Some(2));
         assert_eq!(out.request.temperature, Some(0.5));
         assert_eq!(out.request.stream, Some(false));
@@ -1674,16 +1666,14 @@ mod tests {
         assert_eq!(fwd["stream"], json!(false));
         assert_eq!(fwd["max_tokens"], json!(8));
         assert_eq!(fwd["seed"], json!(7));
-        let out = run(&format!(r#"{{"model":"m",{MSG},"temperature":true}}"#))
-            .ok()
-            .expect("bool");
+        let out = run(&format!(r#"{{"model":"m",{MSG},"temperature":true}}"#)).expect("bool");
         assert_eq!(out.request.temperature, Some(1.0));
     }
 
     #[test]
     fn defaults_are_written_in_and_switchable() {
         let body = format!(r#"{{"model":"m",{MSG}}}"#);
-        let out = run(&body).ok().expect("valid");
+        let out = run(&body).expect("valid");
         assert_eq!(
             &out.body[..],
             format!(r#"{{"model":"m",{MSG},"temperature":0.0,"n":1}}"#).as_bytes()
@@ -1697,7 +1687,7 @@ mod tests {
             ..cfg()
         };
         let raw = Bytes::from(format!(r#"{{ "model" : "m", {MSG}, "top_p": 0.5 }}"#));
-        let out = validate_bytes(raw.clone(), true, &off).ok().expect("valid");
+        let out = validate_bytes(raw.clone(), true, &off).expect("valid");
         // Nothing changed: the very same bytes go on.
         assert_eq!(out.body, raw);
         assert_eq!(out.body.as_ptr(), raw.as_ptr());
@@ -1708,7 +1698,7 @@ mod tests {
     fn unknown_members_are_kept_at_every_level() {
         let body = r#"{"model":"m","messages":[{"role":"user","content":"hi","name":"bob"}],"top_p":0.5,
             "tools":[{"type":"function","function":{"name":"f","x-extra":1},"cache":true}]}"#;
-        let out = run(body).ok().expect("valid");
+        let out = run(body).expect("valid");
         assert_eq!(out.request.extra.get("top_p").map(|r| r.get()), Some("0.5"));
         assert_eq!(
             out.request.messages[0].extra.get("name").map(|r| r.get()),
@@ -1760,7 +1750,6 @@ mod tests {
             ]
         );
         let out = run(r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"input_audio","input_audio":{"data":"x","format":"mp3"}}]}]}"#)
-            .ok()
             .expect("parts");
         assert_eq!(out.request.messages[0].text(), "a");
         let e = errs(r#"{"model":"m","messages":[{"role":"user","content":["x"]}]}"#);
@@ -1782,7 +1771,6 @@ mod tests {
         let out = run(&format!(
             r#"{{"model":"m",{MSG},"tools":[{{"type":"function","function":{{"name":"f","parameters":{{"properties":{{"x":{{"type":["string","null"],"enum":["a",1,2.5,true],"items":{{"type":"integer"}}}}}}}}}}}}],"tool_choice":"required"}}"#
         ))
-        .ok()
         .expect("valid");
         let tools = out.request.tools.expect("tools");
         let params = tools[0]
