@@ -88,6 +88,10 @@ impl ChannelBody {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         (tx, Self { rx })
     }
+
+    pub fn from_receiver(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Self {
+        Self { rx }
+    }
 }
 
 impl http_body::Body for ChannelBody {
