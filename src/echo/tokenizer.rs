@@ -5,7 +5,7 @@
 //! tokens of a text concatenate back to exactly that text, so the echo model's completion is the
 //! sequence of tokens it streams, and its usage counts are exact for its own vocabulary.
 
-/// Splits `text` into tokens (see the [module docs](self)).
+/// Splits `text` into tokens (see [the echo model](crate::echo)).
 ///
 /// ```
 /// use chatgate::echo::tokenize;
