@@ -34,5 +34,25 @@ mod service;
 
 pub use service::{ModelRouter, ModelRouterBuilder, ResponseFuture, RouteService};
 
+/// The name of the route serving a request.
+///
+/// [`ModelRouter`] puts it in the request extensions before calling the route (an
+/// [`Upstream`](crate::Upstream) sends this name when the upstream has no name of its own, so a
+/// fallback route gets its own name) and in the response extensions (for usage accounting).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoutedModel(std::sync::Arc<str>);
+
+impl RoutedModel {
+    /// A routed model name.
+    pub fn new(name: impl Into<std::sync::Arc<str>>) -> Self {
+        Self(name.into())
+    }
+
+    /// The route's model name.
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The response body of routed services: boxed, because routes differ in body type.
 pub type BoxBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, crate::BoxError>;
