@@ -30,8 +30,16 @@
 //! # }
 //! ```
 
+mod config;
+mod error;
+mod pool;
 mod service;
 
+pub use config::{
+    DEFAULT_EJECT_AFTER, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_READMIT_AFTER, DEFAULT_READMIT_AFTER,
+    HealthCheck, RouteConfig,
+};
+pub use error::BuildError;
 pub use service::{ModelRouter, ModelRouterBuilder, ResponseFuture, RouteService};
 
 /// The name of the route serving a request.

@@ -66,10 +66,6 @@ impl UpstreamFailure {
         )
     }
 
-    pub(crate) fn kind(&self) -> FailureKind {
-        self.kind
-    }
-
     /// The text sent to the client (without the detail, which may name internal addresses).
     pub fn message(&self) -> &'static str {
         let what = match self.kind {
