@@ -540,6 +540,7 @@ async fn load_spreads_over_replicas_by_weight() {
         }
         let (na, nb) = (a.hits(), b.hits());
         assert_eq!(na + nb, 200);
+        eprintln!("split over weights 1:3: a={na} b={nb}");
         // 1:3 would be 50:150; loose bounds.
         assert!((20..=90).contains(&na), "a={na} b={nb}");
     })
@@ -576,12 +577,14 @@ async fn passive_ejection_and_readmission() {
         let c = client();
         // Until the flaky replica has failed twice, requests fail over to the good one.
         let mut sent = 0;
+        // A lower bound of the ejection time: the start of the request that caused it.
+        let mut ejected_at = Instant::now();
         while flaky.hits() < 2 {
+            ejected_at = Instant::now();
             assert_eq!(post(&c, gw, chat("m", false), &[]).await.status(), 200);
             sent += 1;
             assert!(sent < 1000, "the flaky replica is never picked");
         }
-        let ejected_at = Instant::now();
         // Ejected: the next requests all go to the good replica.
         for _ in 0..20 {
             assert_eq!(post(&c, gw, chat("m", false), &[]).await.status(), 200);

@@ -35,15 +35,15 @@ struct Replica {
     failures: AtomicU32,
     /// Ejections since the last success (the exponent of the backoff).
     ejections: AtomicU32,
-    /// Milliseconds since the pool's epoch until which the replica is ejected.
+    /// Microseconds since the pool's epoch until which the replica is ejected.
     ejected_until: AtomicU64,
     /// The last active probe succeeded (true without probes).
     probe_ok: AtomicBool,
 }
 
 impl Replica {
-    fn available(&self, now_ms: u64) -> bool {
-        self.probe_ok.load(Relaxed) && self.ejected_until.load(Relaxed) <= now_ms
+    fn available(&self, now_us: u64) -> bool {
+        self.probe_ok.load(Relaxed) && self.ejected_until.load(Relaxed) <= now_us
     }
 }
 
@@ -112,15 +112,16 @@ impl Pool {
         })
     }
 
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    /// Microseconds since the pool's epoch (truncated).
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
     /// Picks a replica not in `tried` (a bit set of indices): two distinct random available
     /// replicas, the one with fewer outstanding requests per unit of weight (counting the new
     /// request) wins. `None` when no untried replica is available.
     pub(crate) fn pick(&self, tried: u64) -> Option<usize> {
-        let now = self.now_ms();
+        let now = self.now_us();
         let eligible = |i: usize, r: &Replica| (i >= 64 || tried & (1 << i) == 0) && r.available(now);
         let nth = |k: usize| {
             self.replicas
@@ -176,7 +177,9 @@ impl Pool {
                 .readmit_after
                 .saturating_mul(1 << n)
                 .min(self.max_readmit_after);
-            let until = self.now_ms().saturating_add(backoff.as_millis().try_into().unwrap_or(u64::MAX));
+            // +1: `now_us` truncates, and the ejection must last at least `backoff`.
+            let backoff_us = u64::try_from(backoff.as_micros()).unwrap_or(u64::MAX);
+            let until = self.now_us().saturating_add(backoff_us).saturating_add(1);
             r.ejected_until.store(until, Relaxed);
         }
     }
@@ -412,18 +415,18 @@ mod tests {
         let p = pool(&[1, 1]);
         p.record_failure(0);
         p.record_failure(0);
-        assert!(p.replicas[0].available(p.now_ms()));
+        assert!(p.replicas[0].available(p.now_us()));
         p.record_failure(0);
-        let now = p.now_ms();
+        let now = p.now_us();
         assert!(!p.replicas[0].available(now));
         // Ejected for readmit_after (5 s), then doubled for a failure on probation.
-        assert!(p.replicas[0].available(now + 5_001));
+        assert!(p.replicas[0].available(now + 5_000_002));
         for _ in 0..50 {
             assert_eq!(p.pick(0), Some(1));
         }
         p.record_failure(0);
         let until = p.replicas[0].ejected_until.load(Relaxed);
-        assert!(until >= now + 10_000 && until <= p.now_ms() + 10_000, "{until} {now}");
+        assert!(until > now + 10_000_000 && until <= p.now_us() + 10_000_001, "{until} {now}");
         p.record_success(0);
         assert_eq!(p.replicas[0].ejections.load(Relaxed), 0);
         p.replicas[1].ejected_until.store(u64::MAX, Relaxed);
