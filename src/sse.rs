@@ -137,6 +137,7 @@ impl EventScanner {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::EventScanner;
 

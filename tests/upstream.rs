@@ -4,6 +4,8 @@
 //! No test sleeps to synchronise: the mocks hold their streams on channels until the test says
 //! so. Timeout tests use short timeouts (100–300 ms) and only assert generous upper bounds.
 
+#![allow(clippy::unwrap_used)]
+
 #[path = "support/upstream_mock.rs"]
 mod upstream_mock;
 
@@ -12,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use chatgate::EchoModel;
 use chatgate::route::{HealthCheck, ModelRouter, RouteConfig, RoutedModel};
 use chatgate::upstream::UpstreamConfig;
-use chatgate::EchoModel;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use upstream_mock::*;
@@ -27,17 +29,23 @@ async fn bounded<F: std::future::Future>(f: F) -> F::Output {
 }
 
 fn router(model: &str, route: RouteConfig) -> ModelRouter {
-    ModelRouter::builder().upstream(model, route).unwrap().build()
+    ModelRouter::builder()
+        .upstream(model, route)
+        .unwrap()
+        .build()
 }
 
 fn error_code(body: &str) -> String {
-    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
+    let v: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
     v["error"]["code"].as_str().unwrap_or_default().to_owned()
 }
 
 /// The JSON payloads of the `data:` lines of an SSE text.
 fn data_lines(sse: &str) -> Vec<&str> {
-    sse.lines().filter_map(|l| l.strip_prefix("data: ")).collect()
+    sse.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect()
 }
 
 #[tokio::test]
@@ -89,8 +97,18 @@ async fn alias_is_rewritten_and_only_the_upstream_key_is_sent() {
 async fn no_key_configured_means_no_authorization() {
     bounded(async {
         let mock = Mock::ok().await;
-        let gw = gateway(router("m", RouteConfig::new().replica(UpstreamConfig::new(mock.url())))).await;
-        let res = post(&client(), gw, chat("m", false), &[("authorization", "Bearer client-key")]).await;
+        let gw = gateway(router(
+            "m",
+            RouteConfig::new().replica(UpstreamConfig::new(mock.url())),
+        ))
+        .await;
+        let res = post(
+            &client(),
+            gw,
+            chat("m", false),
+            &[("authorization", "Bearer client-key")],
+        )
+        .await;
         assert_eq!(res.status(), 200);
         let s = &mock.seen()[0];
         assert!(!s.headers.contains_key("authorization"));
@@ -119,7 +137,11 @@ async fn streaming_is_incremental_and_done_is_appended_once() {
             }
         })
         .await;
-        let gw = gateway(router("m", RouteConfig::new().replica(UpstreamConfig::new(mock.url())))).await;
+        let gw = gateway(router(
+            "m",
+            RouteConfig::new().replica(UpstreamConfig::new(mock.url())),
+        ))
+        .await;
         let res = post(&client(), gw, chat("m", true), &[]).await;
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["content-type"], "text/event-stream");
@@ -147,12 +169,18 @@ async fn upstream_done_is_not_duplicated() {
             let (tx, _d, res) = sse();
             tokio::spawn(async move {
                 tx.send(Ok(chunk("a"))).await.ok();
-                tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await.ok();
+                tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n")))
+                    .await
+                    .ok();
             });
             res
         })
         .await;
-        let gw = gateway(router("m", RouteConfig::new().replica(UpstreamConfig::new(mock.url())))).await;
+        let gw = gateway(router(
+            "m",
+            RouteConfig::new().replica(UpstreamConfig::new(mock.url())),
+        ))
+        .await;
         let body = text(post(&client(), gw, chat("m", true), &[]).await).await;
         assert_eq!(body.matches("[DONE]").count(), 1, "{body}");
     })
@@ -163,7 +191,11 @@ async fn upstream_done_is_not_duplicated() {
 async fn unknown_model_is_404() {
     bounded(async {
         let mock = Mock::ok().await;
-        let gw = gateway(router("m", RouteConfig::new().replica(UpstreamConfig::new(mock.url())))).await;
+        let gw = gateway(router(
+            "m",
+            RouteConfig::new().replica(UpstreamConfig::new(mock.url())),
+        ))
+        .await;
         let res = post(&client(), gw, chat("other", false), &[]).await;
         assert_eq!(res.status(), 404);
         assert_eq!(error_code(&text(res).await), "model_not_found");
@@ -291,7 +323,12 @@ async fn connect_timeout_is_504() {
         let mut fillers = Vec::new();
         let mut full = false;
         for _ in 0..64 {
-            match tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await {
+            match tokio::time::timeout(
+                Duration::from_millis(200),
+                tokio::net::TcpStream::connect(addr),
+            )
+            .await
+            {
                 Ok(Ok(s)) => fillers.push(s),
                 Ok(Err(e)) => panic!("unexpected connect error {e}"),
                 Err(_) => {
@@ -349,9 +386,8 @@ async fn total_timeout_before_headers_is_504() {
         let mock = Mock::start(|_| std::future::pending()).await;
         let gw = gateway(router(
             "m",
-            RouteConfig::new().replica(
-                UpstreamConfig::new(mock.url()).total_timeout(Duration::from_millis(150)),
-            ),
+            RouteConfig::new()
+                .replica(UpstreamConfig::new(mock.url()).total_timeout(Duration::from_millis(150))),
         ))
         .await;
         let res = post(&client(), gw, chat("m", false), &[]).await;
@@ -434,7 +470,11 @@ async fn reset_mid_stream_ends_with_an_error_event() {
             res
         })
         .await;
-        let gw = gateway(router("m", RouteConfig::new().replica(UpstreamConfig::new(mock.url())))).await;
+        let gw = gateway(router(
+            "m",
+            RouteConfig::new().replica(UpstreamConfig::new(mock.url())),
+        ))
+        .await;
         assert_stream_ends_with_error(gw, "bad_gateway").await;
     })
     .await;
@@ -470,7 +510,11 @@ async fn client_disconnect_cancels_the_upstream_request() {
             }
         })
         .await;
-        let gw = gateway(router("m", RouteConfig::new().replica(UpstreamConfig::new(mock.url())))).await;
+        let gw = gateway(router(
+            "m",
+            RouteConfig::new().replica(UpstreamConfig::new(mock.url())),
+        ))
+        .await;
         let res = post(&client(), gw, chat("m", true), &[]).await;
         let mut body = res.into_body();
         let first = next_chunk(&mut body).await.expect("first chunk");
@@ -491,7 +535,9 @@ async fn load_spreads_over_replicas_by_weight() {
         struct Gate {
             waiting: Mutex<Vec<tokio::sync::oneshot::Sender<()>>>,
         }
-        let gate = Arc::new(Gate { waiting: Mutex::new(Vec::new()) });
+        let gate = Arc::new(Gate {
+            waiting: Mutex::new(Vec::new()),
+        });
         let total = Arc::new(AtomicUsize::new(0));
         let make = |gate: Arc<Gate>, total: Arc<AtomicUsize>| {
             Mock::start(move |s| {
@@ -614,13 +660,19 @@ async fn fallback_model_when_primary_is_unavailable() {
                     .fallback("backup"),
             )
             .unwrap()
-            .upstream("backup", RouteConfig::new().replica(UpstreamConfig::new(backup.url())))
+            .upstream(
+                "backup",
+                RouteConfig::new().replica(UpstreamConfig::new(backup.url())),
+            )
             .unwrap()
             .build();
         let gw = gateway(router).await;
         let c = client();
         // The only replica refuses: 502, and it is ejected.
-        assert_eq!(post(&c, gw, chat("primary", false), &[]).await.status(), 502);
+        assert_eq!(
+            post(&c, gw, chat("primary", false), &[]).await.status(),
+            502
+        );
         // Now `primary` is unavailable: `backup` serves, under its own name.
         let res = post(&c, gw, chat("primary", false), &[]).await;
         assert_eq!(res.status(), 200);
@@ -646,10 +698,17 @@ async fn fallback_to_an_in_process_service() {
         assert!(router.is_ready("primary"));
         let gw = gateway(router.clone()).await;
         let c = client();
-        assert_eq!(post(&c, gw, chat("primary", false), &[]).await.status(), 502);
+        assert_eq!(
+            post(&c, gw, chat("primary", false), &[]).await.status(),
+            502
+        );
         let res = post(&c, gw, chat("primary", false), &[]).await;
         assert_eq!(res.status(), 200);
-        assert_eq!(res.extensions().get::<RoutedModel>(), None, "extensions are not sent over HTTP");
+        assert_eq!(
+            res.extensions().get::<RoutedModel>(),
+            None,
+            "extensions are not sent over HTTP"
+        );
         let body: serde_json::Value = serde_json::from_str(&text(res).await).unwrap();
         assert_eq!(body["choices"][0]["message"]["content"], "hi");
     })
@@ -659,13 +718,22 @@ async fn fallback_to_an_in_process_service() {
 #[tokio::test]
 async fn unknown_fallback_is_a_build_error() {
     let err = ModelRouter::builder()
-        .upstream("a", RouteConfig::new().replica(UpstreamConfig::new(refused_url())).fallback("nope"))
+        .upstream(
+            "a",
+            RouteConfig::new()
+                .replica(UpstreamConfig::new(refused_url()))
+                .fallback("nope"),
+        )
         .unwrap()
         .try_build()
         .unwrap_err();
     assert_eq!(err.model(), "a");
     assert!(err.to_string().contains("nope"));
-    assert!(ModelRouter::builder().upstream("a", RouteConfig::new()).is_err());
+    assert!(
+        ModelRouter::builder()
+            .upstream("a", RouteConfig::new())
+            .is_err()
+    );
 }
 
 #[tokio::test]

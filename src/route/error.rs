@@ -59,7 +59,10 @@ impl fmt::Display for BuildError {
             Kind::NoReplicas => write!(f, "model `{m}`: a route needs at least one replica"),
             Kind::Upstream(e) => write!(f, "model `{m}`: {e}"),
             Kind::UnknownFallback(fb) => {
-                write!(f, "model `{m}`: the fallback `{fb}` is not a configured model")
+                write!(
+                    f,
+                    "model `{m}`: the fallback `{fb}` is not a configured model"
+                )
             }
             Kind::NoRuntime => write!(
                 f,

@@ -122,7 +122,8 @@ impl Pool {
     /// request) wins. `None` when no untried replica is available.
     pub(crate) fn pick(&self, tried: u64) -> Option<usize> {
         let now = self.now_us();
-        let eligible = |i: usize, r: &Replica| (i >= 64 || tried & (1 << i) == 0) && r.available(now);
+        let eligible =
+            |i: usize, r: &Replica| (i >= 64 || tried & (1 << i) == 0) && r.available(now);
         let nth = |k: usize| {
             self.replicas
                 .iter()
@@ -169,7 +170,11 @@ impl Pool {
         let r = &self.replicas[i];
         let failures = r.failures.fetch_add(1, Relaxed) + 1;
         // A re-admitted replica that has not succeeded since is on probation.
-        let threshold = if r.ejections.load(Relaxed) > 0 { 1 } else { self.eject_after };
+        let threshold = if r.ejections.load(Relaxed) > 0 {
+            1
+        } else {
+            self.eject_after
+        };
         if failures >= threshold {
             r.failures.store(0, Relaxed);
             let n = r.ejections.fetch_add(1, Relaxed).min(20);
@@ -187,9 +192,10 @@ impl Pool {
     /// Starts sending `parts`/`body` to replica `first`.
     pub(crate) fn start(self: &Arc<Self>, first: usize, parts: Parts, body: Bytes) -> Attempts {
         let guard = InFlight::new(Arc::clone(self), first);
-        let call = self.replicas[first]
-            .upstream
-            .send(&parts.headers, &parts.extensions, body.clone());
+        let call =
+            self.replicas[first]
+                .upstream
+                .send(&parts.headers, &parts.extensions, body.clone());
         Attempts {
             parts,
             body,
@@ -282,19 +288,20 @@ impl Future for Attempts {
             if index < 64 {
                 *this.tried |= 1 << index;
             }
-            if retryable && *this.attempt < pool.max_attempts {
-                if let Some(next) = pool.pick(*this.tried) {
-                    *this.attempt += 1;
-                    let call = pool.replicas[next].upstream.send(
-                        &this.parts.headers,
-                        &this.parts.extensions,
-                        this.body.clone(),
-                    );
-                    *this.guard = Some(InFlight::new(Arc::clone(pool), next));
-                    drop(guard);
-                    this.call.set(call);
-                    continue;
-                }
+            if retryable
+                && *this.attempt < pool.max_attempts
+                && let Some(next) = pool.pick(*this.tried)
+            {
+                *this.attempt += 1;
+                let call = pool.replicas[next].upstream.send(
+                    &this.parts.headers,
+                    &this.parts.extensions,
+                    this.body.clone(),
+                );
+                *this.guard = Some(InFlight::new(Arc::clone(pool), next));
+                drop(guard);
+                this.call.set(call);
+                continue;
             }
             let routed = pool.name.clone();
             let mut res = res.map(|inner| {
@@ -330,11 +337,11 @@ impl Body for GuardedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
         let frame = ready!(this.inner.as_mut().poll_frame(cx));
-        if frame.as_ref().is_none_or(|f| f.is_err()) || this.inner.is_end_stream() {
-            if let Some(g) = this.guard.take() {
-                if this.inner.outcome() == Some(Outcome::Failed) {
-                    g.pool.record_failure(g.index);
-                }
+        let ended = frame.as_ref().is_none_or(|f| f.is_err()) || this.inner.is_end_stream();
+        if ended && let Some(g) = this.guard.take() {
+            // Settles the outstanding count (on drop) and reports a failed stream.
+            if this.inner.outcome() == Some(Outcome::Failed) {
+                g.pool.record_failure(g.index);
             }
         }
         Poll::Ready(frame)
@@ -350,6 +357,7 @@ impl Body for GuardedBody {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::upstream::UpstreamConfig;
@@ -357,7 +365,8 @@ mod tests {
     fn pool(weights: &[u32]) -> Arc<Pool> {
         let mut cfg = RouteConfig::new();
         for w in weights {
-            cfg = cfg.replica(UpstreamConfig::new("http://127.0.0.1:9/v1".parse().unwrap()).weight(*w));
+            cfg = cfg
+                .replica(UpstreamConfig::new("http://127.0.0.1:9/v1".parse().unwrap()).weight(*w));
         }
         Arc::new(Pool::new("m", cfg).unwrap())
     }
@@ -426,7 +435,10 @@ mod tests {
         }
         p.record_failure(0);
         let until = p.replicas[0].ejected_until.load(Relaxed);
-        assert!(until > now + 10_000_000 && until <= p.now_us() + 10_000_001, "{until} {now}");
+        assert!(
+            until > now + 10_000_000 && until <= p.now_us() + 10_000_001,
+            "{until} {now}"
+        );
         p.record_success(0);
         assert_eq!(p.replicas[0].ejections.load(Relaxed), 0);
         p.replicas[1].ejected_until.store(u64::MAX, Relaxed);

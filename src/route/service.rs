@@ -88,7 +88,10 @@ impl ModelRouterBuilder {
     {
         let route = service
             .map_response(|res: Response<B>| res.map(|b| b.map_err(Into::into).boxed_unsync()));
-        self.insert(model.into(), Route::Service(BoxCloneSyncService::new(route)));
+        self.insert(
+            model.into(),
+            Route::Service(BoxCloneSyncService::new(route)),
+        );
         self
     }
 
@@ -97,7 +100,11 @@ impl ModelRouterBuilder {
     ///
     /// # Errors
     /// The route has no replica, or a replica's URL or key is unusable.
-    pub fn upstream(mut self, model: impl Into<String>, config: RouteConfig) -> Result<Self, BuildError> {
+    pub fn upstream(
+        mut self,
+        model: impl Into<String>,
+        config: RouteConfig,
+    ) -> Result<Self, BuildError> {
         let model = model.into();
         let pool = Pool::new(&model, config)?;
         self.insert(model, Route::Pool(Arc::new(pool)));
@@ -119,17 +126,20 @@ impl ModelRouterBuilder {
     /// Tokio runtime to run it on.
     pub fn try_build(self) -> Result<ModelRouter, BuildError> {
         for (model, entry) in &self.routes {
-            if let Route::Pool(pool) = &entry.route {
-                if let Some(fb) = pool.fallback.iter().find(|fb| !self.routes.contains_key(*fb)) {
-                    return Err(BuildError::unknown_fallback(model, fb));
-                }
+            if let Route::Pool(pool) = &entry.route
+                && let Some(fb) = pool
+                    .fallback
+                    .iter()
+                    .find(|fb| !self.routes.contains_key(*fb))
+            {
+                return Err(BuildError::unknown_fallback(model, fb));
             }
         }
         for entry in self.routes.values() {
-            if let Route::Pool(pool) = &entry.route {
-                if let Some(check) = &pool.health_check {
-                    spawn_health_check(pool, check.clone())?;
-                }
+            if let Route::Pool(pool) = &entry.route
+                && let Some(check) = &pool.health_check
+            {
+                spawn_health_check(pool, check.clone())?;
             }
         }
         Ok(ModelRouter {
@@ -179,7 +189,9 @@ impl ModelRouter {
     /// Whether `model` can take a request now: configured, and (for an upstream route) it or
     /// one of its fallbacks has an available replica.
     pub fn is_ready(&self, model: &str) -> bool {
-        self.routes.get(model).is_some_and(|e| self.target(e).is_some())
+        self.routes
+            .get(model)
+            .is_some_and(|e| self.target(e).is_some())
     }
 
     /// Where a request for `entry` goes: the entry itself, or its first available fallback.

@@ -146,9 +146,7 @@ impl Body for UpstreamBody {
                 if let (Some(data), Some(scanner)) = (frame.data_ref(), sse.as_mut()) {
                     scanner.feed(data);
                 }
-                timer
-                    .as_mut()
-                    .reset((Instant::now() + idle).min(deadline));
+                timer.as_mut().reset((Instant::now() + idle).min(deadline));
                 return Poll::Ready(Some(Ok(frame)));
             }
             Poll::Ready(None) => {

@@ -52,7 +52,10 @@ impl UpstreamFailure {
     /// The connection could not be established (refused, unreachable, TLS failure, connect
     /// timeout): nothing reached the upstream, so another replica may be tried.
     pub fn is_connect(&self) -> bool {
-        matches!(self.kind, FailureKind::Connect | FailureKind::ConnectTimeout)
+        matches!(
+            self.kind,
+            FailureKind::Connect | FailureKind::ConnectTimeout
+        )
     }
 
     /// A deadline passed (connect, first byte, idle gap or total).
@@ -68,15 +71,14 @@ impl UpstreamFailure {
 
     /// The text sent to the client (without the detail, which may name internal addresses).
     pub fn message(&self) -> &'static str {
-        let what = match self.kind {
+        match self.kind {
             FailureKind::Connect => "could not connect to the upstream",
             FailureKind::ConnectTimeout => "timed out connecting to the upstream",
             FailureKind::FirstByteTimeout => "the upstream did not answer in time",
             FailureKind::IdleTimeout => "the upstream stopped sending",
             FailureKind::TotalTimeout => "the upstream exceeded the total time limit",
             FailureKind::Protocol => "the upstream connection failed",
-        };
-        what
+        }
     }
 }
 

@@ -71,7 +71,9 @@ pub(crate) fn failure_response(failure: UpstreamFailure) -> Response<UpstreamBod
     } else {
         ApiError::bad_gateway(failure.message())
     };
-    let mut res = err.into_response().map(|b| UpstreamBody::full(full_into_bytes(b)));
+    let mut res = err
+        .into_response()
+        .map(|b| UpstreamBody::full(full_into_bytes(b)));
     res.extensions_mut().insert(failure);
     res
 }

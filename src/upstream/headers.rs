@@ -33,8 +33,7 @@ fn filtered(src: &HeaderMap, drop: impl Fn(&HeaderName) -> bool) -> HeaderMap {
     let has_connection = src.contains_key(header::CONNECTION);
     let mut out = HeaderMap::with_capacity(src.keys_len() + 2);
     for (name, value) in src {
-        if is_hop_by_hop(name) || drop(name) || (has_connection && named_in_connection(src, name))
-        {
+        if is_hop_by_hop(name) || drop(name) || (has_connection && named_in_connection(src, name)) {
             continue;
         }
         out.append(name.clone(), value.clone());
@@ -88,14 +87,21 @@ pub(crate) fn strip_response(headers: &mut HeaderMap) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn request_headers_are_cleaned() {
         let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer client"));
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Secret"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer client"),
+        );
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
@@ -108,7 +114,14 @@ mod tests {
         assert_eq!(out.get(header::AUTHORIZATION), Some(&auth));
         assert_eq!(out.get(header::CONTENT_TYPE).unwrap(), "application/json");
         assert_eq!(out.get("openai-organization").unwrap(), "org");
-        for gone in ["connection", "x-secret", "keep-alive", "proxy-authorization", "te", "accept-encoding"] {
+        for gone in [
+            "connection",
+            "x-secret",
+            "keep-alive",
+            "proxy-authorization",
+            "te",
+            "accept-encoding",
+        ] {
             assert!(!out.contains_key(gone), "{gone}");
         }
         let out = request_headers(&h, None);
@@ -120,7 +133,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::CONNECTION, HeaderValue::from_static("x-hop"));
         h.insert("x-hop", HeaderValue::from_static("1"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         h.insert("x-request-id", HeaderValue::from_static("r"));
         strip_response(&mut h);
         assert_eq!(h.len(), 1);

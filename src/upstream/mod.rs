@@ -77,8 +77,8 @@ mod headers;
 mod rewrite;
 mod service;
 
-pub use body::UpstreamBody;
 pub(crate) use body::Outcome;
+pub use body::UpstreamBody;
 pub use config::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_FIRST_BYTE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_TOTAL_TIMEOUT, UpstreamConfig,

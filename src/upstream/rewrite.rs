@@ -46,6 +46,7 @@ pub(crate) fn rewrite_model(body: &Bytes, model: &str, model_json: &str) -> Opti
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::rewrite_model;
     use bytes::Bytes;
@@ -63,13 +64,22 @@ mod tests {
             Some(r#"{"messages":[{"model":"x"}], "model" : "b","n":1}"#)
         );
         assert_eq!(rw(r#"{"model":"b"}"#, "b"), None);
-        assert_eq!(rw(r#"{"mod\u0065l":"a"}"#, "b").as_deref(), Some(r#"{"mod\u0065l":"b"}"#));
-        assert_eq!(rw(r#"{"model":"a"}"#, "q\"\u{e9}").as_deref(), Some("{\"model\":\"q\\\"\u{e9}\"}"));
+        assert_eq!(
+            rw(r#"{"mod\u0065l":"a"}"#, "b").as_deref(),
+            Some(r#"{"mod\u0065l":"b"}"#)
+        );
+        assert_eq!(
+            rw(r#"{"model":"a"}"#, "q\"\u{e9}").as_deref(),
+            Some("{\"model\":\"q\\\"\u{e9}\"}")
+        );
     }
 
     #[test]
     fn inserts_when_absent() {
-        assert_eq!(rw(r#"{"n":1}"#, "b").as_deref(), Some(r#"{"model":"b","n":1}"#));
+        assert_eq!(
+            rw(r#"{"n":1}"#, "b").as_deref(),
+            Some(r#"{"model":"b","n":1}"#)
+        );
         assert_eq!(rw(r#" {}"#, "b").as_deref(), Some(r#" {"model":"b"}"#));
         assert_eq!(rw(r#"[1]"#, "b"), None);
         assert_eq!(rw(r#"{"#, "b"), None);

@@ -94,7 +94,9 @@ impl Upstream {
         let auth = match &config.api_key {
             Some(key) => {
                 let mut v = HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| {
-                    UpstreamConfigError::new("the API key contains characters not allowed in a header")
+                    UpstreamConfigError::new(
+                        "the API key contains characters not allowed in a header",
+                    )
                 })?;
                 v.set_sensitive(true);
                 Some(v)
@@ -150,7 +152,12 @@ impl Upstream {
 
     /// Sends one request: `headers` and `extensions` are the client request's, `body` the JSON
     /// to forward (the model is rewritten in it when needed).
-    pub(crate) fn send(&self, headers: &HeaderMap, extensions: &Extensions, body: Bytes) -> ResponseFuture {
+    pub(crate) fn send(
+        &self,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+        body: Bytes,
+    ) -> ResponseFuture {
         let s = &*self.shared;
         // The model the upstream must see: its own name, else the route's (differs from the
         // request's after a fallback). Without a validated request, the patcher compares.
@@ -198,7 +205,8 @@ impl Upstream {
         let mut req = Request::new(Full::new(Bytes::new()));
         *req.uri_mut() = uri;
         if let Some(auth) = &s.auth {
-            req.headers_mut().insert(header::AUTHORIZATION, auth.clone());
+            req.headers_mut()
+                .insert(header::AUTHORIZATION, auth.clone());
         }
         matches!(
             tokio::time::timeout(timeout, s.client.request(req)).await,

@@ -1,7 +1,12 @@
 //! A small OpenAI-compatible mock upstream (hyper on 127.0.0.1:0) and a gateway harness
 //! (`ValidateLayer` + `ModelRouter` served by hyper on 127.0.0.1:0), for `tests/upstream.rs`.
 
-#![allow(dead_code, unreachable_pub, missing_debug_implementations)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    missing_debug_implementations,
+    clippy::unwrap_used
+)]
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -51,14 +56,30 @@ pub struct MockBody {
 
 impl MockBody {
     pub fn full(b: impl Into<Bytes>) -> Self {
-        Self { full: Some(b.into()), rx: None, on_drop: None }
+        Self {
+            full: Some(b.into()),
+            rx: None,
+            on_drop: None,
+        }
     }
 
     /// A streamed body: the sender feeds it, the receiver fires when it is dropped.
-    pub fn channel() -> (mpsc::Sender<Result<Bytes, String>>, oneshot::Receiver<()>, Self) {
+    pub fn channel() -> (
+        mpsc::Sender<Result<Bytes, String>>,
+        oneshot::Receiver<()>,
+        Self,
+    ) {
         let (tx, rx) = mpsc::channel(1);
         let (dtx, drx) = oneshot::channel();
-        (tx, drx, Self { full: None, rx: Some(rx), on_drop: Some(dtx) })
+        (
+            tx,
+            drx,
+            Self {
+                full: None,
+                rx: Some(rx),
+                on_drop: Some(dtx),
+            },
+        )
     }
 }
 
@@ -122,14 +143,20 @@ impl Mock {
         let (seen, hits) = (mock.seen.clone(), mock.hits.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let (handler, seen, hits) = (handler.clone(), seen.clone(), hits.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let (handler, seen, hits) = (handler.clone(), seen.clone(), hits.clone());
                         async move {
                             let (parts, body) = req.into_parts();
-                            let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|c| c.to_bytes())
+                                .unwrap_or_default();
                             let s = Seen {
                                 method: parts.method,
                                 path: parts.uri.path().to_owned(),
@@ -201,7 +228,11 @@ pub fn completion(s: &Seen) -> Response<MockBody> {
 }
 
 /// An SSE response fed through a channel.
-pub fn sse() -> (mpsc::Sender<Result<Bytes, String>>, oneshot::Receiver<()>, Response<MockBody>) {
+pub fn sse() -> (
+    mpsc::Sender<Result<Bytes, String>>,
+    oneshot::Receiver<()>,
+    Response<MockBody>,
+) {
     let (tx, dropped, body) = MockBody::channel();
     let mut res = Response::new(body);
     res.headers_mut()
@@ -220,12 +251,18 @@ pub fn chunk(content: &str) -> Bytes {
 
 /// The gateway under test: `ValidateLayer` + `router`, served by hyper on 127.0.0.1:0.
 pub async fn gateway(router: ModelRouter) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind gateway");
     let addr = listener.local_addr().expect("gateway addr");
-    let svc = ServiceBuilder::new().layer(ValidateLayer::new()).service(router);
+    let svc = ServiceBuilder::new()
+        .layer(ValidateLayer::new())
+        .service(router);
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let svc = svc.clone();
             tokio::spawn(async move {
                 let hyper_svc = service_fn(move |req: Request<Incoming>| svc.clone().oneshot(req));
