@@ -58,7 +58,7 @@
 //!     .upstream_model("llama-3.1-8b")
 //!     .api_key("upstream-key");
 //! let upstream = Upstream::new(config).unwrap();
-//! assert_eq!(upstream.endpoint(), &format!("http://127.0.0.1:{port}/v1/chat/completions"));
+//! assert_eq!(upstream.endpoint().to_string(), format!("http://127.0.0.1:{port}/v1/chat/completions"));
 //!
 //! let svc = ServiceBuilder::new().layer(ValidateLayer::new()).service(upstream);
 //! let req = Request::post("/v1/chat/completions")
