@@ -94,6 +94,27 @@ async fn alias_is_rewritten_and_only_the_upstream_key_is_sent() {
 }
 
 #[tokio::test]
+async fn upstream_connections_are_kept_alive() {
+    bounded(async {
+        let mock = Mock::ok().await;
+        let gw = gateway(router(
+            "m",
+            RouteConfig::new().replica(UpstreamConfig::new(mock.url())),
+        ))
+        .await;
+        let c = client();
+        for _ in 0..5 {
+            let res = post(&c, gw, chat("m", false), &[]).await;
+            assert_eq!(res.status(), 200);
+            text(res).await;
+        }
+        assert_eq!(mock.hits(), 5);
+        assert_eq!(mock.connections(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn no_key_configured_means_no_authorization() {
     bounded(async {
         let mock = Mock::ok().await;

@@ -43,6 +43,9 @@ pin_project! {
             timer: Sleep,
             idle: Duration,
             deadline: Instant,
+            // The timer runs for the current wait (set when `inner` first returned `Pending`
+            // after a frame), so a client that reads slowly does not count as an idle upstream.
+            waiting: bool,
             sse: Option<EventScanner>,
             tail: Tail,
         },
@@ -81,6 +84,7 @@ impl UpstreamBody {
                 timer: tokio::time::sleep_until(first),
                 idle,
                 deadline,
+                waiting: true,
                 sse: sse.then(EventScanner::new),
                 tail: Tail::Open,
             },
@@ -123,20 +127,21 @@ impl Body for UpstreamBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let (mut inner, mut timer, idle, deadline, sse, tail) = match self.project().kind.project()
-        {
-            KindProj::Full { data } => {
-                return Poll::Ready(data.take().map(|d| Ok(Frame::data(d))));
-            }
-            KindProj::Stream {
-                inner,
-                timer,
-                idle,
-                deadline,
-                sse,
-                tail,
-            } => (inner, timer, *idle, *deadline, sse, tail),
-        };
+        let (mut inner, mut timer, idle, deadline, waiting, sse, tail) =
+            match self.project().kind.project() {
+                KindProj::Full { data } => {
+                    return Poll::Ready(data.take().map(|d| Ok(Frame::data(d))));
+                }
+                KindProj::Stream {
+                    inner,
+                    timer,
+                    idle,
+                    deadline,
+                    waiting,
+                    sse,
+                    tail,
+                } => (inner, timer, *idle, *deadline, waiting, sse, tail),
+            };
         match tail {
             Tail::Open => {}
             Tail::Ended(_) => return Poll::Ready(None),
@@ -146,7 +151,7 @@ impl Body for UpstreamBody {
                 if let (Some(data), Some(scanner)) = (frame.data_ref(), sse.as_mut()) {
                     scanner.feed(data);
                 }
-                timer.as_mut().reset((Instant::now() + idle).min(deadline));
+                *waiting = false;
                 return Poll::Ready(Some(Ok(frame)));
             }
             Poll::Ready(None) => {
@@ -167,6 +172,10 @@ impl Body for UpstreamBody {
             }
             Poll::Ready(Some(Err(e))) => UpstreamFailure::new(FailureKind::Protocol, e.to_string()),
             Poll::Pending => {
+                if !*waiting {
+                    *waiting = true;
+                    timer.as_mut().reset((Instant::now() + idle).min(deadline));
+                }
                 ready!(timer.as_mut().poll(cx));
                 if Instant::now() >= deadline {
                     UpstreamFailure::new(FailureKind::TotalTimeout, "")

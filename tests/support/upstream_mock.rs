@@ -123,6 +123,7 @@ pub struct Mock {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     hits: Arc<AtomicUsize>,
+    conns: Arc<AtomicUsize>,
 }
 
 impl Mock {
@@ -139,13 +140,15 @@ impl Mock {
             addr,
             seen: Arc::default(),
             hits: Arc::default(),
+            conns: Arc::default(),
         };
-        let (seen, hits) = (mock.seen.clone(), mock.hits.clone());
+        let (seen, hits, conns) = (mock.seen.clone(), mock.hits.clone(), mock.conns.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                conns.fetch_add(1, Ordering::SeqCst);
                 let (handler, seen, hits) = (handler.clone(), seen.clone(), hits.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
@@ -198,6 +201,11 @@ impl Mock {
     /// Requests received so far.
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.conns.load(Ordering::SeqCst)
     }
 
     /// Everything received so far.
