@@ -115,6 +115,41 @@ async fn upstream_connections_are_kept_alive() {
 }
 
 #[tokio::test]
+async fn http2_prior_knowledge_streams_over_one_connection() {
+    bounded(async {
+        let mock = Mock::start(|s: Seen| async move {
+            assert_eq!(s.version, http::Version::HTTP_2);
+            let (tx, _d, res) = sse();
+            tokio::spawn(async move {
+                tx.send(Ok(chunk("a"))).await.ok();
+            });
+            res
+        })
+        .await;
+        let gw = gateway(router(
+            "m",
+            RouteConfig::new().replica(UpstreamConfig::new(mock.url()).http2_only(true)),
+        ))
+        .await;
+        let c = client();
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let c = c.clone();
+            tasks.push(tokio::spawn(async move {
+                let body = text(post(&c, gw, chat("m", true), &[]).await).await;
+                assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(mock.hits(), 4);
+        assert_eq!(mock.connections(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn no_key_configured_means_no_authorization() {
     bounded(async {
         let mock = Mock::ok().await;

@@ -50,6 +50,9 @@ pub struct UpstreamConfig {
     pub idle_timeout: Duration,
     /// Longest time for the whole exchange, from sending to the last byte (default 10 min).
     pub total_timeout: Duration,
+    /// Speak only HTTP/2: with prior knowledge (h2c) for `http`, and without falling back to
+    /// HTTP/1.1 for `https` (default off: HTTP/1.1, or HTTP/2 when TLS negotiates it).
+    pub http2_only: bool,
 }
 
 impl UpstreamConfig {
@@ -64,6 +67,7 @@ impl UpstreamConfig {
             first_byte_timeout: DEFAULT_FIRST_BYTE_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             total_timeout: DEFAULT_TOTAL_TIMEOUT,
+            http2_only: false,
         }
     }
 
@@ -110,6 +114,14 @@ impl UpstreamConfig {
     }
 }
 
+impl UpstreamConfig {
+    /// Sets [`http2_only`](Self::http2_only).
+    pub fn http2_only(mut self, on: bool) -> Self {
+        self.http2_only = on;
+        self
+    }
+}
+
 impl fmt::Debug for UpstreamConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UpstreamConfig")
@@ -121,6 +133,7 @@ impl fmt::Debug for UpstreamConfig {
             .field("first_byte_timeout", &self.first_byte_timeout)
             .field("idle_timeout", &self.idle_timeout)
             .field("total_timeout", &self.total_timeout)
+            .field("http2_only", &self.http2_only)
             .finish()
     }
 }

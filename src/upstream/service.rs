@@ -122,6 +122,7 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .timer(TokioTimer::new())
+            .http2_only(config.http2_only)
             .build(https);
 
         Ok(Self {

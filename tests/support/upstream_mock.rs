@@ -34,6 +34,7 @@ use tower::{ServiceBuilder, ServiceExt};
 /// What the mock received.
 #[derive(Clone, Debug)]
 pub struct Seen {
+    pub version: http::Version,
     pub method: http::Method,
     pub path: String,
     pub headers: HeaderMap,
@@ -161,6 +162,7 @@ impl Mock {
                                 .map(|c| c.to_bytes())
                                 .unwrap_or_default();
                             let s = Seen {
+                                version: parts.version,
                                 method: parts.method,
                                 path: parts.uri.path().to_owned(),
                                 headers: parts.headers,
