@@ -1,5 +1,5 @@
 //! Server-sent events as the contract frames them (CONTRACT.md §5.2): `data: <json>\n\n`, and
-//! a final `data: [DONE]\n\n`.
+//! a final `data: [DONE]\n\n`; and [`EventScanner`], which watches a stream pass through.
 
 use bytes::{BufMut, Bytes, BytesMut};
 

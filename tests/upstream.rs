@@ -704,6 +704,55 @@ async fn passive_ejection_and_readmission() {
 }
 
 #[tokio::test]
+async fn streams_failing_mid_way_eject_a_replica() {
+    bounded(async {
+        let broken = Mock::start(|_| async {
+            let (tx, _d, res) = sse();
+            tokio::spawn(async move {
+                tx.send(Ok(chunk("a"))).await.ok();
+                tx.send(Err("boom".into())).await.ok();
+            });
+            res
+        })
+        .await;
+        let good = Mock::start(|_| async {
+            let (tx, _d, res) = sse();
+            tokio::spawn(async move {
+                tx.send(Ok(chunk("a"))).await.ok();
+            });
+            res
+        })
+        .await;
+        let gw = gateway(router(
+            "m",
+            RouteConfig::new()
+                .replica(UpstreamConfig::new(broken.url()))
+                .replica(UpstreamConfig::new(good.url()))
+                .eject_after(2)
+                .readmit_after(Duration::from_secs(600)),
+        ))
+        .await;
+        let c = client();
+        let mut sent = 0;
+        while broken.hits() < 2 {
+            let body = text(post(&c, gw, chat("m", true), &[]).await).await;
+            assert!(
+                body.contains("[DONE]") || body.contains("bad_gateway"),
+                "{body}"
+            );
+            sent += 1;
+            assert!(sent < 1000, "the broken replica is never picked");
+        }
+        for _ in 0..10 {
+            let body = text(post(&c, gw, chat("m", true), &[]).await).await;
+            assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+        }
+        assert_eq!(broken.hits(), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn fallback_model_when_primary_is_unavailable() {
     bounded(async {
         let backup = Mock::ok().await;

@@ -280,10 +280,11 @@ impl Future for Attempts {
                 Some(f) => f.is_connect(),
                 None => server_error,
             };
-            if failure.is_some() || server_error {
+            // A failure counts now; a success only once its body has ended cleanly (a stream
+            // that fails mid-way is a failure).
+            let failed = failure.is_some() || server_error;
+            if failed {
                 pool.record_failure(index);
-            } else {
-                pool.record_success(index);
             }
             if index < 64 {
                 *this.tried |= 1 << index;
@@ -308,6 +309,7 @@ impl Future for Attempts {
                 GuardedBody {
                     inner,
                     guard: Some(guard),
+                    report: !failed,
                 }
                 .boxed_unsync()
             });
@@ -319,11 +321,13 @@ impl Future for Attempts {
 
 pin_project! {
     /// An upstream body that keeps its request outstanding until it ends or is dropped, and
-    /// reports a stream that failed mid-way to passive health.
+    /// (when `report`) tells passive health how it ended. A body dropped before its end (the
+    /// client went away) reports nothing.
     struct GuardedBody {
         #[pin]
         inner: UpstreamBody,
         guard: Option<InFlight>,
+        report: bool,
     }
 }
 
@@ -339,9 +343,12 @@ impl Body for GuardedBody {
         let frame = ready!(this.inner.as_mut().poll_frame(cx));
         let ended = frame.as_ref().is_none_or(|f| f.is_err()) || this.inner.is_end_stream();
         if ended && let Some(g) = this.guard.take() {
-            // Settles the outstanding count (on drop) and reports a failed stream.
-            if this.inner.outcome() == Some(Outcome::Failed) {
-                g.pool.record_failure(g.index);
+            // Dropping `g` settles the outstanding count.
+            if *this.report {
+                match this.inner.outcome() {
+                    Some(Outcome::Failed) => g.pool.record_failure(g.index),
+                    _ => g.pool.record_success(g.index),
+                }
             }
         }
         Poll::Ready(frame)
