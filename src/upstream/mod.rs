@@ -2,7 +2,8 @@
 //! OpenAI-compatible server and streams the answer back.
 //!
 //! * **Transport.** hyper-util's pooled client: HTTP/1.1 keep-alive, HTTP/2 when TLS
-//!   negotiates it; `https` through rustls (ring) with the bundled webpki roots. Each
+//!   negotiates it (or always, with [`UpstreamConfig::http2_only`], which is h2c prior
+//!   knowledge for `http`); `https` through rustls (ring) with the bundled webpki roots. Each
 //!   `Upstream` has its own pool; clones share it.
 //! * **Target.** `POST <url>/chat/completions` (a query in the base URL is kept).
 //! * **Credentials.** The client's `Authorization` is never forwarded; the upstream's own key
