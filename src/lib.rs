@@ -12,9 +12,11 @@ mod json;
 mod macros;
 pub mod route;
 pub mod sse;
+pub mod upstream;
 pub mod validate;
 
 pub use echo::EchoModel;
+pub use upstream::{Upstream, UpstreamConfig};
 pub use validate::{ValidateLayer, ValidatedRequest};
 
 /// A boxed, thread-safe error.

@@ -1,5 +1,5 @@
 //! Server-sent events as the contract frames them (CONTRACT.md §5.2): `data: <json>\n\n`, and
-//! a final `data: [DONE]\n\n`.
+//! a final `data: [DONE]\n\n`; and [`EventScanner`], which watches a stream pass through.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -17,4 +17,177 @@ pub fn data(json: &[u8]) -> Bytes {
     b.put_slice(json);
     b.put_slice(b"\n\n");
     b.freeze()
+}
+
+/// A sans-IO scanner that watches an SSE byte stream pass by without holding on to it.
+///
+/// It does not decode events: a proxy forwards the upstream's bytes untouched and only needs to
+/// know three things, which this answers while the bytes stream through in chunks of any size:
+/// whether the stream has carried `data: [DONE]` ([`saw_done`](Self::saw_done)), whether it carried
+/// an in-band error event (a `data:` payload starting with `{"error"`,
+/// [`saw_error`](Self::saw_error)), and what must be written to close an event cut off mid-way
+/// ([`terminator`](Self::terminator)). Line endings may be `\n`, `\r\n` or `\r` (WHATWG SSE).
+///
+/// Why not a crate: `eventsource-stream` and `sse-stream` parse a `Stream`/`Body` into owned
+/// events, which a pass-through proxy would then have to re-serialize, and they keep buffers
+/// proportional to the event size. This scanner keeps a fixed 16-byte window of each line
+/// (enough to classify it) and never copies the stream.
+///
+/// ```
+/// use chatgate::sse::EventScanner;
+/// let mut s = EventScanner::new();
+/// s.feed(b"data: {\"a\":1}\n\nda");
+/// assert!(!s.saw_done());
+/// assert_eq!(s.terminator(), b"\n\n");
+/// s.feed(b"ta: [DONE]\r\n\r\n");
+/// assert!(s.saw_done());
+/// assert_eq!(s.terminator(), b"");
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct EventScanner {
+    /// The first bytes of the current line.
+    head: [u8; 16],
+    /// How many bytes of the current line were seen (saturating; only `head.len()` are kept).
+    len: usize,
+    /// The previous byte was `\r` (a following `\n` belongs to the same line end).
+    after_cr: bool,
+    /// The current event has at least one line.
+    in_event: bool,
+    done: bool,
+    error: bool,
+}
+
+impl EventScanner {
+    /// A scanner at the start of a stream.
+    pub const fn new() -> Self {
+        Self {
+            head: [0; 16],
+            len: 0,
+            after_cr: false,
+            in_event: false,
+            done: false,
+            error: false,
+        }
+    }
+
+    /// Watches the next chunk of the stream.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        for &b in chunk {
+            match b {
+                b'\n' if self.after_cr => self.after_cr = false,
+                b'\n' | b'\r' => {
+                    self.after_cr = b == b'\r';
+                    self.end_line();
+                }
+                _ => {
+                    self.after_cr = false;
+                    if self.len < self.head.len() {
+                        self.head[self.len] = b;
+                    }
+                    self.len = self.len.saturating_add(1);
+                }
+            }
+        }
+    }
+
+    fn end_line(&mut self) {
+        if self.len == 0 {
+            // A blank line dispatches the event.
+            self.in_event = false;
+            return;
+        }
+        self.in_event = true;
+        let kept = &self.head[..self.len.min(self.head.len())];
+        if let Some(value) = kept.strip_prefix(b"data:") {
+            let value = value.strip_prefix(b" ").unwrap_or(value);
+            let complete = self.len <= self.head.len();
+            if complete && value.trim_ascii_end() == b"[DONE]" {
+                self.done = true;
+            } else if value.trim_ascii_start().starts_with(b"{") {
+                let rest = value.trim_ascii_start()[1..].trim_ascii_start();
+                if rest.starts_with(b"\"error\"") {
+                    self.error = true;
+                }
+            }
+        }
+        self.len = 0;
+    }
+
+    /// Whether a `data: [DONE]` line went by.
+    pub fn saw_done(&self) -> bool {
+        self.done
+    }
+
+    /// Whether an in-band error event (`data: {"error"…`) went by.
+    pub fn saw_error(&self) -> bool {
+        self.error
+    }
+
+    /// What to write so that the stream so far ends on an event boundary: nothing, `\n` (the
+    /// last line ended but the event did not) or `\n\n` (cut mid-line).
+    pub fn terminator(&self) -> &'static [u8] {
+        if self.len > 0 {
+            b"\n\n"
+        } else if self.in_event {
+            b"\n"
+        } else {
+            b""
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::EventScanner;
+
+    fn scan(chunks: &[&[u8]]) -> EventScanner {
+        let mut s = EventScanner::new();
+        for c in chunks {
+            s.feed(c);
+        }
+        s
+    }
+
+    #[test]
+    fn done_is_found_across_any_split() {
+        let stream = b"data: {\"x\":1}\n\ndata: [DONE]\n\n";
+        for i in 0..stream.len() {
+            for j in i..stream.len() {
+                let s = scan(&[&stream[..i], &stream[i..j], &stream[j..]]);
+                assert!(s.saw_done(), "split {i} {j}");
+                assert!(!s.saw_error());
+                assert_eq!(s.terminator(), b"");
+            }
+        }
+    }
+
+    #[test]
+    fn variants_of_done() {
+        assert!(scan(&[b"data:[DONE]\n\n"]).saw_done());
+        assert!(scan(&[b"data: [DONE]\r\n\r\n"]).saw_done());
+        assert!(scan(&[b"data: [DONE]\r\r"]).saw_done());
+        assert!(!scan(&[b"data: [DONE]x\n\n"]).saw_done());
+        assert!(!scan(&[b"data: \"[DONE]\"\n\n"]).saw_done());
+        assert!(!scan(&[b": data: [DONE]\n\n"]).saw_done());
+        assert!(!scan(&[b"data: [DONE] and a very long tail\n\n"]).saw_done());
+    }
+
+    #[test]
+    fn error_events() {
+        assert!(scan(&[b"data: {\"error\":{\"message\":\"x\"}}\n\n"]).saw_error());
+        assert!(scan(&[b"data:{ \"error\": 1}\n\n"]).saw_error());
+        assert!(!scan(&[b"data: {\"choices\":[],\"error\":1}\n\n"]).saw_error());
+    }
+
+    #[test]
+    fn terminators() {
+        assert_eq!(scan(&[]).terminator(), b"");
+        assert_eq!(scan(&[b"data: {}\n\n"]).terminator(), b"");
+        assert_eq!(scan(&[b"data: {}\n"]).terminator(), b"\n");
+        assert_eq!(scan(&[b"data: {}\r\n"]).terminator(), b"\n");
+        assert_eq!(scan(&[b"data: {"]).terminator(), b"\n\n");
+        // A CR at the very end already ended the line.
+        assert_eq!(scan(&[b"data: {}\r"]).terminator(), b"\n");
+    }
 }

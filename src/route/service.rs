@@ -3,7 +3,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -13,8 +13,12 @@ use pin_project_lite::pin_project;
 use tower::util::{BoxCloneSyncService, Oneshot};
 use tower::{Service, ServiceExt};
 
-use super::BoxBody;
+use super::config::RouteConfig;
+use super::error::BuildError;
+use super::pool::{Attempts, Pool, spawn_health_check};
+use super::{BoxBody, RoutedModel};
 use crate::BoxError;
+use crate::body::full_into_bytes;
 use crate::error::ApiError;
 use crate::validate::ValidatedRequest;
 
@@ -24,8 +28,25 @@ pub type RouteService = BoxCloneSyncService<Request<Full<Bytes>>, Response<BoxBo
 /// Sends a validated request to the route of its `model`. See the [module docs](crate::route).
 #[derive(Clone)]
 pub struct ModelRouter {
-    routes: Arc<HashMap<String, RouteService>>,
+    routes: Arc<HashMap<String, Entry>>,
     names: Arc<[String]>,
+}
+
+/// A configured model.
+struct Entry {
+    name: RoutedModel,
+    route: Route,
+}
+
+enum Route {
+    Service(RouteService),
+    Pool(Arc<Pool>),
+}
+
+/// Where one request goes.
+enum Target<'a> {
+    Service(&'a RouteService, &'a RoutedModel),
+    Pool(&'a Arc<Pool>, usize),
 }
 
 impl std::fmt::Debug for ModelRouter {
@@ -39,7 +60,7 @@ impl std::fmt::Debug for ModelRouter {
 /// Builds a [`ModelRouter`].
 #[derive(Default)]
 pub struct ModelRouterBuilder {
-    routes: HashMap<String, RouteService>,
+    routes: HashMap<String, Entry>,
     names: Vec<String>,
 }
 
@@ -67,19 +88,75 @@ impl ModelRouterBuilder {
     {
         let route = service
             .map_response(|res: Response<B>| res.map(|b| b.map_err(Into::into).boxed_unsync()));
-        let model = model.into();
-        if !self.routes.contains_key(&model) {
-            self.names.push(model.clone());
-        }
-        self.routes.insert(model, BoxCloneSyncService::new(route));
+        self.insert(
+            model.into(),
+            Route::Service(BoxCloneSyncService::new(route)),
+        );
         self
     }
 
-    /// The router.
-    pub fn build(self) -> ModelRouter {
-        ModelRouter {
+    /// Routes `model` to upstream replicas. A later registration of the same name replaces the
+    /// earlier.
+    ///
+    /// # Errors
+    /// The route has no replica, or a replica's URL or key is unusable.
+    pub fn upstream(
+        mut self,
+        model: impl Into<String>,
+        config: RouteConfig,
+    ) -> Result<Self, BuildError> {
+        let model = model.into();
+        let pool = Pool::new(&model, config)?;
+        self.insert(model, Route::Pool(Arc::new(pool)));
+        Ok(self)
+    }
+
+    fn insert(&mut self, model: String, route: Route) {
+        if !self.routes.contains_key(&model) {
+            self.names.push(model.clone());
+        }
+        let name = RoutedModel::new(model.as_str());
+        self.routes.insert(model, Entry { name, route });
+    }
+
+    /// The router; starts the active health checks.
+    ///
+    /// # Errors
+    /// A fallback names no configured model, or a health check is configured and there is no
+    /// Tokio runtime to run it on.
+    pub fn try_build(self) -> Result<ModelRouter, BuildError> {
+        for (model, entry) in &self.routes {
+            if let Route::Pool(pool) = &entry.route
+                && let Some(fb) = pool
+                    .fallback
+                    .iter()
+                    .find(|fb| !self.routes.contains_key(*fb))
+            {
+                return Err(BuildError::unknown_fallback(model, fb));
+            }
+        }
+        for entry in self.routes.values() {
+            if let Route::Pool(pool) = &entry.route
+                && let Some(check) = &pool.health_check
+            {
+                spawn_health_check(pool, check.clone())?;
+            }
+        }
+        Ok(ModelRouter {
             routes: Arc::new(self.routes),
             names: self.names.into(),
+        })
+    }
+
+    /// The router; starts the active health checks.
+    ///
+    /// # Panics
+    /// Where [`try_build`](Self::try_build) fails. A router of in-process services only never
+    /// panics.
+    pub fn build(self) -> ModelRouter {
+        match self.try_build() {
+            Ok(router) => router,
+            Err(e) => panic!("invalid model routes: {e}"),
         }
     }
 }
@@ -95,9 +172,44 @@ impl ModelRouter {
         &self.names
     }
 
-    /// The route of `model`, if configured.
+    /// The in-process service of `model`, if `model` is routed to one (`None` for unknown
+    /// models and upstream routes).
     pub fn route(&self, model: &str) -> Option<&RouteService> {
-        self.routes.get(model)
+        match &self.routes.get(model)?.route {
+            Route::Service(s) => Some(s),
+            Route::Pool(_) => None,
+        }
+    }
+
+    /// Whether `model` is configured.
+    pub fn contains(&self, model: &str) -> bool {
+        self.routes.contains_key(model)
+    }
+
+    /// Whether `model` can take a request now: configured, and (for an upstream route) it or
+    /// one of its fallbacks has an available replica.
+    pub fn is_ready(&self, model: &str) -> bool {
+        self.routes
+            .get(model)
+            .is_some_and(|e| self.target(e).is_some())
+    }
+
+    /// Where a request for `entry` goes: the entry itself, or its first available fallback.
+    fn target<'a>(&'a self, entry: &'a Entry) -> Option<Target<'a>> {
+        let pool = match &entry.route {
+            Route::Service(s) => return Some(Target::Service(s, &entry.name)),
+            Route::Pool(pool) => pool,
+        };
+        if let Some(i) = pool.pick(0) {
+            return Some(Target::Pool(pool, i));
+        }
+        pool.fallback.iter().find_map(|fb| {
+            let e = self.routes.get(fb)?;
+            match &e.route {
+                Route::Service(s) => Some(Target::Service(s, &e.name)),
+                Route::Pool(p) => p.pick(0).map(|i| Target::Pool(p, i)),
+            }
+        })
     }
 }
 
@@ -112,7 +224,8 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind {
-        Routed { #[pin] call: Oneshot<RouteService, Request<Full<Bytes>>> },
+        Routed { #[pin] call: Oneshot<RouteService, Request<Full<Bytes>>>, routed: Option<RoutedModel> },
+        Upstream { #[pin] call: Attempts },
         Early { response: Option<Response<BoxBody>> },
     }
 }
@@ -128,7 +241,14 @@ impl Future for ResponseFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Routed { call } => call.poll(cx),
+            KindProj::Routed { call, routed } => {
+                let mut res = ready!(call.poll(cx))?;
+                if let Some(routed) = routed.take() {
+                    res.extensions_mut().insert(routed);
+                }
+                Poll::Ready(Ok(res))
+            }
+            KindProj::Upstream { call } => call.poll(cx),
             KindProj::Early { response } => {
                 Poll::Ready(Ok(response.take().expect("future polled after completion")))
             }
@@ -157,20 +277,40 @@ impl Service<Request<Full<Bytes>>> for ModelRouter {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Full<Bytes>>) -> ResponseFuture {
+    fn call(&mut self, mut req: Request<Full<Bytes>>) -> ResponseFuture {
         let Some(validated) = req.extensions().get::<ValidatedRequest>() else {
             return early(ApiError::internal(
                 "ModelRouter needs ValidateLayer in front of it: the request carries no ValidatedRequest.",
             ));
         };
         let model = validated.request().model.as_str();
-        match self.routes.get(model) {
-            Some(route) => ResponseFuture {
-                kind: Kind::Routed {
-                    call: route.clone().oneshot(req),
-                },
-            },
-            None => early(ApiError::model_not_found(model)),
+        let Some(entry) = self.routes.get(model) else {
+            return early(ApiError::model_not_found(model));
+        };
+        match self.target(entry) {
+            None => early(ApiError::model_not_ready(model)),
+            Some(Target::Service(service, name)) => {
+                req.extensions_mut().insert(name.clone());
+                ResponseFuture {
+                    kind: Kind::Routed {
+                        call: service.clone().oneshot(req),
+                        routed: Some(name.clone()),
+                    },
+                }
+            }
+            Some(Target::Pool(pool, index)) => {
+                req.extensions_mut().insert(pool.name.clone());
+                let (parts, body) = req.into_parts();
+                let body = match parts.extensions.get::<ValidatedRequest>() {
+                    Some(v) => v.body().clone(),
+                    None => full_into_bytes(body),
+                };
+                ResponseFuture {
+                    kind: Kind::Upstream {
+                        call: pool.start(index, parts, body),
+                    },
+                }
+            }
         }
     }
 }

@@ -1,0 +1,455 @@
+//! Upstream routes: replicas, least-outstanding balancing, passive and active health, retries.
+
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Response;
+use http::request::Parts;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+
+use super::config::{HealthCheck, RouteConfig};
+use super::error::BuildError;
+use super::{BoxBody, RoutedModel};
+use crate::BoxError;
+use crate::upstream::{self, Outcome, Upstream, UpstreamBody, UpstreamFailure};
+
+/// One upstream replica and its counters.
+#[derive(Debug)]
+struct Replica {
+    upstream: Upstream,
+    weight: u64,
+    /// Requests sent and not finished (response body not yet ended or dropped).
+    outstanding: AtomicU64,
+    /// Consecutive failures since the last success or ejection.
+    failures: AtomicU32,
+    /// Ejections since the last success (the exponent of the backoff).
+    ejections: AtomicU32,
+    /// Microseconds since the pool's epoch until which the replica is ejected.
+    ejected_until: AtomicU64,
+    /// The last active probe succeeded (true without probes).
+    probe_ok: AtomicBool,
+}
+
+impl Replica {
+    fn available(&self, now_us: u64) -> bool {
+        self.probe_ok.load(Relaxed) && self.ejected_until.load(Relaxed) <= now_us
+    }
+}
+
+/// The replicas of one model and how to use them.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    pub(crate) name: RoutedModel,
+    replicas: Box<[Replica]>,
+    max_attempts: u32,
+    eject_after: u32,
+    readmit_after: Duration,
+    max_readmit_after: Duration,
+    epoch: Instant,
+    pub(crate) fallback: Box<[String]>,
+    pub(crate) health_check: Option<HealthCheck>,
+}
+
+thread_local! {
+    static RNG: Cell<u64> = Cell::new(RandomState::new().hash_one(0u64) | 1);
+}
+
+/// A uniformly distributed number below `n` (xorshift64*, per thread; not for secrets).
+fn rand_below(n: usize) -> usize {
+    let x = RNG.with(|c| {
+        let mut x = c.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        c.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    });
+    ((u128::from(x) * n as u128) >> 64) as usize
+}
+
+impl Pool {
+    pub(crate) fn new(model: &str, config: RouteConfig) -> Result<Self, BuildError> {
+        if config.replicas.is_empty() {
+            return Err(BuildError::no_replicas(model));
+        }
+        let replicas = config
+            .replicas
+            .into_iter()
+            .map(|c| {
+                let weight = u64::from(c.weight.max(1));
+                Ok(Replica {
+                    upstream: Upstream::new(c).map_err(|e| BuildError::upstream(model, e))?,
+                    weight,
+                    outstanding: AtomicU64::new(0),
+                    failures: AtomicU32::new(0),
+                    ejections: AtomicU32::new(0),
+                    ejected_until: AtomicU64::new(0),
+                    probe_ok: AtomicBool::new(true),
+                })
+            })
+            .collect::<Result<Box<[_]>, BuildError>>()?;
+        Ok(Self {
+            name: RoutedModel::new(model),
+            replicas,
+            max_attempts: config.max_attempts.max(1),
+            eject_after: config.eject_after,
+            readmit_after: config.readmit_after,
+            max_readmit_after: config.max_readmit_after,
+            epoch: Instant::now(),
+            fallback: config.fallback.into(),
+            health_check: config.health_check,
+        })
+    }
+
+    /// Microseconds since the pool's epoch (truncated).
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Picks a replica not in `tried` (a bit set of indices): two distinct random available
+    /// replicas, the one with fewer outstanding requests per unit of weight (counting the new
+    /// request) wins. `None` when no untried replica is available.
+    pub(crate) fn pick(&self, tried: u64) -> Option<usize> {
+        let now = self.now_us();
+        let eligible =
+            |i: usize, r: &Replica| (i >= 64 || tried & (1 << i) == 0) && r.available(now);
+        let nth = |k: usize| {
+            self.replicas
+                .iter()
+                .enumerate()
+                .filter(|(i, r)| eligible(*i, r))
+                .nth(k)
+                .map(|(i, _)| i)
+        };
+        let m = self
+            .replicas
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| eligible(*i, r))
+            .count();
+        match m {
+            0 => None,
+            1 => nth(0),
+            _ => {
+                let a = rand_below(m);
+                let mut b = rand_below(m - 1);
+                if b >= a {
+                    b += 1;
+                }
+                let (a, b) = (nth(a)?, nth(b)?);
+                let (ra, rb) = (&self.replicas[a], &self.replicas[b]);
+                // (oa + 1) / wa <= (ob + 1) / wb, without division.
+                let la = (ra.outstanding.load(Relaxed) + 1) * rb.weight;
+                let lb = (rb.outstanding.load(Relaxed) + 1) * ra.weight;
+                Some(if la <= lb { a } else { b })
+            }
+        }
+    }
+
+    fn record_success(&self, i: usize) {
+        let r = &self.replicas[i];
+        r.failures.store(0, Relaxed);
+        r.ejections.store(0, Relaxed);
+    }
+
+    fn record_failure(&self, i: usize) {
+        if self.eject_after == 0 {
+            return;
+        }
+        let r = &self.replicas[i];
+        let failures = r.failures.fetch_add(1, Relaxed) + 1;
+        // A re-admitted replica that has not succeeded since is on probation.
+        let threshold = if r.ejections.load(Relaxed) > 0 {
+            1
+        } else {
+            self.eject_after
+        };
+        if failures >= threshold {
+            r.failures.store(0, Relaxed);
+            let n = r.ejections.fetch_add(1, Relaxed).min(20);
+            let backoff = self
+                .readmit_after
+                .saturating_mul(1 << n)
+                .min(self.max_readmit_after);
+            // +1: `now_us` truncates, and the ejection must last at least `backoff`.
+            let backoff_us = u64::try_from(backoff.as_micros()).unwrap_or(u64::MAX);
+            let until = self.now_us().saturating_add(backoff_us).saturating_add(1);
+            r.ejected_until.store(until, Relaxed);
+        }
+    }
+
+    /// Starts sending `parts`/`body` to replica `first`.
+    pub(crate) fn start(self: &Arc<Self>, first: usize, parts: Parts, body: Bytes) -> Attempts {
+        let guard = InFlight::new(Arc::clone(self), first);
+        let call =
+            self.replicas[first]
+                .upstream
+                .send(&parts.headers, &parts.extensions, body.clone());
+        Attempts {
+            parts,
+            body,
+            tried: 0,
+            attempt: 1,
+            guard: Some(guard),
+            call,
+        }
+    }
+}
+
+/// Spawns the active probe of `pool`; it stops when the pool is dropped.
+pub(crate) fn spawn_health_check(pool: &Arc<Pool>, check: HealthCheck) -> Result<(), BuildError> {
+    let handle = tokio::runtime::Handle::try_current()
+        .map_err(|_| BuildError::no_runtime(pool.name.name()))?;
+    let weak: Weak<Pool> = Arc::downgrade(pool);
+    handle.spawn(async move {
+        let mut tick = tokio::time::interval(check.interval.max(Duration::from_millis(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(pool) = weak.upgrade() else { return };
+            for r in pool.replicas.iter() {
+                let ok = r.upstream.probe(&check.path, check.timeout).await;
+                r.probe_ok.store(ok, Relaxed);
+            }
+        }
+    });
+    Ok(())
+}
+
+/// One outstanding request on a replica; settles the counter when dropped.
+#[derive(Debug)]
+struct InFlight {
+    pool: Arc<Pool>,
+    index: usize,
+}
+
+impl InFlight {
+    fn new(pool: Arc<Pool>, index: usize) -> Self {
+        pool.replicas[index].outstanding.fetch_add(1, Relaxed);
+        Self { pool, index }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.pool.replicas[self.index]
+            .outstanding
+            .fetch_sub(1, Relaxed);
+    }
+}
+
+pin_project! {
+    /// Sends a request to a pool's replicas until one answers or the attempts run out.
+    pub(crate) struct Attempts {
+        parts: Parts,
+        body: Bytes,
+        tried: u64,
+        attempt: u32,
+        guard: Option<InFlight>,
+        #[pin]
+        call: upstream::ResponseFuture,
+    }
+}
+
+impl Future for Attempts {
+    type Output = Result<Response<BoxBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let res = match ready!(this.call.as_mut().poll(cx)) {
+                Ok(res) => res,
+                Err(never) => match never {},
+            };
+            let guard = this.guard.take().expect("future polled after completion");
+            let (pool, index) = (&guard.pool, guard.index);
+            let failure = res.extensions().get::<UpstreamFailure>();
+            let server_error = res.status().is_server_error();
+            let retryable = match failure {
+                Some(f) => f.is_connect(),
+                None => server_error,
+            };
+            // A failure counts now; a success only once its body has ended cleanly (a stream
+            // that fails mid-way is a failure).
+            let failed = failure.is_some() || server_error;
+            if failed {
+                pool.record_failure(index);
+            }
+            if index < 64 {
+                *this.tried |= 1 << index;
+            }
+            if retryable
+                && *this.attempt < pool.max_attempts
+                && let Some(next) = pool.pick(*this.tried)
+            {
+                *this.attempt += 1;
+                let call = pool.replicas[next].upstream.send(
+                    &this.parts.headers,
+                    &this.parts.extensions,
+                    this.body.clone(),
+                );
+                *this.guard = Some(InFlight::new(Arc::clone(pool), next));
+                drop(guard);
+                this.call.set(call);
+                continue;
+            }
+            let routed = pool.name.clone();
+            let mut res = res.map(|inner| {
+                GuardedBody {
+                    inner,
+                    guard: Some(guard),
+                    report: !failed,
+                }
+                .boxed_unsync()
+            });
+            res.extensions_mut().insert(routed);
+            return Poll::Ready(Ok(res));
+        }
+    }
+}
+
+pin_project! {
+    /// An upstream body that keeps its request outstanding until it ends or is dropped, and
+    /// (when `report`) tells passive health how it ended. A body dropped before its end (the
+    /// client went away) reports nothing.
+    struct GuardedBody {
+        #[pin]
+        inner: UpstreamBody,
+        guard: Option<InFlight>,
+        report: bool,
+    }
+}
+
+impl Body for GuardedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        let ended = frame.as_ref().is_none_or(|f| f.is_err()) || this.inner.is_end_stream();
+        if ended && let Some(g) = this.guard.take() {
+            // Dropping `g` settles the outstanding count.
+            if *this.report {
+                match this.inner.outcome() {
+                    Some(Outcome::Failed) => g.pool.record_failure(g.index),
+                    _ => g.pool.record_success(g.index),
+                }
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::upstream::UpstreamConfig;
+
+    fn pool(weights: &[u32]) -> Arc<Pool> {
+        let mut cfg = RouteConfig::new();
+        for w in weights {
+            cfg = cfg
+                .replica(UpstreamConfig::new("http://127.0.0.1:9/v1".parse().unwrap()).weight(*w));
+        }
+        Arc::new(Pool::new("m", cfg).unwrap())
+    }
+
+    #[test]
+    fn rand_below_is_in_range_and_spread() {
+        let mut seen = [0u32; 5];
+        for _ in 0..5000 {
+            seen[rand_below(5)] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 800), "{seen:?}");
+    }
+
+    #[test]
+    fn held_requests_split_by_weight() {
+        let p = pool(&[1, 3]);
+        let mut held = Vec::new();
+        for _ in 0..400 {
+            let i = p.pick(0).unwrap();
+            held.push(InFlight::new(Arc::clone(&p), i));
+        }
+        let a = p.replicas[0].outstanding.load(Relaxed);
+        let b = p.replicas[1].outstanding.load(Relaxed);
+        assert_eq!(a + b, 400);
+        assert!((95..=105).contains(&a), "{a} {b}");
+        drop(held);
+        assert_eq!(p.replicas[0].outstanding.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn least_outstanding_among_many() {
+        let p = pool(&[1, 1, 1, 1]);
+        let mut held = Vec::new();
+        for _ in 0..400 {
+            let i = p.pick(0).unwrap();
+            held.push(InFlight::new(Arc::clone(&p), i));
+        }
+        for r in p.replicas.iter() {
+            let n = r.outstanding.load(Relaxed);
+            assert!((80..=120).contains(&n), "{n}");
+        }
+    }
+
+    #[test]
+    fn tried_replicas_are_skipped() {
+        let p = pool(&[1, 1, 1]);
+        for _ in 0..50 {
+            assert_eq!(p.pick(0b011), Some(2));
+        }
+        assert_eq!(p.pick(0b111), None);
+    }
+
+    #[test]
+    fn ejection_and_probation() {
+        let p = pool(&[1, 1]);
+        p.record_failure(0);
+        p.record_failure(0);
+        assert!(p.replicas[0].available(p.now_us()));
+        p.record_failure(0);
+        let now = p.now_us();
+        assert!(!p.replicas[0].available(now));
+        // Ejected for readmit_after (5 s), then doubled for a failure on probation.
+        assert!(p.replicas[0].available(now + 5_000_002));
+        for _ in 0..50 {
+            assert_eq!(p.pick(0), Some(1));
+        }
+        p.record_failure(0);
+        let until = p.replicas[0].ejected_until.load(Relaxed);
+        assert!(
+            until > now + 10_000_000 && until <= p.now_us() + 10_000_001,
+            "{until} {now}"
+        );
+        p.record_success(0);
+        assert_eq!(p.replicas[0].ejections.load(Relaxed), 0);
+        p.replicas[1].ejected_until.store(u64::MAX, Relaxed);
+        p.replicas[0].ejected_until.store(u64::MAX, Relaxed);
+        assert_eq!(p.pick(0), None);
+    }
+}

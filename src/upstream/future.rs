@@ -1,0 +1,157 @@
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{HeaderValue, Response, header};
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+use super::body::UpstreamBody;
+use super::error::{FailureKind, UpstreamFailure};
+use super::headers::strip_response;
+use crate::body::full_into_bytes;
+use crate::error::ApiError;
+
+pin_project! {
+    /// Response future of [`Upstream`](super::Upstream).
+    pub struct ResponseFuture {
+        #[pin]
+        kind: Kind,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind {
+        Sending {
+            #[pin]
+            call: hyper_util::client::legacy::ResponseFuture,
+            #[pin]
+            timer: Sleep,
+            deadline: Instant,
+            idle: Duration,
+        },
+        Done,
+    }
+}
+
+impl std::fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl ResponseFuture {
+    pub(crate) fn send(
+        call: hyper_util::client::legacy::ResponseFuture,
+        first_byte: Duration,
+        idle: Duration,
+        total: Duration,
+    ) -> Self {
+        let now = Instant::now();
+        let deadline = now + total;
+        Self {
+            kind: Kind::Sending {
+                call,
+                timer: tokio::time::sleep_until((now + first_byte).min(deadline)),
+                deadline,
+                idle,
+            },
+        }
+    }
+}
+
+/// The gateway's own error response for a transport failure, carrying the failure.
+pub(crate) fn failure_response(failure: UpstreamFailure) -> Response<UpstreamBody> {
+    let err = if failure.is_timeout() {
+        ApiError::upstream_timeout(failure.message())
+    } else {
+        ApiError::bad_gateway(failure.message())
+    };
+    let mut res = err
+        .into_response()
+        .map(|b| UpstreamBody::full(full_into_bytes(b)));
+    res.extensions_mut().insert(failure);
+    res
+}
+
+fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamFailure {
+    let mut detail = e.to_string();
+    let mut timed_out = false;
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        if s.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            timed_out = true;
+        }
+        source = s.source();
+    }
+    let kind = match (e.is_connect(), timed_out) {
+        (true, true) => FailureKind::ConnectTimeout,
+        (true, false) => FailureKind::Connect,
+        (false, _) => FailureKind::Protocol,
+    };
+    UpstreamFailure::new(kind, detail)
+}
+
+fn is_event_stream(res: &Response<Incoming>) -> bool {
+    let ct = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("text/event-stream")
+        && res
+            .headers()
+            .get(header::CONTENT_ENCODING)
+            .is_none_or(|v| v == HeaderValue::from_static("identity"))
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<UpstreamBody>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let out = match self.as_mut().project().kind.project() {
+            KindProj::Sending {
+                call,
+                timer,
+                deadline,
+                idle,
+            } => match call.poll(cx) {
+                Poll::Ready(Ok(res)) => {
+                    let sse = is_event_stream(&res);
+                    let (mut parts, body) = res.into_parts();
+                    strip_response(&mut parts.headers);
+                    if sse {
+                        // The gateway may append `[DONE]` or an error event.
+                        parts.headers.remove(header::CONTENT_LENGTH);
+                    }
+                    let body = UpstreamBody::stream(body, *idle, *deadline, sse);
+                    Response::from_parts(parts, body)
+                }
+                Poll::Ready(Err(e)) => failure_response(classify(&e)),
+                Poll::Pending => {
+                    if timer.poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    let kind = if Instant::now() >= *deadline {
+                        FailureKind::TotalTimeout
+                    } else {
+                        FailureKind::FirstByteTimeout
+                    };
+                    failure_response(UpstreamFailure::new(kind, ""))
+                }
+            },
+            KindProj::Done => panic!("future polled after completion"),
+        };
+        self.project().kind.set(Kind::Done);
+        Poll::Ready(Ok(out))
+    }
+}

@@ -1,0 +1,237 @@
+use std::convert::Infallible;
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Extensions, Method, Request, Response, Uri};
+use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower::Service;
+
+use super::body::UpstreamBody;
+use super::config::UpstreamConfig;
+use super::error::UpstreamConfigError;
+use super::future::ResponseFuture;
+use super::headers::request_headers;
+use super::rewrite::rewrite_model;
+use crate::body::full_into_bytes;
+use crate::route::RoutedModel;
+use crate::validate::ValidatedRequest;
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Forwards chat-completions requests to one OpenAI-compatible server. See the
+/// [module docs](crate::upstream).
+///
+/// Cloning is cheap (the connection pool is shared by the clones).
+#[derive(Clone)]
+pub struct Upstream {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    client: HttpClient,
+    endpoint: Uri,
+    scheme: Scheme,
+    authority: http::uri::Authority,
+    auth: Option<HeaderValue>,
+    /// The upstream model name and its JSON encoding.
+    model: Option<(String, String)>,
+    connect_timeout: Duration,
+    first_byte_timeout: Duration,
+    idle_timeout: Duration,
+    total_timeout: Duration,
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upstream")
+            .field("endpoint", &self.shared.endpoint)
+            .field("upstream_model", &self.shared.model.as_ref().map(|m| &m.0))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// An upstream with its own connection pool.
+    ///
+    /// # Errors
+    /// The URL is not an absolute `http`/`https` URL, or the API key cannot be a header value.
+    pub fn new(config: UpstreamConfig) -> Result<Self, UpstreamConfigError> {
+        let scheme = config
+            .url
+            .scheme()
+            .cloned()
+            .ok_or(UpstreamConfigError::new("the upstream URL has no scheme"))?;
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+            return Err(UpstreamConfigError::new(
+                "the upstream URL must be http or https",
+            ));
+        }
+        let authority = config
+            .url
+            .authority()
+            .cloned()
+            .ok_or(UpstreamConfigError::new("the upstream URL has no host"))?;
+        let base = config.url.path().trim_end_matches('/');
+        let path = match config.url.query() {
+            Some(q) => format!("{base}/chat/completions?{q}"),
+            None => format!("{base}/chat/completions"),
+        };
+        let endpoint = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|_| UpstreamConfigError::new("the upstream URL is invalid"))?;
+        let auth = match &config.api_key {
+            Some(key) => {
+                let mut v = HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| {
+                    UpstreamConfigError::new(
+                        "the API key contains characters not allowed in a header",
+                    )
+                })?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            None => None,
+        };
+        let model = config.upstream_model.as_ref().map(|m| {
+            let json = serde_json::to_string(m).unwrap_or_default();
+            (m.clone(), json)
+        });
+
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .timer(TokioTimer::new())
+            .http2_only(config.http2_only)
+            .build(https);
+
+        Ok(Self {
+            shared: Arc::new(Shared {
+                client,
+                endpoint,
+                scheme,
+                authority,
+                auth,
+                model,
+                connect_timeout: config.connect_timeout,
+                first_byte_timeout: config.first_byte_timeout,
+                idle_timeout: config.idle_timeout,
+                total_timeout: config.total_timeout,
+            }),
+        })
+    }
+
+    /// Where requests go: the base URL plus `/chat/completions`.
+    pub fn endpoint(&self) -> &Uri {
+        &self.shared.endpoint
+    }
+
+    /// The configured connect timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        self.shared.connect_timeout
+    }
+
+    /// Sends one request: `headers` and `extensions` are the client request's, `body` the JSON
+    /// to forward (the model is rewritten in it when needed).
+    pub(crate) fn send(
+        &self,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+        body: Bytes,
+    ) -> ResponseFuture {
+        let s = &*self.shared;
+        // The model the upstream must see: its own name, else the route's (differs from the
+        // request's after a fallback). Without a validated request, the patcher compares.
+        let current = extensions
+            .get::<ValidatedRequest>()
+            .map(|v| v.request().model.as_str());
+        let body = match (&s.model, extensions.get::<RoutedModel>()) {
+            (Some((name, json)), _) if current != Some(name.as_str()) => {
+                rewrite_model(&body, name, json).unwrap_or(body)
+            }
+            (None, Some(routed)) if current != Some(routed.name()) => {
+                let json = serde_json::to_string(routed.name()).unwrap_or_default();
+                rewrite_model(&body, routed.name(), &json).unwrap_or(body)
+            }
+            _ => body,
+        };
+
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = s.endpoint.clone();
+        *req.headers_mut() = request_headers(headers, s.auth.as_ref());
+        ResponseFuture::send(
+            s.client.request(req),
+            s.first_byte_timeout,
+            s.idle_timeout,
+            s.total_timeout,
+        )
+    }
+
+    /// `GET <scheme>://<host><path>` with the upstream's credential: whether it answered 2xx
+    /// within `timeout`.
+    pub(crate) async fn probe(&self, path: &str, timeout: Duration) -> bool {
+        let s = &*self.shared;
+        let Ok(pq) = PathAndQuery::try_from(path) else {
+            return false;
+        };
+        let Ok(uri) = Uri::builder()
+            .scheme(s.scheme.clone())
+            .authority(s.authority.clone())
+            .path_and_query(pq)
+            .build()
+        else {
+            return false;
+        };
+        let mut req = Request::new(Full::new(Bytes::new()));
+        *req.uri_mut() = uri;
+        if let Some(auth) = &s.auth {
+            req.headers_mut()
+                .insert(header::AUTHORIZATION, auth.clone());
+        }
+        matches!(
+            tokio::time::timeout(timeout, s.client.request(req)).await,
+            Ok(Ok(res)) if res.status().is_success()
+        )
+    }
+}
+
+impl Service<Request<Full<Bytes>>> for Upstream {
+    type Response = Response<UpstreamBody>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The pool handles readiness (as hyper-util's client does).
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Full<Bytes>>) -> ResponseFuture {
+        let (parts, body) = req.into_parts();
+        let body = match parts.extensions.get::<ValidatedRequest>() {
+            Some(v) => v.body().clone(),
+            None => full_into_bytes(body),
+        };
+        self.send(&parts.headers, &parts.extensions, body)
+    }
+}
