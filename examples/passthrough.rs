@@ -12,7 +12,8 @@
 //! server side speaks HTTP/1.1 and HTTP/2 (hyper-util's auto builder). There is no validation, no
 //! routing and no timeout: any of those would belong to what is being measured.
 //!
-//! The runtime has one worker thread per core, or `TOKIO_WORKER_THREADS` of them.
+//! The runtime has one worker thread per core, or `TOKIO_WORKER_THREADS` of them; the main thread only
+//! waits.
 
 use std::convert::Infallible;
 use std::error::Error;
@@ -97,6 +98,14 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     let listener = TcpListener::bind(listen.as_str()).await?;
     println!("listening on http://{}", listener.local_addr()?);
+    // On a worker, not on the main thread that `block_on`s: with TOKIO_WORKER_THREADS=1, accepting
+    // and serving then share one thread, as in nginx's single worker.
+    tokio::spawn(serve(listener, upstream)).await?;
+    Ok(())
+}
+
+/// Accepts connections forever and serves each in its own task.
+async fn serve(listener: TcpListener, upstream: Arc<Upstream>) {
     let server = Arc::new(auto::Builder::new(TokioExecutor::new()));
     loop {
         let (stream, _) = match listener.accept().await {

@@ -53,6 +53,7 @@ async fn non_streamed_completion_is_valid_and_recorded() -> TestResult {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "application/json");
     let bytes = response.into_body().collect().await?.to_bytes();
+    assert!(bytes.starts_with(br#"{"id":"chatcmpl-mock","object":"chat.completion","#));
     let completion: Value = serde_json::from_slice(&bytes)?;
     assert_eq!(completion["object"], "chat.completion");
     assert_eq!(completion["model"], "mock");

@@ -332,6 +332,7 @@ struct Shared {
     fault_limit: Option<u64>,
     record: bool,
     protocols: Protocols,
+    /// The model name as a JSON string literal.
     model: String,
     /// The non-streamed `chat.completion` body.
     completion: Bytes,
@@ -352,28 +353,24 @@ fn chunk_index(with_usage_member: bool, first: bool, last: bool) -> usize {
 
 impl Shared {
     fn new(b: Builder) -> Self {
+        // The JSON is written by hand so that members come in OpenAI's order (`id` first).
+        let model = json_string(&b.model);
         let completion_tokens = b.content.split_whitespace().count() as u64;
-        let completion = json!({
-            "id": COMPLETION_ID,
-            "object": "chat.completion",
-            "created": CREATED,
-            "model": b.model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": b.content, "refusal": null},
-                "logprobs": null,
-                "finish_reason": "stop",
-            }],
-            "usage": {
-                "prompt_tokens": b.prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": b.prompt_tokens + completion_tokens,
-            },
-        });
-        let models = json!({
-            "object": "list",
-            "data": [{"id": b.model, "object": "model", "created": CREATED, "owned_by": "chatgate-mock"}],
-        });
+        let completion = format!(
+            concat!(
+                r#"{{"id":"{id}","object":"chat.completion","created":{created},"model":{model},"#,
+                r#""choices":[{{"index":0,"message":{{"role":"assistant","content":{content},"#,
+                r#""refusal":null}},"logprobs":null,"finish_reason":"stop"}}],"usage":{usage}}}"#,
+            ),
+            id = COMPLETION_ID,
+            created = CREATED,
+            model = model,
+            content = json_string(&b.content),
+            usage = usage_json(b.prompt_tokens, completion_tokens),
+        );
+        let models = format!(
+            r#"{{"object":"list","data":[{{"id":{model},"object":"model","created":{CREATED},"owned_by":"chatgate-mock"}}]}}"#
+        );
         let fault_body = match &b.fault {
             Some(Fault::Status(status)) => error_body(
                 &format!("mock upstream: injected status {}", status.as_u16()),
@@ -386,29 +383,30 @@ impl Shared {
             ),
             _ => Bytes::new(),
         };
+        let content = json_string(CHUNK_CONTENT);
         let chunks = std::array::from_fn(|i| {
             let (with_usage_member, first, last) = (i & 4 != 0, i & 2 != 0, i & 1 != 0);
-            let delta = if first {
-                json!({"role": "assistant", "content": CHUNK_CONTENT})
+            let role = if first { r#""role":"assistant","# } else { "" };
+            let finish_reason = if last { r#""stop""# } else { "null" };
+            let usage = if with_usage_member {
+                r#","usage":null"#
             } else {
-                json!({"content": CHUNK_CONTENT})
+                ""
             };
-            let mut chunk = json!({
-                "id": COMPLETION_ID,
-                "object": "chat.completion.chunk",
-                "created": CREATED,
-                "model": b.model,
-                "choices": [{
-                    "index": 0,
-                    "delta": delta,
-                    "logprobs": null,
-                    "finish_reason": if last { Some("stop") } else { None },
-                }],
-            });
-            if with_usage_member {
-                chunk["usage"] = serde_json::Value::Null;
-            }
-            sse_event(&chunk)
+            sse_event(&format!(
+                concat!(
+                    r#"{{"id":"{id}","object":"chat.completion.chunk","created":{created},"#,
+                    r#""model":{model},"choices":[{{"index":0,"delta":{{{role}"content":{content}}},"#,
+                    r#""logprobs":null,"finish_reason":{finish_reason}}}]{usage}}}"#,
+                ),
+                id = COMPLETION_ID,
+                created = CREATED,
+                model = model,
+                role = role,
+                content = content,
+                finish_reason = finish_reason,
+                usage = usage,
+            ))
         });
         Self {
             header_delay: b.header_delay,
@@ -419,9 +417,9 @@ impl Shared {
             fault_limit: b.fault_limit,
             record: b.record,
             protocols: b.protocols,
-            completion: Bytes::from(completion.to_string()),
-            models: Bytes::from(models.to_string()),
-            model: b.model,
+            completion: Bytes::from(completion),
+            models: Bytes::from(models),
+            model,
             fault_body,
             chunks,
             requests: AtomicU64::new(0),
@@ -431,29 +429,35 @@ impl Shared {
 
     /// The final usage-only chunk event of a stream of `chunks` chunks.
     fn usage_event(&self, chunks: usize) -> Bytes {
-        let completion_tokens = chunks as u64;
-        sse_event(&json!({
-            "id": COMPLETION_ID,
-            "object": "chat.completion.chunk",
-            "created": CREATED,
-            "model": self.model,
-            "choices": [],
-            "usage": {
-                "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": self.prompt_tokens + completion_tokens,
-            },
-        }))
+        sse_event(&format!(
+            concat!(
+                r#"{{"id":"{id}","object":"chat.completion.chunk","created":{created},"#,
+                r#""model":{model},"choices":[],"usage":{usage}}}"#,
+            ),
+            id = COMPLETION_ID,
+            created = CREATED,
+            model = self.model,
+            usage = usage_json(self.prompt_tokens, chunks as u64),
+        ))
     }
 }
 
+/// `s` as a JSON string literal.
+fn json_string(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+/// A `usage` object.
+fn usage_json(prompt_tokens: u64, completion_tokens: u64) -> String {
+    let total_tokens = prompt_tokens + completion_tokens;
+    format!(
+        r#"{{"prompt_tokens":{prompt_tokens},"completion_tokens":{completion_tokens},"total_tokens":{total_tokens}}}"#
+    )
+}
+
 /// `data: JSON\n\n`.
-fn sse_event(value: &serde_json::Value) -> Bytes {
-    let mut event = b"data: ".to_vec();
-    // Serializing a `Value` cannot fail.
-    let _ = serde_json::to_writer(&mut event, value);
-    event.extend_from_slice(b"\n\n");
-    Bytes::from(event)
+fn sse_event(json: &str) -> Bytes {
+    Bytes::from(format!("data: {json}\n\n"))
 }
 
 /// An OpenAI error envelope.
