@@ -991,6 +991,83 @@ impl Source<'_> {
     }
 }
 
+impl Config {
+    /// Builds the [`ModelRouter`](crate::route::ModelRouter) this configuration describes:
+    /// builtin models as in-process services, upstream models as routes of
+    /// [`Upstream`](crate::upstream::Upstream) replicas, with their timeouts, health settings
+    /// and fallbacks. Resolves every `api_key_env` now, so a missing credential fails here (at
+    /// start, `--check` or reload) rather than on the first request.
+    ///
+    /// A route's health settings (`eject_after`, `readmit_after`, `health_check`) apply to all
+    /// its replicas; when replicas override them differently, the first replica's are used.
+    ///
+    /// Starts the active health probes, so it must run inside a Tokio runtime.
+    ///
+    /// # Errors
+    /// An unset credential variable, or a route the router rejects.
+    pub fn router(&self) -> Result<crate::route::ModelRouter, ConfigError> {
+        use crate::route::{HealthCheck, ModelRouter, RouteConfig};
+        use crate::upstream::UpstreamConfig;
+
+        let mut builder = ModelRouter::builder();
+        for model in &self.models {
+            match &model.backend {
+                Backend::Builtin(Builtin::Echo) => {
+                    builder = builder.service(model.name.clone(), crate::EchoModel::new());
+                }
+                Backend::Upstreams(upstreams) => {
+                    let mut route = RouteConfig::new().max_attempts(model.max_attempts);
+                    if let Some(first) = upstreams.first() {
+                        let health = first.health();
+                        route = route
+                            .eject_after(health.eject_after)
+                            .readmit_after(health.readmit_after);
+                        if let Some(probe) = &health.probe {
+                            route = route.health_check(
+                                HealthCheck::new(probe.path())
+                                    .interval(probe.interval())
+                                    .timeout(probe.timeout()),
+                            );
+                        }
+                    }
+                    for up in upstreams {
+                        let t = up.timeouts();
+                        let mut replica = UpstreamConfig::new(up.url().clone())
+                            .upstream_model(up.model())
+                            .weight(up.weight())
+                            .connect_timeout(t.connect)
+                            .first_byte_timeout(t.first_byte)
+                            .idle_timeout(t.idle)
+                            .total_timeout(t.total);
+                        if let Some(env) = up.api_key_env() {
+                            replica = replica.api_key(env.resolve()?.expose());
+                        }
+                        route = route.replica(replica);
+                    }
+                    for f in &model.fallback {
+                        route = route.fallback(f.clone());
+                    }
+                    builder =
+                        builder
+                            .upstream(model.name.clone(), route)
+                            .map_err(|e| ConfigError {
+                                kind: ErrorKind::Invalid,
+                                file: None,
+                                position: None,
+                                problem: format!("model {:?}: {e}", model.name),
+                            })?;
+                }
+            }
+        }
+        builder.try_build().map_err(|e| ConfigError {
+            kind: ErrorKind::Invalid,
+            file: None,
+            position: None,
+            problem: e.to_string(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
