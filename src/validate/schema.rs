@@ -67,7 +67,8 @@ pub(crate) fn validate_bytes(
             None,
         ));
     }
-    let text = match std::str::from_utf8(&body) {
+    // simdutf8's fast path only says "invalid"; std's error gives the position.
+    let text = match simdutf8::basic::from_utf8(&body).or_else(|_| std::str::from_utf8(&body)) {
         Ok(t) => t,
         Err(e) => {
             let at = String::from_utf8_lossy(&body[..e.valid_up_to()])
