@@ -660,4 +660,88 @@ mod tests {
             assert_eq!(ours, theirs, "{c}");
         }
     }
+
+    /// Our tree as a `serde_json::Value`, for comparison.
+    fn to_value(d: &Doc<'_>, i: usize) -> serde_json::Value {
+        match d.node(i).kind {
+            Kind::Null => serde_json::Value::Null,
+            Kind::Bool(b) => serde_json::Value::Bool(b),
+            Kind::Number => serde_json::from_str(d.raw(i)).expect("number"),
+            Kind::String(_) => serde_json::Value::String(d.str(i).into_owned()),
+            Kind::Array => d.items(i).map(|c| to_value(d, c)).collect(),
+            Kind::Object => d
+                .members(i)
+                .map(|(k, v)| (d.str(k).into_owned(), to_value(d, v)))
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+        }
+    }
+
+    /// Mutated documents: we accept exactly what serde_json accepts (but duplicate keys, lone
+    /// surrogates and out-of-range numbers, as Python), and decode to the same values.
+    #[test]
+    fn differential_against_serde_json_on_mutations() {
+        let seeds = [
+            r#"{"model":"m","messages":[{"role":"user","content":"h\u00e9\"llo\n"}],"n":2,"t":-1.5e3}"#,
+            r#"[true,false,null,0,-0.0,12345678901234567890,"\ud83d\ude00",{"a":{"b":[]}}]"#,
+            r#"{"k":"v","x":[1,2,{"y":"z\\w"}],"e":{}}"#,
+        ];
+        let alphabet = b"{}[]\",:0123456789-+.eEtruefalsn \\/u\t\nab\x01";
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut compared = 0;
+        for _ in 0..20_000 {
+            let seed = seeds[(next() % seeds.len() as u64) as usize].as_bytes();
+            let mut doc = seed.to_vec();
+            for _ in 0..(1 + next() % 3) {
+                let at = (next() % (doc.len() as u64 + 1)) as usize;
+                let c = alphabet[(next() % alphabet.len() as u64) as usize];
+                match next() % 3 {
+                    0 if at < doc.len() => doc[at] = c,
+                    1 if at < doc.len() => {
+                        doc.remove(at);
+                    }
+                    _ => doc.insert(at, c),
+                }
+            }
+            let Ok(text) = std::str::from_utf8(&doc) else {
+                continue;
+            };
+            let theirs = serde_json::from_str::<serde_json::Value>(text);
+            match parse(text, 64) {
+                Ok(d) => {
+                    let v = theirs.unwrap_or_else(|e| {
+                        // Python accepts these too: lone surrogates, and huge exponents as inf.
+                        let why = e.to_string();
+                        assert!(
+                            why.contains("surrogate")
+                                || why.contains("hex escape")
+                                || why.contains("out of range"),
+                            "we accept {text:?}, serde_json: {e}"
+                        );
+                        serde_json::Value::Null
+                    });
+                    if !v.is_null() || text.trim() == "null" {
+                        assert_eq!(to_value(&d, 0), v, "{text:?}");
+                        compared += 1;
+                    }
+                }
+                Err(e) => {
+                    if theirs.is_ok() {
+                        assert!(
+                            e.msg.contains("Duplicate"),
+                            "we reject {text:?} ({}), serde_json accepts",
+                            e.msg
+                        );
+                    }
+                }
+            }
+        }
+        assert!(compared > 1000, "too few accepted mutations: {compared}");
+    }
 }
