@@ -39,6 +39,10 @@ pub(crate) struct Node {
 pub(crate) struct Doc<'a> {
     pub(crate) src: &'a str,
     pub(crate) nodes: Vec<Node>,
+    /// The decoded text of every string that had escapes, back to back.
+    decoded: String,
+    /// `(node, start, end)` into `decoded`, in node order.
+    spans: Vec<(u32, u32, u32)>,
 }
 
 /// Why the bytes are not acceptable JSON.
@@ -53,11 +57,14 @@ pub(crate) struct SyntaxError {
 /// Reads `src` into a [`Doc`]; `max_depth` caps array/object nesting.
 pub(crate) fn parse(src: &str, max_depth: usize) -> Result<Doc<'_>, SyntaxError> {
     let mut p = Parser {
+        src,
         b: src.as_bytes(),
         pos: 0,
         // Typical requests hold a node per ~40 bytes; long texts far fewer. Grows as needed.
         nodes: Vec::with_capacity((src.len() / 40).clamp(16, 1024)),
         max_depth,
+        decoded: String::new(),
+        spans: Vec::new(),
     };
     p.ws();
     match p.value(0) {
@@ -71,6 +78,8 @@ pub(crate) fn parse(src: &str, max_depth: usize) -> Result<Doc<'_>, SyntaxError>
     Ok(Doc {
         src,
         nodes: p.nodes,
+        decoded: p.decoded,
+        spans: p.spans,
     })
 }
 
@@ -101,10 +110,13 @@ impl Fail {
 }
 
 struct Parser<'a> {
+    src: &'a str,
     b: &'a [u8],
     pos: usize,
     nodes: Vec<Node>,
     max_depth: usize,
+    decoded: String,
+    spans: Vec<(u32, u32, u32)>,
 }
 
 impl Parser<'_> {
@@ -201,42 +213,93 @@ impl Parser<'_> {
         Ok(())
     }
 
-    /// Scans a string starting at the opening quote; returns whether it had escapes.
+    /// Scans a string starting at the opening quote; returns whether it had escapes. A string
+    /// with escapes is decoded in the same pass, into `decoded`, for the node pushed next.
     fn string(&mut self) -> Result<bool, Fail> {
         let begin = self.pos;
         let b = self.b;
-        let mut p = self.pos + 1;
-        let mut escaped = false;
+        let mut p = skip_plain(b, self.pos + 1);
+        if b.get(p) == Some(&b'"') {
+            self.pos = p + 1;
+            return Ok(false);
+        }
+        if self.decoded.capacity() == 0 {
+            // Decoded text is never longer than the source left, so this is the only allocation.
+            self.decoded.reserve(b.len() - begin);
+        }
+        let dec_start = self.decoded.len();
+        let mut run = self.pos + 1;
         loop {
-            p = skip_plain(b, p);
             match b.get(p) {
                 None => return Err(Fail::at("Unterminated string starting at", begin)),
                 Some(b'"') => {
+                    self.decoded.push_str(&self.src[run..p]);
                     self.pos = p + 1;
-                    return Ok(escaped);
+                    let node = self.nodes.len() as u32;
+                    self.spans
+                        .push((node, dec_start as u32, self.decoded.len() as u32));
+                    return Ok(true);
                 }
                 Some(b'\\') => {
-                    escaped = true;
-                    match b.get(p + 1) {
-                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => p += 2,
-                        Some(b'u') => {
-                            let hex = b.get(p + 2..p + 6);
-                            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
-                                return Err(Fail::at("Invalid \\uXXXX escape", p + 1));
-                            }
-                            p += 6;
-                        }
-                        None => return Err(Fail::at("Unterminated string starting at", begin)),
-                        Some(_) => {
-                            let esc: String = self.text_at(p + 1).chars().take(1).collect();
-                            return Err(Fail {
-                                msg: Cow::Owned(format!("Invalid \\escape: {esc:?}")),
-                                byte: p,
-                            });
-                        }
-                    }
+                    self.decoded.push_str(&self.src[run..p]);
+                    p = self.escape(begin, p)?;
+                    run = p;
                 }
                 Some(_) => return Err(Fail::at("Invalid control character at", p)),
+            }
+            p = skip_plain(b, p);
+        }
+    }
+
+    /// Decodes the escape at `p` (a backslash) into `decoded`; returns the index after it.
+    fn escape(&mut self, begin: usize, p: usize) -> Result<usize, Fail> {
+        let b = self.b;
+        let out = &mut self.decoded;
+        let simple = |c: char, out: &mut String| {
+            out.push(c);
+            Ok(p + 2)
+        };
+        match b.get(p + 1) {
+            Some(b'"') => simple('"', out),
+            Some(b'\\') => simple('\\', out),
+            Some(b'/') => simple('/', out),
+            Some(b'b') => simple('\u{8}', out),
+            Some(b'f') => simple('\u{c}', out),
+            Some(b'n') => simple('\n', out),
+            Some(b'r') => simple('\r', out),
+            Some(b't') => simple('\t', out),
+            Some(b'u') => {
+                let hex = |at: usize| {
+                    b.get(at..at + 4)
+                        .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                        .and_then(|h| u16::from_str_radix(str_of(h, 0, 4), 16).ok())
+                };
+                let Some(hi) = hex(p + 2) else {
+                    return Err(Fail::at("Invalid \\uXXXX escape", p + 1));
+                };
+                let mut next = p + 6;
+                if (0xD800..0xDC00).contains(&hi)
+                    && b.get(next) == Some(&b'\\')
+                    && b.get(next + 1) == Some(&b'u')
+                    && let Some(lo) = hex(next + 2)
+                    && (0xDC00..0xE000).contains(&lo)
+                {
+                    next += 6;
+                    let cp = 0x10000 + ((u32::from(hi) - 0xD800) << 10) + (u32::from(lo) - 0xDC00);
+                    out.push(char::from_u32(cp).unwrap_or('\u{FFFD}'));
+                } else {
+                    // A lone surrogate, which Python accepts, becomes U+FFFD.
+                    out.push(char::from_u32(u32::from(hi)).unwrap_or('\u{FFFD}'));
+                }
+                Ok(next)
+            }
+            None => Err(Fail::at("Unterminated string starting at", begin)),
+            Some(_) => {
+                let esc: String = self.text_at(p + 1).chars().take(1).collect();
+                Err(Fail {
+                    msg: Cow::Owned(format!("Invalid \\escape: {esc:?}")),
+                    byte: p,
+                })
             }
         }
     }
@@ -476,12 +539,24 @@ impl<'a> Doc<'a> {
     }
 
     /// The decoded value of string node `i`.
-    pub(crate) fn str(&self, i: usize) -> Cow<'a, str> {
+    pub(crate) fn str(&self, i: usize) -> Cow<'_, str> {
         let n = self.nodes[i];
-        let inner = &self.src[n.start as usize + 1..n.end as usize - 1];
         match n.kind {
-            Kind::String(false) => Cow::Borrowed(inner),
-            _ => unescape(inner),
+            Kind::String(false) => {
+                Cow::Borrowed(&self.src[n.start as usize + 1..n.end as usize - 1])
+            }
+            _ => {
+                let at = self
+                    .spans
+                    .binary_search_by_key(&(i as u32), |&(node, _, _)| node);
+                match at {
+                    Ok(k) => {
+                        let (_, start, end) = self.spans[k];
+                        Cow::Borrowed(&self.decoded[start as usize..end as usize])
+                    }
+                    Err(_) => unescape(&self.src[n.start as usize + 1..n.end as usize - 1]),
+                }
+            }
         }
     }
 
