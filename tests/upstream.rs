@@ -89,6 +89,9 @@ async fn alias_is_rewritten_and_only_the_upstream_key_is_sent() {
         assert_eq!(s.headers["x-custom"], "kept");
         assert!(!s.headers.contains_key("x-hop"));
         assert_eq!(s.headers["content-type"], "application/json");
+        // The upstream's own host, not the gateway's.
+        let host: Vec<_> = s.headers.get_all("host").iter().collect();
+        assert_eq!(host, [mock.addr.to_string().as_str()]);
     })
     .await;
 }
