@@ -52,8 +52,9 @@ pin_project! {
         Stream {
             #[pin]
             inner: Incoming,
+            // Made on the first wait (a body that is complete at once never needs one).
             #[pin]
-            timer: Sleep,
+            timer: Option<Sleep>,
             idle: Duration,
             deadline: Instant,
             // The timer runs for the current wait (set when `inner` first returned `Pending`
@@ -153,14 +154,13 @@ impl UpstreamBody {
     }
 
     pub(crate) fn stream(inner: Incoming, idle: Duration, deadline: Instant, sse: bool) -> Self {
-        let first = (Instant::now() + idle).min(deadline);
         Self {
             kind: Kind::Stream {
                 inner,
-                timer: tokio::time::sleep_until(first),
+                timer: None,
                 idle,
                 deadline,
-                waiting: true,
+                waiting: false,
                 sse: sse.then(EventScanner::new),
                 held: Held::default(),
                 tail: Tail::Open,
@@ -281,9 +281,15 @@ impl Body for UpstreamBody {
                 Poll::Pending => {
                     if !*waiting {
                         *waiting = true;
-                        timer.as_mut().reset((Instant::now() + idle).min(deadline));
+                        let at = (Instant::now() + idle).min(deadline);
+                        match timer.as_mut().as_pin_mut() {
+                            Some(t) => t.reset(at),
+                            None => timer.set(Some(tokio::time::sleep_until(at))),
+                        }
                     }
-                    ready!(timer.as_mut().poll(cx));
+                    if let Some(t) = timer.as_mut().as_pin_mut() {
+                        ready!(t.poll(cx));
+                    }
                     break if Instant::now() >= deadline {
                         UpstreamFailure::new(FailureKind::TotalTimeout, "")
                     } else {
