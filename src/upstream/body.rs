@@ -52,9 +52,9 @@ pin_project! {
         Stream {
             #[pin]
             inner: Incoming,
-            // Made on the first wait (a body that is complete at once never needs one).
-            #[pin]
-            timer: Option<Sleep>,
+            // Made on the first wait (a body that is complete at once never needs one). Boxed,
+            // so that the body is `Unpin` and can be read ahead before the head is sent.
+            timer: Option<Pin<Box<Sleep>>>,
             idle: Duration,
             deadline: Instant,
             // The timer runs for the current wait (set when `inner` first returned `Pending`
@@ -63,6 +63,10 @@ pin_project! {
             sse: Option<EventScanner>,
             // Data taken from `inner` and not yet returned.
             held: Held,
+            // A frame read ahead by `poll_prefetch`, returned first.
+            prefetched: Option<Result<Frame<Bytes>, BoxError>>,
+            // Polls of `poll_prefetch` that found nothing.
+            prefetch_polls: u8,
             tail: Tail,
         },
     }
@@ -163,8 +167,48 @@ impl UpstreamBody {
                 waiting: false,
                 sse: sse.then(EventScanner::new),
                 held: Held::default(),
+                prefetched: None,
+                prefetch_polls: 0,
                 tail: Tail::Open,
             },
+        }
+    }
+
+    /// Reads ahead what the upstream connection already has of an event stream, so that the
+    /// server can write it together with the response head: `Ready` once a frame is read ahead, the body has ended,
+    /// or nothing is ready (never waiting for data; see [`UpstreamBody`]).
+    pub(crate) fn poll_prefetch(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !matches!(&self.kind, Kind::Stream { sse: Some(_), .. }) {
+            // Only event streams: other bodies keep their exact size hint.
+            return Poll::Ready(());
+        }
+        let frame = Pin::new(&mut *self).poll_frame(cx);
+        let Kind::Stream {
+            held,
+            prefetched,
+            prefetch_polls,
+            ..
+        } = &mut self.kind
+        else {
+            return Poll::Ready(());
+        };
+        match frame {
+            Poll::Ready(frame) => {
+                *prefetched = frame;
+                Poll::Ready(())
+            }
+            // Coalescing is under way (the body yields by itself).
+            Poll::Pending if !held.is_empty() => Poll::Pending,
+            Poll::Pending => {
+                // The first poll only asks the upstream connection for data: let it run, and
+                // give up after `QUIET_POLLS` more polls that find nothing (as when coalescing).
+                *prefetch_polls += 1;
+                if *prefetch_polls > QUIET_POLLS {
+                    return Poll::Ready(());
+                }
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
         }
     }
 
@@ -197,7 +241,7 @@ impl Body for UpstreamBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let (mut inner, mut timer, idle, deadline, waiting, sse, held, tail) =
+        let (mut inner, timer, idle, deadline, waiting, sse, held, tail) =
             match self.project().kind.project() {
                 KindProj::Full { data } => {
                     return Poll::Ready(data.take().map(|d| Ok(Frame::data(d))));
@@ -210,8 +254,15 @@ impl Body for UpstreamBody {
                     waiting,
                     sse,
                     held,
+                    prefetched,
                     tail,
-                } => (inner, timer, *idle, *deadline, waiting, sse, held, tail),
+                    ..
+                } => {
+                    if let Some(frame) = prefetched.take() {
+                        return Poll::Ready(Some(frame));
+                    }
+                    (inner, timer, *idle, *deadline, waiting, sse, held, tail)
+                }
             };
         match std::mem::replace(tail, Tail::Open) {
             Tail::Open => {}
@@ -282,13 +333,13 @@ impl Body for UpstreamBody {
                     if !*waiting {
                         *waiting = true;
                         let at = (Instant::now() + idle).min(deadline);
-                        match timer.as_mut().as_pin_mut() {
-                            Some(t) => t.reset(at),
-                            None => timer.set(Some(tokio::time::sleep_until(at))),
+                        match timer {
+                            Some(t) => t.as_mut().reset(at),
+                            None => *timer = Some(Box::pin(tokio::time::sleep_until(at))),
                         }
                     }
-                    if let Some(t) = timer.as_mut().as_pin_mut() {
-                        ready!(t.poll(cx));
+                    if let Some(t) = timer {
+                        ready!(t.as_mut().poll(cx));
                     }
                     break if Instant::now() >= deadline {
                         UpstreamFailure::new(FailureKind::TotalTimeout, "")
@@ -333,9 +384,11 @@ impl Body for UpstreamBody {
                 inner,
                 sse,
                 held,
+                prefetched,
                 tail,
                 ..
             } => match tail {
+                _ if prefetched.is_some() => false,
                 Tail::Ended(_) => true,
                 // The upstream's body is complete and nothing is left to add.
                 Tail::Open => {
