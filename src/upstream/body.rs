@@ -118,8 +118,9 @@ impl Held {
             None if self.many.is_empty() => self.one = Some(data),
             None => self.many.extend_from_slice(&data),
             Some(first) => {
+                // A burst: room for a few dozen typical events before growing.
                 self.many
-                    .reserve((2 * (first.len() + data.len())).max(4096));
+                    .reserve((2 * (first.len() + data.len())).max(16 * 1024));
                 self.many.extend_from_slice(&first);
                 self.many.extend_from_slice(&data);
             }
