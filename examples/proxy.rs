@@ -14,7 +14,8 @@
 //! environment variables) and exits. SIGHUP re-reads the file and swaps the routing atomically:
 //! requests in flight finish where they started; a file with errors is reported and ignored.
 //! Ctrl-C or SIGTERM stops accepting, lets requests and streams in flight finish (up to 30 s),
-//! then exits.
+//! then exits. The runtime has one worker thread per core, or `TOKIO_WORKER_THREADS` of them;
+//! accepting and serving both run on them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -168,13 +169,20 @@ async fn main() -> ExitCode {
         "chatgate listening on http://{addr} (models: {})",
         gateway.models().join(", ")
     );
-    match serve(listener, gateway, shutdown_signal()).await {
-        Ok(()) => {
+    // On a worker, not on the main thread that `block_on`s: accepting and serving then share the
+    // runtime's worker threads (`TOKIO_WORKER_THREADS`, default one per core), and the main
+    // thread only waits.
+    match tokio::spawn(serve(listener, gateway, shutdown_signal())).await {
+        Ok(Ok(())) => {
             eprintln!("chatgate stopped");
             ExitCode::SUCCESS
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             eprintln!("server error: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("server task failed: {e}");
             ExitCode::FAILURE
         }
     }

@@ -71,23 +71,37 @@ impl EventScanner {
     }
 
     /// Watches the next chunk of the stream.
-    pub fn feed(&mut self, chunk: &[u8]) {
-        for &b in chunk {
-            match b {
-                b'\n' if self.after_cr => self.after_cr = false,
-                b'\n' | b'\r' => {
-                    self.after_cr = b == b'\r';
-                    self.end_line();
-                }
-                _ => {
-                    self.after_cr = false;
-                    if self.len < self.head.len() {
-                        self.head[self.len] = b;
-                    }
-                    self.len = self.len.saturating_add(1);
-                }
+    pub fn feed(&mut self, mut chunk: &[u8]) {
+        // Line ends are found with `memchr`; only the first bytes of each line are looked at.
+        while let Some((&first, rest)) = chunk.split_first() {
+            if self.after_cr && first == b'\n' {
+                // The `\n` of a `\r\n` line end.
+                self.after_cr = false;
+                chunk = rest;
+                continue;
             }
+            let Some(i) = memchr::memchr2(b'\n', b'\r', chunk) else {
+                self.line_bytes(chunk);
+                return;
+            };
+            self.line_bytes(&chunk[..i]);
+            self.after_cr = chunk[i] == b'\r';
+            self.end_line();
+            chunk = &chunk[i + 1..];
         }
+    }
+
+    /// Bytes of the current line, none of them a line end.
+    fn line_bytes(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.after_cr = false;
+        if self.len < self.head.len() {
+            let n = (self.head.len() - self.len).min(bytes.len());
+            self.head[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+        }
+        self.len = self.len.saturating_add(bytes.len());
     }
 
     fn end_line(&mut self) {
@@ -147,6 +161,71 @@ mod tests {
             s.feed(c);
         }
         s
+    }
+
+    /// The byte-at-a-time definition `feed` must agree with.
+    #[derive(Debug, Default, PartialEq)]
+    struct Reference {
+        head: Vec<u8>,
+        len: usize,
+        after_cr: bool,
+        in_event: bool,
+        done: bool,
+        error: bool,
+    }
+
+    impl Reference {
+        fn feed(&mut self, chunk: &[u8]) {
+            for &b in chunk {
+                match b {
+                    b'\n' if self.after_cr => self.after_cr = false,
+                    b'\n' | b'\r' => {
+                        self.after_cr = b == b'\r';
+                        if self.len == 0 {
+                            self.in_event = false;
+                            continue;
+                        }
+                        self.in_event = true;
+                        let mut probe = EventScanner::new();
+                        probe.feed(&self.head);
+                        probe.feed(if self.len <= 16 { b"\n" } else { b"...\n" });
+                        self.done |= probe.saw_done();
+                        self.error |= probe.saw_error();
+                        self.head.clear();
+                        self.len = 0;
+                    }
+                    _ => {
+                        self.after_cr = false;
+                        if self.head.len() < 16 {
+                            self.head.push(b);
+                        }
+                        self.len += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn feed_agrees_with_byte_at_a_time_scanning_across_splits() {
+        let stream: &[u8] =
+            b"data: {\"a\":1}\r\n\r\n: comment line that is long\r\rdata:{\"error\":1}\n\n\
+            \ndata: [DONE]\r\ndata: [DONE] plus a long tail\n\ndata: {";
+        for i in 0..=stream.len() {
+            for j in i..=stream.len() {
+                let mut s = EventScanner::new();
+                let mut r = Reference::default();
+                for part in [&stream[..i], &stream[i..j], &stream[j..]] {
+                    s.feed(part);
+                    r.feed(part);
+                    assert_eq!(s.after_cr, r.after_cr, "split {i} {j}");
+                    assert_eq!(s.len, r.len, "split {i} {j}");
+                    assert_eq!(&s.head[..s.len.min(16)], &r.head[..], "split {i} {j}");
+                    assert_eq!(s.in_event, r.in_event, "split {i} {j}");
+                    assert_eq!((s.done, s.error), (r.done, r.error), "split {i} {j}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -89,6 +89,9 @@ async fn alias_is_rewritten_and_only_the_upstream_key_is_sent() {
         assert_eq!(s.headers["x-custom"], "kept");
         assert!(!s.headers.contains_key("x-hop"));
         assert_eq!(s.headers["content-type"], "application/json");
+        // The upstream's own host, not the gateway's.
+        let host: Vec<_> = s.headers.get_all("host").iter().collect();
+        assert_eq!(host, [mock.addr.to_string().as_str()]);
     })
     .await;
 }
@@ -214,6 +217,43 @@ async fn streaming_is_incremental_and_done_is_appended_once() {
         assert!(rest.contains("second"), "{rest}");
         assert_eq!(rest.matches("data: [DONE]").count(), 1, "{rest}");
         assert!(rest.ends_with("data: [DONE]\n\n"), "{rest}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn events_already_received_are_coalesced() {
+    bounded(async {
+        const EVENTS: usize = 40;
+        let mock = Mock::start(|_| async {
+            let frames = (0..EVENTS)
+                .map(|i| chunk(&format!("c{i}")))
+                .chain([Bytes::from_static(b"data: [DONE]\n\n")]);
+            let mut res = http::Response::new(MockBody::frames(frames));
+            res.headers_mut()
+                .insert("content-type", "text/event-stream".parse().unwrap());
+            res
+        })
+        .await;
+        let gw = gateway(router(
+            "m",
+            RouteConfig::new().replica(UpstreamConfig::new(mock.url())),
+        ))
+        .await;
+        let res = post(&client(), gw, chat("m", true), &[]).await;
+        assert_eq!(res.status(), 200);
+        let mut body = res.into_body();
+        let (mut frames, mut all) = (0, Vec::new());
+        while let Some(c) = next_chunk(&mut body).await {
+            frames += 1;
+            all.extend_from_slice(&c);
+        }
+        let all = String::from_utf8(all).unwrap();
+        let data = data_lines(&all);
+        assert_eq!(data.len(), EVENTS + 1, "{all}");
+        assert_eq!(data.last(), Some(&"[DONE]"));
+        // The upstream wrote them in a few writes; one frame per event would be EVENTS + 1.
+        assert!(frames <= EVENTS / 4, "{frames} frames for {EVENTS} events");
     })
     .await;
 }

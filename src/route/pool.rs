@@ -121,7 +121,16 @@ impl Pool {
     /// replicas, the one with fewer outstanding requests per unit of weight (counting the new
     /// request) wins. `None` when no untried replica is available.
     pub(crate) fn pick(&self, tried: u64) -> Option<usize> {
-        let now = self.now_us();
+        // The clock is read only once some replica has been ejected (0 is before any ejection).
+        let now = if self
+            .replicas
+            .iter()
+            .all(|r| r.ejected_until.load(Relaxed) == 0)
+        {
+            0
+        } else {
+            self.now_us()
+        };
         let eligible =
             |i: usize, r: &Replica| (i >= 64 || tried & (1 << i) == 0) && r.available(now);
         let nth = |k: usize| {

@@ -2,7 +2,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
@@ -13,9 +13,22 @@ use crate::BoxError;
 use crate::error::ApiError;
 use crate::sse::{self, EventScanner};
 
+/// Largest frame [`UpstreamBody`] builds by coalescing the upstream's frames.
+const MAX_COALESCED: usize = 64 * 1024;
+
+/// Polls in a row that find no new upstream data before held data is returned.
+const QUIET_POLLS: u8 = 2;
+
 pin_project! {
     /// The response body of [`Upstream`](super::Upstream): the upstream's body streamed through
-    /// chunk by chunk, or an error the gateway wrote itself.
+    /// as it arrives, or an error the gateway wrote itself.
+    ///
+    /// Frames the upstream connection has already received are coalesced into one frame, so
+    /// that a burst of SSE events costs the client one write rather than one per event. It never
+    /// waits for data to do so: after taking a frame it lets the upstream connection run once
+    /// (one turn of the scheduler) to hand over what it has already read, and yields the frame as
+    /// soon as nothing more is ready. Each event therefore still reaches the client as soon as it
+    /// arrives.
     ///
     /// While streaming it enforces the idle and total timeouts. For `text/event-stream`
     /// responses it also keeps the contract's stream ending (CONTRACT.md §5.2): a stream that
@@ -39,14 +52,21 @@ pin_project! {
         Stream {
             #[pin]
             inner: Incoming,
-            #[pin]
-            timer: Sleep,
+            // Made on the first wait (a body that is complete at once never needs one). Boxed,
+            // so that the body is `Unpin` and can be read ahead before the head is sent.
+            timer: Option<Pin<Box<Sleep>>>,
             idle: Duration,
             deadline: Instant,
             // The timer runs for the current wait (set when `inner` first returned `Pending`
             // after a frame), so a client that reads slowly does not count as an idle upstream.
             waiting: bool,
             sse: Option<EventScanner>,
+            // Data taken from `inner` and not yet returned.
+            held: Held,
+            // A frame read ahead by `poll_prefetch`, returned first.
+            prefetched: Option<Result<Frame<Bytes>, BoxError>>,
+            // Polls of `poll_prefetch` that found nothing.
+            prefetch_polls: u8,
             tail: Tail,
         },
     }
@@ -56,6 +76,10 @@ pin_project! {
 enum Tail {
     /// Forwarding the upstream's frames.
     Open,
+    /// A non-data frame (trailers) that came after held data: returned next.
+    Trailers(Frame<Bytes>),
+    /// A non-SSE body failed after held data: the failure is returned next.
+    Failing(UpstreamFailure),
     /// Finished.
     Ended(Outcome),
 }
@@ -65,6 +89,64 @@ enum Tail {
 pub(crate) enum Outcome {
     Complete,
     Failed,
+}
+
+/// Data taken from the upstream and not yet returned: one frame as it came (no copy), or
+/// several concatenated.
+#[derive(Debug, Default)]
+struct Held {
+    one: Option<Bytes>,
+    many: BytesMut,
+    /// Polls in a row that found nothing new while holding data.
+    quiet: u8,
+}
+
+impl Held {
+    fn len(&self) -> usize {
+        self.one.as_ref().map_or(self.many.len(), Bytes::len)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        match self.one.take() {
+            None if self.many.is_empty() => self.one = Some(data),
+            None => self.many.extend_from_slice(&data),
+            Some(first) => {
+                // A burst: room for a few dozen typical events before growing.
+                self.many
+                    .reserve((2 * (first.len() + data.len())).max(16 * 1024));
+                self.many.extend_from_slice(&first);
+                self.many.extend_from_slice(&data);
+            }
+        }
+    }
+
+    fn push_slice(&mut self, data: &[u8]) {
+        if let Some(first) = self.one.take() {
+            self.many.reserve(first.len() + data.len());
+            self.many.extend_from_slice(&first);
+        }
+        self.many.extend_from_slice(data);
+    }
+
+    fn take(&mut self) -> Bytes {
+        self.quiet = 0;
+        match self.one.take() {
+            Some(b) => b,
+            None => std::mem::take(&mut self.many).freeze(),
+        }
+    }
+
+    /// The held data as a frame, if any.
+    fn frame(&mut self) -> Option<Result<Frame<Bytes>, BoxError>> {
+        (!self.is_empty()).then(|| Ok(Frame::data(self.take())))
+    }
 }
 
 impl UpstreamBody {
@@ -77,17 +159,57 @@ impl UpstreamBody {
     }
 
     pub(crate) fn stream(inner: Incoming, idle: Duration, deadline: Instant, sse: bool) -> Self {
-        let first = (Instant::now() + idle).min(deadline);
         Self {
             kind: Kind::Stream {
                 inner,
-                timer: tokio::time::sleep_until(first),
+                timer: None,
                 idle,
                 deadline,
-                waiting: true,
+                waiting: false,
                 sse: sse.then(EventScanner::new),
+                held: Held::default(),
+                prefetched: None,
+                prefetch_polls: 0,
                 tail: Tail::Open,
             },
+        }
+    }
+
+    /// Reads ahead what the upstream connection already has of an event stream, so that the
+    /// server can write it together with the response head: `Ready` once a frame is read ahead, the body has ended,
+    /// or nothing is ready (never waiting for data; see [`UpstreamBody`]).
+    pub(crate) fn poll_prefetch(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !matches!(&self.kind, Kind::Stream { sse: Some(_), .. }) {
+            // Only event streams: other bodies keep their exact size hint.
+            return Poll::Ready(());
+        }
+        let frame = Pin::new(&mut *self).poll_frame(cx);
+        let Kind::Stream {
+            held,
+            prefetched,
+            prefetch_polls,
+            ..
+        } = &mut self.kind
+        else {
+            return Poll::Ready(());
+        };
+        match frame {
+            Poll::Ready(frame) => {
+                *prefetched = frame;
+                Poll::Ready(())
+            }
+            // Coalescing is under way (the body yields by itself).
+            Poll::Pending if !held.is_empty() => Poll::Pending,
+            Poll::Pending => {
+                // The first poll only asks the upstream connection for data: let it run, and
+                // give up after `QUIET_POLLS` more polls that find nothing (as when coalescing).
+                *prefetch_polls += 1;
+                if *prefetch_polls > QUIET_POLLS {
+                    return Poll::Ready(());
+                }
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
         }
     }
 
@@ -103,20 +225,13 @@ impl UpstreamBody {
     }
 }
 
-fn error_event(failure: &UpstreamFailure, prefix: &[u8]) -> Bytes {
+fn error_event(failure: &UpstreamFailure) -> Bytes {
     let err = if failure.is_timeout() {
         ApiError::upstream_timeout(failure.message())
     } else {
         ApiError::bad_gateway(failure.message())
     };
-    let event = sse::data(&err.to_bytes());
-    if prefix.is_empty() {
-        return event;
-    }
-    let mut b = BytesMut::with_capacity(prefix.len() + event.len());
-    b.put_slice(prefix);
-    b.put_slice(&event);
-    b.freeze()
+    sse::data(&err.to_bytes())
 }
 
 impl Body for UpstreamBody {
@@ -127,7 +242,7 @@ impl Body for UpstreamBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let (mut inner, mut timer, idle, deadline, waiting, sse, tail) =
+        let (mut inner, timer, idle, deadline, waiting, sse, held, tail) =
             match self.project().kind.project() {
                 KindProj::Full { data } => {
                     return Poll::Ready(data.take().map(|d| Ok(Frame::data(d))));
@@ -139,78 +254,151 @@ impl Body for UpstreamBody {
                     deadline,
                     waiting,
                     sse,
+                    held,
+                    prefetched,
                     tail,
-                } => (inner, timer, *idle, *deadline, waiting, sse, tail),
+                    ..
+                } => {
+                    if let Some(frame) = prefetched.take() {
+                        return Poll::Ready(Some(frame));
+                    }
+                    (inner, timer, *idle, *deadline, waiting, sse, held, tail)
+                }
             };
-        match tail {
+        match std::mem::replace(tail, Tail::Open) {
             Tail::Open => {}
-            Tail::Ended(_) => return Poll::Ready(None),
+            Tail::Trailers(frame) => return Poll::Ready(Some(Ok(frame))),
+            Tail::Failing(failure) => {
+                *tail = Tail::Ended(Outcome::Failed);
+                return Poll::Ready(Some(Err(failure.into())));
+            }
+            Tail::Ended(o) => {
+                *tail = Tail::Ended(o);
+                return Poll::Ready(None);
+            }
         }
-        let failure = match inner.as_mut().poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some(scanner)) = (frame.data_ref(), sse.as_mut()) {
-                    scanner.feed(data);
+        // Whether this call took data from `inner`.
+        let mut progress = false;
+        let failure = loop {
+            match inner.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    *waiting = false;
+                    let data = match frame.into_data() {
+                        Ok(data) => data,
+                        Err(frame) => {
+                            // Trailers: whatever is held goes first.
+                            if let Some(data) = held.frame() {
+                                *tail = Tail::Trailers(frame);
+                                return Poll::Ready(Some(data));
+                            }
+                            return Poll::Ready(Some(Ok(frame)));
+                        }
+                    };
+                    if let Some(scanner) = sse.as_mut() {
+                        scanner.feed(&data);
+                    }
+                    held.push(data);
+                    progress = true;
+                    if inner.is_end_stream() || held.len() >= MAX_COALESCED {
+                        return Poll::Ready(held.frame());
+                    }
                 }
-                *waiting = false;
-                return Poll::Ready(Some(Ok(frame)));
-            }
-            Poll::Ready(None) => {
-                let Some(scanner) = sse.as_ref() else {
+                Poll::Ready(None) => {
                     *tail = Tail::Ended(Outcome::Complete);
-                    return Poll::Ready(None);
-                };
-                if scanner.saw_done() || scanner.saw_error() {
-                    *tail = Tail::Ended(Outcome::Complete);
-                    return Poll::Ready(None);
+                    if let Some(scanner) = sse.as_ref()
+                        && !scanner.saw_done()
+                        && !scanner.saw_error()
+                    {
+                        held.push_slice(scanner.terminator());
+                        held.push_slice(sse::DONE);
+                    }
+                    return Poll::Ready(held.frame());
                 }
-                let term = scanner.terminator();
-                let mut b = BytesMut::with_capacity(term.len() + sse::DONE.len());
-                b.put_slice(term);
-                b.put_slice(sse::DONE);
-                *tail = Tail::Ended(Outcome::Complete);
-                return Poll::Ready(Some(Ok(Frame::data(b.freeze()))));
-            }
-            Poll::Ready(Some(Err(e))) => UpstreamFailure::new(FailureKind::Protocol, e.to_string()),
-            Poll::Pending => {
-                if !*waiting {
-                    *waiting = true;
-                    timer.as_mut().reset((Instant::now() + idle).min(deadline));
+                Poll::Ready(Some(Err(e))) => {
+                    break UpstreamFailure::new(FailureKind::Protocol, e.to_string());
                 }
-                ready!(timer.as_mut().poll(cx));
-                if Instant::now() >= deadline {
-                    UpstreamFailure::new(FailureKind::TotalTimeout, "")
-                } else {
-                    UpstreamFailure::new(
-                        FailureKind::IdleTimeout,
-                        format!("no data for {} ms", idle.as_millis()),
-                    )
+                Poll::Pending if !held.is_empty() => {
+                    // The upstream connection may have more already read: let it run (this task
+                    // goes to the back of the run queue) before writing. Only polls that find
+                    // nothing new twice in a row end the wait, since the server may poll the
+                    // body again before the scheduler has run anything else (hyper's HTTP/1
+                    // server does, after a flush).
+                    held.quiet = if progress { 0 } else { held.quiet + 1 };
+                    if held.quiet < QUIET_POLLS {
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    return Poll::Ready(held.frame());
+                }
+                Poll::Pending => {
+                    if !*waiting {
+                        *waiting = true;
+                        let at = (Instant::now() + idle).min(deadline);
+                        match timer {
+                            Some(t) => t.as_mut().reset(at),
+                            None => *timer = Some(Box::pin(tokio::time::sleep_until(at))),
+                        }
+                    }
+                    if let Some(t) = timer {
+                        ready!(t.as_mut().poll(cx));
+                    }
+                    break if Instant::now() >= deadline {
+                        UpstreamFailure::new(FailureKind::TotalTimeout, "")
+                    } else {
+                        UpstreamFailure::new(
+                            FailureKind::IdleTimeout,
+                            format!("no data for {} ms", idle.as_millis()),
+                        )
+                    };
                 }
             }
         };
         match sse.as_ref() {
             Some(scanner) if !scanner.saw_done() && !scanner.saw_error() => {
                 *tail = Tail::Ended(Outcome::Failed);
-                Poll::Ready(Some(Ok(Frame::data(error_event(
-                    &failure,
-                    scanner.terminator(),
-                )))))
+                held.push_slice(scanner.terminator());
+                held.push_slice(&error_event(&failure));
+                Poll::Ready(held.frame())
             }
             Some(_) => {
                 // The stream already ended (for the client) with `[DONE]` or an error event.
                 *tail = Tail::Ended(Outcome::Failed);
-                Poll::Ready(None)
+                Poll::Ready(held.frame())
             }
-            None => {
-                *tail = Tail::Ended(Outcome::Failed);
-                Poll::Ready(Some(Err(failure.into())))
-            }
+            None => match held.frame() {
+                Some(data) => {
+                    *tail = Tail::Failing(failure);
+                    Poll::Ready(Some(data))
+                }
+                None => {
+                    *tail = Tail::Ended(Outcome::Failed);
+                    Poll::Ready(Some(Err(failure.into())))
+                }
+            },
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full { data } => data.is_none(),
-            Kind::Stream { tail, .. } => matches!(tail, Tail::Ended(_)),
+            Kind::Stream {
+                inner,
+                sse,
+                held,
+                prefetched,
+                tail,
+                ..
+            } => match tail {
+                _ if prefetched.is_some() => false,
+                Tail::Ended(_) => true,
+                // The upstream's body is complete and nothing is left to add.
+                Tail::Open => {
+                    held.is_empty()
+                        && inner.is_end_stream()
+                        && sse.as_ref().is_none_or(|s| s.saw_done() || s.saw_error())
+                }
+                Tail::Trailers(_) | Tail::Failing(_) => false,
+            },
         }
     }
 
@@ -219,9 +407,20 @@ impl Body for UpstreamBody {
             Kind::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
-            Kind::Stream { inner, sse, .. } => match sse {
+            Kind::Stream {
+                inner, sse, held, ..
+            } => match sse {
                 Some(_) => SizeHint::default(),
-                None => inner.size_hint(),
+                None => {
+                    let inner = inner.size_hint();
+                    let held = held.len() as u64;
+                    let mut hint = SizeHint::new();
+                    hint.set_lower(inner.lower() + held);
+                    if let Some(upper) = inner.upper() {
+                        hint.set_upper(upper + held);
+                    }
+                    hint
+                }
             },
         }
     }

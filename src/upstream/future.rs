@@ -34,6 +34,9 @@ pin_project! {
             deadline: Instant,
             idle: Duration,
         },
+        // An event stream: reading ahead what has already arrived (see
+        // `UpstreamBody::poll_prefetch`), so that it leaves with the head.
+        Prefetching { response: Option<Response<UpstreamBody>> },
         Done,
     }
 }
@@ -134,7 +137,14 @@ impl Future for ResponseFuture {
                         parts.headers.remove(header::CONTENT_LENGTH);
                     }
                     let body = UpstreamBody::stream(body, *idle, *deadline, sse);
-                    Response::from_parts(parts, body)
+                    let response = Response::from_parts(parts, body);
+                    if sse {
+                        self.as_mut().project().kind.set(Kind::Prefetching {
+                            response: Some(response),
+                        });
+                        return self.poll(cx);
+                    }
+                    response
                 }
                 Poll::Ready(Err(e)) => failure_response(classify(&e)),
                 Poll::Pending => {
@@ -149,6 +159,13 @@ impl Future for ResponseFuture {
                     failure_response(UpstreamFailure::new(kind, ""))
                 }
             },
+            KindProj::Prefetching { response } => {
+                let res = response.as_mut().expect("future polled after completion");
+                if res.body_mut().poll_prefetch(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                response.take().expect("future polled after completion")
+            }
             KindProj::Done => panic!("future polled after completion"),
         };
         self.project().kind.set(Kind::Done);

@@ -31,7 +31,7 @@ fn named_in_connection(headers: &HeaderMap, name: &HeaderName) -> bool {
 /// Copies `src` minus hop-by-hop headers and headers for which `drop` is true.
 fn filtered(src: &HeaderMap, drop: impl Fn(&HeaderName) -> bool) -> HeaderMap {
     let has_connection = src.contains_key(header::CONNECTION);
-    let mut out = HeaderMap::with_capacity(src.keys_len() + 2);
+    let mut out = HeaderMap::with_capacity(src.keys_len() + 3);
     for (name, value) in src {
         if is_hop_by_hop(name) || drop(name) || (has_connection && named_in_connection(src, name)) {
             continue;
@@ -44,8 +44,13 @@ fn filtered(src: &HeaderMap, drop: impl Fn(&HeaderName) -> bool) -> HeaderMap {
 /// The headers sent upstream: the client's end-to-end headers, without its `Authorization`,
 /// `Host` (the upstream's comes from the URL), `Content-Length` (recomputed), `Expect`, and
 /// `Accept-Encoding` (the gateway watches the SSE stream, so it must arrive uncompressed); with
-/// `Content-Type: application/json` and the upstream's own `Authorization`.
-pub(crate) fn request_headers(src: &HeaderMap, auth: Option<&HeaderValue>) -> HeaderMap {
+/// `Content-Type: application/json`, the upstream's own `Authorization`, and `host` as `Host`
+/// (else the client sets it from the URL).
+pub(crate) fn request_headers(
+    src: &HeaderMap,
+    auth: Option<&HeaderValue>,
+    host: Option<&HeaderValue>,
+) -> HeaderMap {
     let mut out = filtered(src, |n| {
         n == header::AUTHORIZATION
             || n == header::HOST
@@ -60,6 +65,9 @@ pub(crate) fn request_headers(src: &HeaderMap, auth: Option<&HeaderValue>) -> He
     );
     if let Some(auth) = auth {
         out.insert(header::AUTHORIZATION, auth.clone());
+    }
+    if let Some(host) = host {
+        out.insert(header::HOST, host.clone());
     }
     out
 }
@@ -110,7 +118,7 @@ mod tests {
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         h.insert("openai-organization", HeaderValue::from_static("org"));
         let auth = HeaderValue::from_static("Bearer upstream");
-        let out = request_headers(&h, Some(&auth));
+        let out = request_headers(&h, Some(&auth), None);
         assert_eq!(out.get(header::AUTHORIZATION), Some(&auth));
         assert_eq!(out.get(header::CONTENT_TYPE).unwrap(), "application/json");
         assert_eq!(out.get("openai-organization").unwrap(), "org");
@@ -124,8 +132,13 @@ mod tests {
         ] {
             assert!(!out.contains_key(gone), "{gone}");
         }
-        let out = request_headers(&h, None);
+        let out = request_headers(&h, None, None);
         assert!(!out.contains_key(header::AUTHORIZATION));
+        assert!(!out.contains_key(header::HOST));
+        h.insert(header::HOST, HeaderValue::from_static("gateway.example"));
+        let host = HeaderValue::from_static("upstream:8000");
+        let out = request_headers(&h, None, Some(&host));
+        assert_eq!(out.get(header::HOST), Some(&host));
     }
 
     #[test]

@@ -15,8 +15,12 @@
 //!   ([`UpstreamConfig::upstream_model`]), or a [`RoutedModel`](crate::route::RoutedModel)
 //!   names another route (after a fallback), the top-level `model` value is replaced by a byte
 //!   patch; every other byte of the validated body is forwarded as is.
-//! * **Streaming.** The response body is forwarded frame by frame as hyper delivers it (no
-//!   buffering; backpressure holds because the server pulls the body). Dropping the response
+//! * **Streaming.** The response body is forwarded as it arrives (no buffering; backpressure
+//!   holds because the server pulls the body). Frames the upstream connection has already read
+//!   are coalesced into one, so a burst of SSE events costs one write to the client, not one
+//!   per event; for event streams, what arrived with the response head leaves with it. Neither
+//!   ever waits for data: each event still reaches the client as soon as it arrives (see
+//!   [`UpstreamBody`]). Dropping the response
 //!   body (a client that disconnects) drops the upstream response, which closes its stream or
 //!   connection and so cancels the upstream request.
 //!

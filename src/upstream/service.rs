@@ -42,6 +42,9 @@ struct Shared {
     scheme: Scheme,
     authority: http::uri::Authority,
     auth: Option<HeaderValue>,
+    /// The `Host` header, when requests are certain to go over HTTP/1.1 (`http` without
+    /// `http2_only`); written here once rather than formatted by the client per request.
+    host: Option<HeaderValue>,
     /// The upstream model name and its JSON encoding.
     model: Option<(String, String)>,
     connect_timeout: Duration,
@@ -103,6 +106,16 @@ impl Upstream {
             }
             None => None,
         };
+        let host = (scheme == Scheme::HTTP && !config.http2_only)
+            .then(|| {
+                let host = authority.host();
+                let value = match authority.port_u16() {
+                    Some(port) if port != 80 => format!("{host}:{port}"),
+                    _ => host.to_owned(),
+                };
+                HeaderValue::try_from(value).ok()
+            })
+            .flatten();
         let model = config.upstream_model.as_ref().map(|m| {
             let json = serde_json::to_string(m).unwrap_or_default();
             (m.clone(), json)
@@ -132,6 +145,7 @@ impl Upstream {
                 scheme,
                 authority,
                 auth,
+                host,
                 model,
                 connect_timeout: config.connect_timeout,
                 first_byte_timeout: config.first_byte_timeout,
@@ -179,7 +193,7 @@ impl Upstream {
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = Method::POST;
         *req.uri_mut() = s.endpoint.clone();
-        *req.headers_mut() = request_headers(headers, s.auth.as_ref());
+        *req.headers_mut() = request_headers(headers, s.auth.as_ref(), s.host.as_ref());
         ResponseFuture::send(
             s.client.request(req),
             s.first_byte_timeout,

@@ -744,21 +744,22 @@ impl<'a> Cx<'_, 'a> {
             extra: Extra(f.extra),
         };
         if defaults {
-            self.default_in(obj, f.slots[0], "temperature", "0.0");
-            self.default_in(obj, f.slots[1], "n", "1");
+            self.default_in(obj, f.slots[0], "0.0", r#","temperature":0.0"#);
+            self.default_in(obj, f.slots[1], "1", r#","n":1"#);
             req.temperature.get_or_insert(0.0);
             req.n.get_or_insert(1);
         }
         Some(req)
     }
 
-    /// Writes `"name":value` into the top-level object when the member is absent or `null`.
+    /// Writes `value` into the top-level object when the member is `null`, or appends `member`
+    /// (`,"name":value`) when it is absent.
     fn default_in(
         &mut self,
         obj: usize,
         slot: Option<usize>,
-        name: &'static str,
         value: &'static str,
+        member: &'static str,
     ) {
         match slot {
             Some(v) if self.doc.node(v).kind == Kind::Null => self.patch(v, value),
@@ -766,8 +767,7 @@ impl<'a> Cx<'_, 'a> {
             None => {
                 let end = self.doc.node(obj).end as usize - 1;
                 // The object is non-empty: `model` and `messages` passed.
-                self.patches
-                    .push((end..end, Cow::Owned(format!(r#","{name}":{value}"#))));
+                self.patches.push((end..end, Cow::Borrowed(member)));
             }
         }
     }

@@ -51,6 +51,7 @@ impl Seen {
 /// connection); tells `on_drop` when hyper drops it.
 pub struct MockBody {
     full: Option<Bytes>,
+    ready: std::collections::VecDeque<Bytes>,
     rx: Option<mpsc::Receiver<Result<Bytes, String>>>,
     on_drop: Option<oneshot::Sender<()>>,
 }
@@ -59,6 +60,17 @@ impl MockBody {
     pub fn full(b: impl Into<Bytes>) -> Self {
         Self {
             full: Some(b.into()),
+            ready: Default::default(),
+            rx: None,
+            on_drop: None,
+        }
+    }
+
+    /// A body of several frames, all ready at once.
+    pub fn frames(frames: impl IntoIterator<Item = Bytes>) -> Self {
+        Self {
+            full: None,
+            ready: frames.into_iter().collect(),
             rx: None,
             on_drop: None,
         }
@@ -77,6 +89,7 @@ impl MockBody {
             drx,
             Self {
                 full: None,
+                ready: Default::default(),
                 rx: Some(rx),
                 on_drop: Some(dtx),
             },
@@ -100,7 +113,7 @@ impl Body for MockBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        if let Some(b) = self.full.take() {
+        if let Some(b) = self.full.take().or_else(|| self.ready.pop_front()) {
             return Poll::Ready(Some(Ok(Frame::data(b))));
         }
         match self.rx.as_mut() {
