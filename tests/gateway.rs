@@ -200,3 +200,57 @@ async fn reload_switches_models_for_new_requests() {
     );
     assert_eq!(gateway.models(), ["echo2"]);
 }
+
+#[tokio::test]
+async fn a_panicking_route_answers_500_in_the_envelope() {
+    let panicking = tower::service_fn(|_req: Request<Full<Bytes>>| async move {
+        if true {
+            panic!("bug in a route");
+        }
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+    });
+    let router = ModelRouter::builder()
+        .service("boom", panicking)
+        .service("echo", EchoModel::new())
+        .build();
+    let server = support::start_with(Gateway::new(router, ValidateConfig::default())).await;
+    let client = support::client();
+    let (status, _, body) = support::post_json(
+        &client,
+        server.addr,
+        r#"{"model":"boom","messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    assert_eq!(status, 500);
+    let v: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(v["error"]["type"], "server_error");
+    // The server still serves.
+    assert_eq!(support::post_json(&client, server.addr, HI).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_is_408() {
+    let server = support::start(ValidateConfig {
+        body_timeout: Some(std::time::Duration::from_millis(100)),
+        ..ValidateConfig::default()
+    })
+    .await;
+    let (tx, body) = support::ChannelBody::new();
+    let req = Request::post(format!("http://{}/v1/chat/completions", server.addr))
+        .header("content-type", "application/json")
+        .body(body)
+        .expect("request");
+    tx.send(Bytes::from_static(b"{\"model\":"))
+        .await
+        .expect("send");
+    // The rest never comes; the sender stays open until the answer is in.
+    let res = support::channel_client()
+        .request(req)
+        .await
+        .expect("response");
+    assert_eq!(res.status(), 408);
+    let bytes = res.into_body().collect().await.expect("body").to_bytes();
+    let v: Value = serde_json::from_slice(&bytes).expect("json");
+    assert_eq!(v["error"]["code"], "request_timeout");
+    drop(tx);
+}

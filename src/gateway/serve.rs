@@ -1,5 +1,6 @@
 //! Serving a [`Gateway`] over TCP with hyper: HTTP/1.1 and HTTP/2 (cleartext, prior knowledge),
-//! header-size and header-time caps, and a graceful shutdown with a bound.
+//! header-size and header-time caps, a panic in a request's handling answered as a 500 in the
+//! OpenAI envelope (tower-http's `CatchPanic`), and a graceful shutdown with a bound.
 
 use std::future::Future;
 use std::io;
@@ -10,6 +11,8 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tower::Layer;
+use tower_http::catch_panic::CatchPanicLayer;
 
 use super::Gateway;
 
@@ -32,6 +35,13 @@ impl Default for ServeConfig {
             header_read_timeout: Duration::from_secs(30),
         }
     }
+}
+
+fn panic_response(
+    _panic: Box<dyn std::any::Any + Send + 'static>,
+) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+    crate::error::ApiError::internal("The gateway failed while handling the request.")
+        .into_response()
 }
 
 /// Serves `gateway` on `listener` until `shutdown` resolves, then drains (see [`ServeConfig`]).
@@ -81,7 +91,11 @@ pub async fn serve_with(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(gateway.clone());
+        // A bug that panics while handling a request answers 500 in the contract's envelope
+        // instead of resetting the connection.
+        let service = TowerToHyperService::new(
+            CatchPanicLayer::custom(panic_response).layer(gateway.clone()),
+        );
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();

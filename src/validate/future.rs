@@ -87,7 +87,9 @@ where
         Self {
             state: State::Collecting {
                 collect,
-                deadline: config.body_timeout.map(tokio::time::sleep),
+                // Armed only if the body is not already complete (see `poll`): most bodies
+                // arrive with the head and never need a timer.
+                deadline: None,
                 parts: Some(parts),
                 inner: Some(inner),
                 config,
@@ -125,7 +127,7 @@ where
                 }
                 StateProj::Collecting {
                     collect,
-                    deadline,
+                    mut deadline,
                     parts,
                     inner,
                     config,
@@ -133,6 +135,11 @@ where
                     let collected = match collect.poll(cx) {
                         Poll::Ready(r) => r,
                         Poll::Pending => {
+                            if deadline.is_none()
+                                && let Some(t) = config.body_timeout
+                            {
+                                deadline.set(Some(tokio::time::sleep(t)));
+                            }
                             if let Some(d) = deadline.as_pin_mut() {
                                 ready!(d.poll(cx));
                                 state.set(State::Early {
