@@ -270,3 +270,147 @@ mod tests {
         assert_eq!(scan(&[b"data: {}\r"]).terminator(), b"\n");
     }
 }
+
+pin_project_lite::pin_project! {
+    /// Keeps the contract's stream ending (CONTRACT.md §5.2) for an event stream from any
+    /// service: when the inner body ends cleanly without `data: [DONE]`, exactly one is appended
+    /// (after whatever ends an unterminated last event); when the inner body fails, one final
+    /// `data: {"error":{…}}` event in the OpenAI envelope is sent and the stream ends, without
+    /// `[DONE]`. Frames pass through unchanged, as they come.
+    ///
+    /// [`ModelRouter`](crate::route::ModelRouter) wraps the `text/event-stream` responses of
+    /// in-process routes with it; upstream responses get the same treatment from
+    /// [`UpstreamBody`](crate::upstream::UpstreamBody).
+    #[derive(Debug)]
+    pub struct SseEnding<B> {
+        #[pin]
+        inner: B,
+        scanner: EventScanner,
+        ended: bool,
+    }
+}
+
+impl<B> SseEnding<B> {
+    /// Wraps an event-stream body.
+    pub fn new(inner: B) -> Self {
+        Self {
+            inner,
+            scanner: EventScanner::new(),
+            ended: false,
+        }
+    }
+}
+
+impl<B> http_body::Body for SseEnding<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, B::Error>>> {
+        use std::task::Poll;
+        let this = self.project();
+        if *this.ended {
+            return Poll::Ready(None);
+        }
+        let end = |scanner: &EventScanner, event: &[u8]| {
+            let mut b = BytesMut::with_capacity(event.len() + 2);
+            b.put_slice(scanner.terminator());
+            b.put_slice(event);
+            Some(Ok(http_body::Frame::data(b.freeze())))
+        };
+        match this.inner.poll_frame(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.scanner.feed(data);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                *this.ended = true;
+                if this.scanner.saw_error() {
+                    return Poll::Ready(None);
+                }
+                let event = data(
+                    &crate::error::ApiError::internal(format!("The stream failed: {e}")).to_bytes(),
+                );
+                Poll::Ready(end(this.scanner, &event))
+            }
+            Poll::Ready(None) => {
+                *this.ended = true;
+                if this.scanner.saw_done() || this.scanner.saw_error() {
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(end(this.scanner, DONE))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+}
+
+#[cfg(test)]
+mod ending_tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::collections::VecDeque;
+
+    /// A body that yields the given frames, or errors, in order.
+    struct Script(VecDeque<Result<&'static [u8], &'static str>>);
+
+    impl http_body::Body for Script {
+        type Data = Bytes;
+        type Error = String;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, String>>> {
+            std::task::Poll::Ready(self.0.pop_front().map(|p| {
+                p.map(|b| http_body::Frame::data(Bytes::from_static(b)))
+                    .map_err(str::to_owned)
+            }))
+        }
+    }
+
+    fn body(parts: Vec<Result<&'static [u8], &'static str>>) -> SseEnding<Script> {
+        SseEnding::new(Script(parts.into()))
+    }
+
+    async fn text(b: SseEnding<Script>) -> String {
+        let bytes = b.collect().await.expect("no error left").to_bytes();
+        String::from_utf8(bytes.to_vec()).expect("utf-8")
+    }
+
+    #[tokio::test]
+    async fn appends_done_once() {
+        assert_eq!(
+            text(body(vec![Ok(b"data: {}\n\n")])).await,
+            "data: {}\n\ndata: [DONE]\n\n"
+        );
+        // Already there: nothing added.
+        assert_eq!(
+            text(body(vec![Ok(b"data: {}\n\ndata: [DONE]\n\n")])).await,
+            "data: {}\n\ndata: [DONE]\n\n"
+        );
+        // An unterminated last event is ended first.
+        assert_eq!(
+            text(body(vec![Ok(b"data: {}")])).await,
+            "data: {}\n\ndata: [DONE]\n\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failure_becomes_an_error_event_without_done() {
+        let out = text(body(vec![Ok(b"data: {}\n\n"), Err("reset")])).await;
+        assert!(out.starts_with("data: {}\n\ndata: {\"error\":"), "{out}");
+        assert!(out.ends_with("}\n\n") && !out.contains("[DONE]"), "{out}");
+    }
+}

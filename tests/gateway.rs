@@ -254,3 +254,25 @@ async fn a_body_that_does_not_arrive_in_time_is_408() {
     assert_eq!(v["error"]["code"], "request_timeout");
     drop(tx);
 }
+
+#[tokio::test]
+async fn in_process_event_streams_get_done_appended() {
+    let sse = tower::service_fn(|_req: Request<Full<Bytes>>| async move {
+        let mut res = Response::new(Full::new(Bytes::from_static(b"data: {\"x\":1}\n\n")));
+        res.headers_mut().insert(
+            "content-type",
+            http::HeaderValue::from_static("text/event-stream"),
+        );
+        Ok::<_, Infallible>(res)
+    });
+    let router = ModelRouter::builder().service("sse", sse).build();
+    let server = support::start_with(Gateway::new(router, ValidateConfig::default())).await;
+    let (status, _, body) = support::post_json(
+        &support::client(),
+        server.addr,
+        r#"{"model":"sse","messages":[{"role":"user","content":"hi"}],"stream":true}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(&body[..], b"data: {\"x\":1}\n\ndata: [DONE]\n\n");
+}

@@ -86,8 +86,21 @@ impl ModelRouterBuilder {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let route = service
-            .map_response(|res: Response<B>| res.map(|b| b.map_err(Into::into).boxed_unsync()));
+        // Event streams keep the contract's ending whatever the service does (CONTRACT.md §5.2).
+        let route = service.map_response(|res: Response<B>| {
+            let sse = res
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+            res.map(|b| {
+                let b = b.map_err(Into::<BoxError>::into);
+                if sse {
+                    crate::sse::SseEnding::new(b).boxed_unsync()
+                } else {
+                    b.boxed_unsync()
+                }
+            })
+        });
         self.insert(
             model.into(),
             Route::Service(BoxCloneSyncService::new(route)),
