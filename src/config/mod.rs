@@ -1,0 +1,653 @@
+//! The TOML configuration of the bundled proxy (feature `config`).
+//!
+//! [`Config::load`] reads a file, [`Config::from_toml_str`] parses text, and both validate
+//! everything before returning: a [`Config`] in hand is a usable one. Every error names the
+//! file, the line and column, and the problem, as `proxy.toml:9:7: invalid URL "ftp://x":
+//! scheme must be http or https`.
+//!
+//! # The file
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"          # optional; an IP:port (default 127.0.0.1:8080)
+//!
+//! [[models]]
+//! name = "echo"
+//! builtin = "echo"                    # an in-process model; only "echo" exists
+//!
+//! [[models]]
+//! name = "qwen"
+//! fallback = ["echo"]                 # optional: models tried when this one is unavailable
+//! max_attempts = 2                    # optional: tries per request, across replicas
+//! connect_timeout = "2s"              # optional: applies to every upstream of the model
+//! [[models.upstreams]]
+//! url = "http://127.0.0.1:9001/v1"   # base URL; the proxy appends /chat/completions
+//! model = "Qwen/Qwen2.5-7B-Instruct" # optional: the name sent upstream (default: `name`)
+//! api_key_env = "QWEN_KEY"           # optional: the variable holding the upstream's key
+//! weight = 1                          # optional: share of the traffic, >= 1
+//! health_check = { path = "/models", interval = "10s" }  # optional active probe
+//! ```
+//!
+//! Unknown keys are errors at every level, so a typo never silently falls back to a default.
+//!
+//! ## `[[models]]`
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `name` | required | the public name clients put in `model`; non-empty, unique |
+//! | `builtin` | — | an in-process model (`"echo"`); excludes `upstreams` |
+//! | `upstreams` | — | one or more `[[models.upstreams]]` replicas; excludes `builtin` |
+//! | `fallback` | `[]` | configured models tried, in order, when this one is unavailable; not transitive (a fallback's own fallbacks are not tried), so cycles are harmless |
+//! | `max_attempts` | `2` | tries per request, each on another replica when there is one (2 = one retry); >= 1 |
+//!
+//! ## Timeouts and health
+//!
+//! These keys may be set on a model (applying to all its upstreams) and on an upstream (overriding
+//! the model's value); builtin models ignore them. `health_check` is replaced as a whole, not
+//! merged key by key.
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `connect_timeout` | `"5s"` | establishing the connection (TCP and TLS) |
+//! | `first_byte_timeout` | `"60s"` | from sending the request to the response head |
+//! | `idle_timeout` | `"60s"` | longest gap between two chunks of a streamed body |
+//! | `total_timeout` | `"10m"` | the whole exchange, body included |
+//! | `eject_after` | `3` | consecutive failures before a replica is ejected; >= 1 |
+//! | `readmit_after` | `"5s"` | base backoff before an ejected replica is tried again |
+//! | `health_check` | none | `{ path = "/models", interval = "10s", timeout = "5s" }`: an active probe, `GET url + path`; each key optional with the default shown |
+//!
+//! ## Durations
+//!
+//! Durations are strings: one or more `<integer><unit>` groups with the unit `ms`, `s`, `m`
+//! (minutes) or `h`, such as `"500ms"`, `"5s"`, `"2m"` or `"1m30s"`. They must be greater than
+//! zero. A bare number is rejected because it has no unit. The parser is the crate's own
+//! rather than `humantime`: the grammar is a dozen lines, it keeps the accepted set to units
+//! that make sense for a timeout (no `"2months"`, no `"µs"`), and its errors carry the file
+//! position like every other error here.
+//!
+//! ## Credentials
+//!
+//! The file holds only the *name* of the variable with an upstream's key (`api_key_env`).
+//! Nothing reads the environment while parsing: [`ApiKeyEnv::resolve`] does, when the proxy
+//! needs the key, and an [`ApiKey`] never shows its value in `Debug` or in an error. URLs with
+//! `user:password@` are rejected for the same reason.
+//!
+//! ## Later sections
+//!
+//! Each top-level section is an optional field of the private raw document and an accessor on
+//! [`Config`]; `[[keys]]`, `[limits]`, `[usage]` and `[[prices]]` will be added that way, so
+//! existing files keep parsing.
+//!
+//! # Example
+//!
+//! ```
+//! use std::path::Path;
+//! use std::time::Duration;
+//! use chatgate::config::{Builtin, Config};
+//!
+//! let text = r#"
+//! [[models]]
+//! name = "echo"
+//! builtin = "echo"
+//!
+//! [[models]]
+//! name = "qwen"
+//! fallback = ["echo"]
+//! [[models.upstreams]]
+//! url = "http://127.0.0.1:9001/v1"
+//! api_key_env = "QWEN_KEY"
+//! idle_timeout = "30s"
+//! "#;
+//! let config = Config::from_toml_str(text, Path::new("proxy.toml")).unwrap();
+//! assert_eq!(config.listen().to_string(), "127.0.0.1:8080");
+//! assert_eq!(config.model("echo").unwrap().builtin(), Some(Builtin::Echo));
+//!
+//! let qwen = config.model("qwen").unwrap();
+//! let upstream = &qwen.upstreams()[0];
+//! assert_eq!(upstream.chat_completions_url(), "http://127.0.0.1:9001/v1/chat/completions");
+//! assert_eq!(upstream.model(), "qwen");
+//! assert_eq!(upstream.timeouts().idle, Duration::from_secs(30));
+//! assert_eq!(upstream.api_key_env().unwrap().name(), "QWEN_KEY");
+//!
+//! let err = Config::from_toml_str("[[models]]\nnam = \"x\"\n", Path::new("proxy.toml")).unwrap_err();
+//! assert!(err.to_string().starts_with("proxy.toml:2:1: unknown field `nam`"));
+//! ```
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::ffi::OsString;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderValue, Uri};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+use toml::Spanned;
+
+mod raw;
+#[cfg(test)]
+mod tests;
+
+use raw::{RawConfig, Source};
+
+/// The address the proxy listens on when the file sets none: `127.0.0.1:8080`.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+
+const DEFAULT_MAX_ATTEMPTS: u32 = 2;
+const DEFAULT_EJECT_AFTER: u32 = 3;
+const DEFAULT_READMIT_AFTER: Duration = Duration::from_secs(5);
+const DEFAULT_PROBE_PATH: &str = "/models";
+const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(10);
+const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+// ---------------------------------------------------------------------------------------------
+// The validated configuration
+// ---------------------------------------------------------------------------------------------
+
+/// A parsed and validated proxy configuration. See the [module docs](crate::config).
+#[derive(Clone, Debug)]
+pub struct Config {
+    listen: SocketAddr,
+    models: Vec<Model>,
+}
+
+impl Config {
+    /// Parses and validates `text`; `origin` is the file name used in error messages.
+    ///
+    /// # Errors
+    /// The first syntax error, unknown key or invalid value, as `origin:line:column: problem`.
+    pub fn from_toml_str(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        let src = Source { text, file: origin };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| src.syntax(&e))?;
+        src.config(raw)
+    }
+
+    /// Reads, parses and validates the file at `path`.
+    ///
+    /// # Errors
+    /// The file cannot be read (see [`ConfigError::is_io`]), or as [`Config::from_toml_str`].
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            kind: ErrorKind::Io,
+            file: Some(path.to_path_buf()),
+            position: None,
+            problem: format!("cannot read the file: {e}"),
+        })?;
+        Self::from_toml_str(&text, path)
+    }
+
+    /// The configuration used when no file is given: the builtin `echo` model, listening on
+    /// [`DEFAULT_LISTEN`].
+    pub fn default_embedded() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN,
+            models: vec![Model {
+                name: "echo".to_owned(),
+                backend: Backend::Builtin(Builtin::Echo),
+                fallback: Vec::new(),
+                max_attempts: DEFAULT_MAX_ATTEMPTS,
+            }],
+        }
+    }
+
+    /// The address to listen on (`listen`, default [`DEFAULT_LISTEN`]).
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// The models, in file order (never empty).
+    pub fn models(&self) -> &[Model] {
+        &self.models
+    }
+
+    /// The model with this public name.
+    pub fn model(&self, name: &str) -> Option<&Model> {
+        self.models.iter().find(|m| m.name == name)
+    }
+}
+
+/// One `[[models]]` entry: a public model name and what serves it.
+#[derive(Clone, Debug)]
+pub struct Model {
+    name: String,
+    backend: Backend,
+    fallback: Vec<String>,
+    max_attempts: u32,
+}
+
+impl Model {
+    /// The public name clients send in `model`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What serves the model.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// The builtin serving the model, if it is one.
+    pub fn builtin(&self) -> Option<Builtin> {
+        match &self.backend {
+            Backend::Builtin(b) => Some(*b),
+            Backend::Upstreams(_) => None,
+        }
+    }
+
+    /// The replicas serving the model (empty for a builtin).
+    pub fn upstreams(&self) -> &[Upstream] {
+        match &self.backend {
+            Backend::Builtin(_) => &[],
+            Backend::Upstreams(u) => u,
+        }
+    }
+
+    /// Configured models to try, in order, when this one is unavailable. Not transitive: only
+    /// this list is tried, never the fallbacks' own fallbacks.
+    pub fn fallback(&self) -> &[String] {
+        &self.fallback
+    }
+
+    /// Tries per request across this model's replicas (`max_attempts`, default 2 = one retry
+    /// on another replica); at least 1.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+}
+
+/// What serves a model.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Backend {
+    /// An in-process model (`builtin = "…"`).
+    Builtin(Builtin),
+    /// One or more OpenAI-compatible servers (`[[models.upstreams]]`); never empty.
+    Upstreams(Vec<Upstream>),
+}
+
+/// The in-process models.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Builtin {
+    /// `"echo"`: answers with the last user message.
+    Echo,
+}
+
+impl Builtin {
+    /// The name used in the file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Builtin::Echo => "echo",
+        }
+    }
+}
+
+/// One replica of a model: an OpenAI-compatible server (`[[models.upstreams]]`).
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    url: Uri,
+    chat_completions_url: Uri,
+    model: String,
+    api_key_env: Option<ApiKeyEnv>,
+    weight: u32,
+    timeouts: Timeouts,
+    health: Health,
+}
+
+impl Upstream {
+    /// The base URL (`url`), `http` or `https`, without a trailing `/`, query or fragment.
+    pub fn url(&self) -> &Uri {
+        &self.url
+    }
+
+    /// The URL requests are sent to: the base URL with `/chat/completions` appended.
+    pub fn chat_completions_url(&self) -> &Uri {
+        &self.chat_completions_url
+    }
+
+    /// The model name sent upstream (`model`, default: the public name).
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// The variable holding this upstream's key, if it needs one (`api_key_env`).
+    pub fn api_key_env(&self) -> Option<&ApiKeyEnv> {
+        self.api_key_env.as_ref()
+    }
+
+    /// This replica's share of the model's traffic relative to the others (`weight`, default 1).
+    pub fn weight(&self) -> u32 {
+        self.weight
+    }
+
+    /// The effective timeouts (upstream value, else model value, else default).
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    /// The effective health settings (upstream value, else model value, else default).
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+}
+
+/// How long each phase of an upstream exchange may take. All are greater than zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Timeouts {
+    /// Establishing the connection, TCP and TLS (`connect_timeout`, default 5 s).
+    pub connect: Duration,
+    /// From sending the request to receiving the response head (`first_byte_timeout`,
+    /// default 60 s).
+    pub first_byte: Duration,
+    /// Longest gap between two chunks of the response body (`idle_timeout`, default 60 s).
+    pub idle: Duration,
+    /// The whole exchange, body included (`total_timeout`, default 10 min).
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(5),
+            first_byte: Duration::from_secs(60),
+            idle: Duration::from_secs(60),
+            total: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+/// When a replica is taken out of rotation and brought back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Health {
+    /// Consecutive failures before the replica is ejected (`eject_after`, default 3); >= 1.
+    pub eject_after: u32,
+    /// Base backoff before an ejected replica is tried again (`readmit_after`, default 5 s).
+    pub readmit_after: Duration,
+    /// The active probe (`health_check`), if any.
+    pub probe: Option<HealthProbe>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            eject_after: DEFAULT_EJECT_AFTER,
+            readmit_after: DEFAULT_READMIT_AFTER,
+            probe: None,
+        }
+    }
+}
+
+/// An active health probe: `GET` on [`HealthProbe::url`] every [`HealthProbe::interval`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthProbe {
+    path: String,
+    url: Uri,
+    interval: Duration,
+    timeout: Duration,
+}
+
+impl HealthProbe {
+    /// The probed path relative to the upstream's base URL (`path`, default `/models`).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The probed URL: the upstream's base URL followed by [`HealthProbe::path`].
+    pub fn url(&self) -> &Uri {
+        &self.url
+    }
+
+    /// Time between two probes (`interval`, default 10 s).
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// How long one probe may take (`timeout`, default 5 s).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+/// The name of the environment variable holding an upstream's key (`api_key_env`).
+///
+/// Only the name is kept; [`ApiKeyEnv::resolve`] reads the variable when it is called.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKeyEnv {
+    name: String,
+    model: String,
+    file: PathBuf,
+    position: Position,
+}
+
+impl ApiKeyEnv {
+    /// The variable's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Reads the variable now.
+    ///
+    /// # Errors
+    /// The variable is unset, empty, not UTF-8, or holds characters other than printable ASCII
+    /// without spaces. The error names the variable and where the file names it, never its
+    /// value; [`ConfigError::is_env`] is true.
+    pub fn resolve(&self) -> Result<ApiKey, ConfigError> {
+        self.resolve_from(std::env::var_os(&self.name))
+    }
+
+    fn resolve_from(&self, value: Option<OsString>) -> Result<ApiKey, ConfigError> {
+        let fail = |why: &str| ConfigError {
+            kind: ErrorKind::Env,
+            file: Some(self.file.clone()),
+            position: Some(self.position),
+            problem: format!(
+                "environment variable `{}` (api_key_env of model {:?}) {why}",
+                self.name, self.model
+            ),
+        };
+        let value = value.ok_or_else(|| fail("is not set"))?;
+        let value = value
+            .into_string()
+            .map_err(|_| fail("is not valid UTF-8"))?;
+        if value.is_empty() {
+            return Err(fail("is empty"));
+        }
+        if !value.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(fail(
+                "holds characters other than printable ASCII (spaces and newlines included)",
+            ));
+        }
+        let mut header = HeaderValue::try_from(format!("Bearer {value}"))
+            .map_err(|_| fail("cannot be sent in an HTTP header"))?;
+        header.set_sensitive(true);
+        Ok(ApiKey { value, header })
+    }
+}
+
+/// An upstream's key, read by [`ApiKeyEnv::resolve`]. Its `Debug` output is redacted.
+#[derive(Clone)]
+pub struct ApiKey {
+    value: String,
+    header: HeaderValue,
+}
+
+impl ApiKey {
+    /// The key itself. Keep it out of logs.
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+
+    /// The `Authorization: Bearer …` header value, marked sensitive.
+    pub fn authorization(&self) -> &HeaderValue {
+        &self.header
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+/// Why a configuration could not be loaded, or a key not resolved.
+///
+/// Its `Display` is one line, `file:line:column: problem` (or `file: problem` when no position
+/// applies), and never contains a credential. For an unreadable file it includes the I/O error.
+#[derive(Debug)]
+pub struct ConfigError {
+    kind: ErrorKind,
+    file: Option<PathBuf>,
+    position: Option<Position>,
+    problem: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ErrorKind {
+    /// The file could not be read.
+    Io,
+    /// Not TOML, or not the expected shape (unknown key, wrong type, missing key).
+    Syntax,
+    /// Well-formed but invalid (bad URL, duplicate model, unknown fallback…).
+    Invalid,
+    /// An `api_key_env` variable could not be resolved.
+    Env,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Position {
+    line: usize,
+    column: usize,
+}
+
+impl ConfigError {
+    /// Whether the file could not be read.
+    pub fn is_io(&self) -> bool {
+        self.kind == ErrorKind::Io
+    }
+
+    /// Whether an `api_key_env` variable could not be resolved.
+    pub fn is_env(&self) -> bool {
+        self.kind == ErrorKind::Env
+    }
+
+    /// The configuration file concerned.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// The 1-based line of the problem.
+    pub fn line(&self) -> Option<usize> {
+        self.position.map(|p| p.line)
+    }
+
+    /// The 1-based column (in characters) of the problem.
+    pub fn column(&self) -> Option<usize> {
+        self.position.map(|p| p.column)
+    }
+
+    /// The problem alone, without file and position.
+    pub fn problem(&self) -> &str {
+        &self.problem
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}:", file.display())?;
+            if let Some(p) = self.position {
+                write!(f, "{}:{}:", p.line, p.column)?;
+            }
+            f.write_str(" ")?;
+        }
+        f.write_str(&self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Builds the [`ModelRouter`](crate::route::ModelRouter) this configuration describes:
+    /// builtin models as in-process services, upstream models as routes of
+    /// [`Upstream`](crate::upstream::Upstream) replicas, with their timeouts, health settings
+    /// and fallbacks. Resolves every `api_key_env` now, so a missing credential fails here (at
+    /// start, `--check` or reload) rather than on the first request.
+    ///
+    /// A route's health settings (`eject_after`, `readmit_after`, `health_check`) apply to all
+    /// its replicas; when replicas override them differently, the first replica's are used.
+    ///
+    /// Starts the active health probes, so it must run inside a Tokio runtime.
+    ///
+    /// # Errors
+    /// An unset credential variable, or a route the router rejects.
+    pub fn router(&self) -> Result<crate::route::ModelRouter, ConfigError> {
+        use crate::route::{HealthCheck, ModelRouter, RouteConfig};
+        use crate::upstream::UpstreamConfig;
+
+        let mut builder = ModelRouter::builder();
+        for model in &self.models {
+            match &model.backend {
+                Backend::Builtin(Builtin::Echo) => {
+                    builder = builder.service(model.name.clone(), crate::EchoModel::new());
+                }
+                Backend::Upstreams(upstreams) => {
+                    let mut route = RouteConfig::new().max_attempts(model.max_attempts);
+                    if let Some(first) = upstreams.first() {
+                        let health = first.health();
+                        route = route
+                            .eject_after(health.eject_after)
+                            .readmit_after(health.readmit_after);
+                        if let Some(probe) = &health.probe {
+                            route = route.health_check(
+                                HealthCheck::new(probe.path())
+                                    .interval(probe.interval())
+                                    .timeout(probe.timeout()),
+                            );
+                        }
+                    }
+                    for up in upstreams {
+                        let t = up.timeouts();
+                        let mut replica = UpstreamConfig::new(up.url().clone())
+                            .upstream_model(up.model())
+                            .weight(up.weight())
+                            .connect_timeout(t.connect)
+                            .first_byte_timeout(t.first_byte)
+                            .idle_timeout(t.idle)
+                            .total_timeout(t.total);
+                        if let Some(env) = up.api_key_env() {
+                            replica = replica.api_key(env.resolve()?.expose());
+                        }
+                        route = route.replica(replica);
+                    }
+                    for f in &model.fallback {
+                        route = route.fallback(f.clone());
+                    }
+                    builder =
+                        builder
+                            .upstream(model.name.clone(), route)
+                            .map_err(|e| ConfigError {
+                                kind: ErrorKind::Invalid,
+                                file: None,
+                                position: None,
+                                problem: format!("model {:?}: {e}", model.name),
+                            })?;
+                }
+            }
+        }
+        builder.try_build().map_err(|e| ConfigError {
+            kind: ErrorKind::Invalid,
+            file: None,
+            position: None,
+            problem: e.to_string(),
+        })
+    }
+}
