@@ -25,6 +25,7 @@
 //! api_key_env = "QWEN_KEY"           # optional: the variable holding the upstream's key
 //! weight = 1                          # optional: share of the traffic, >= 1
 //! health_check = { path = "/models", interval = "10s" }  # optional active probe
+//! # ca_file = "certs/internal-ca.pem"  # optional, https only: trust this private CA instead
 //! ```
 //!
 //! Unknown keys are errors at every level, so a typo never silently falls back to a default.
@@ -63,6 +64,17 @@
 //! rather than `humantime`: the grammar is a dozen lines, it keeps the accepted set to units
 //! that make sense for a timeout (no `"2months"`, no `"µs"`), and its errors carry the file
 //! position like every other error here.
+//!
+//! ## Private CAs
+//!
+//! An `https` upstream is verified against the bundled webpki (Mozilla) roots. `ca_file` on an
+//! upstream names a PEM file of CA certificates to trust *instead* (see
+//! [`UpstreamConfig::root_certificates`](crate::upstream::UpstreamConfig::root_certificates)
+//! for why instead rather than in addition); a relative path is resolved against the directory
+//! of the configuration file. Setting it on an `http` URL is an error. Like credentials, the
+//! file is read by [`Config::router`] (at start, `--check` and every reload, so a renewed CA is
+//! picked up by a reload), and an unreadable file or one without a usable certificate is an
+//! error at the position of `ca_file`.
 //!
 //! ## Credentials
 //!
@@ -286,6 +298,7 @@ pub struct Upstream {
     chat_completions_url: Uri,
     model: String,
     api_key_env: Option<ApiKeyEnv>,
+    ca_file: Option<CaFile>,
     weight: u32,
     timeouts: Timeouts,
     health: Health,
@@ -310,6 +323,11 @@ impl Upstream {
     /// The variable holding this upstream's key, if it needs one (`api_key_env`).
     pub fn api_key_env(&self) -> Option<&ApiKeyEnv> {
         self.api_key_env.as_ref()
+    }
+
+    /// The private CA bundle this `https` upstream is verified against, if any (`ca_file`).
+    pub fn ca_file(&self) -> Option<&CaFile> {
+        self.ca_file.as_ref()
     }
 
     /// This replica's share of the model's traffic relative to the others (`weight`, default 1).
@@ -463,6 +481,42 @@ impl ApiKeyEnv {
     }
 }
 
+/// A PEM file of CA certificates an `https` upstream is verified against, instead of the
+/// bundled roots (`ca_file`).
+///
+/// Only the path is kept; [`CaFile::read`] reads and checks the file when it is called.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaFile {
+    path: PathBuf,
+    file: PathBuf,
+    position: Position,
+}
+
+impl CaFile {
+    /// The path, resolved against the configuration file's directory when it was relative.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the file now and checks that it holds at least one usable PEM certificate.
+    ///
+    /// # Errors
+    /// The file cannot be read, holds malformed PEM or no certificate, or a certificate that
+    /// cannot be a trust anchor; the error names the configuration file and the position of
+    /// `ca_file`.
+    pub fn read(&self) -> Result<bytes::Bytes, ConfigError> {
+        let fail = |why: String| ConfigError {
+            kind: ErrorKind::Invalid,
+            file: Some(self.file.clone()),
+            position: Some(self.position),
+            problem: format!("ca_file {:?}: {why}", self.path.display().to_string()),
+        };
+        let pem = std::fs::read(&self.path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        crate::upstream::check_root_certificates(&pem).map_err(fail)?;
+        Ok(pem.into())
+    }
+}
+
 /// An upstream's key, read by [`ApiKeyEnv::resolve`]. Its `Debug` output is redacted.
 #[derive(Clone)]
 pub struct ApiKey {
@@ -607,6 +661,7 @@ struct RawUpstream {
     url: Spanned<String>,
     model: Option<Spanned<String>>,
     api_key_env: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
     weight: Option<Spanned<u32>>,
     connect_timeout: Option<Dur>,
     first_byte_timeout: Option<Dur>,
@@ -870,6 +925,31 @@ impl Source<'_> {
             }
         };
 
+        let ca_file = match &u.ca_file {
+            None => None,
+            Some(p) if p.get_ref().trim().is_empty() => {
+                return Err(self.invalid(p, "ca_file must not be empty".to_owned()));
+            }
+            Some(p) if url.scheme() != Some(&http::uri::Scheme::HTTPS) => {
+                let msg = format!(
+                    "ca_file {:?} is set but the upstream URL {:?} is not https",
+                    p.get_ref(),
+                    u.url.get_ref()
+                );
+                return Err(self.invalid(p, msg));
+            }
+            Some(p) => Some(CaFile {
+                // `join` keeps an absolute path as it is.
+                path: self
+                    .file
+                    .parent()
+                    .unwrap_or(Path::new(""))
+                    .join(p.get_ref()),
+                file: self.file.to_path_buf(),
+                position: self.position(p.span().start),
+            }),
+        };
+
         let model = match &u.model {
             None => m.name.get_ref().clone(),
             Some(s) if s.get_ref().trim().is_empty() => {
@@ -904,6 +984,7 @@ impl Source<'_> {
             chat_completions_url,
             model,
             api_key_env,
+            ca_file,
             weight: self.at_least_one(&u.weight, "weight", 1)?,
             timeouts,
             health,
@@ -995,8 +1076,9 @@ impl Config {
     /// Builds the [`ModelRouter`](crate::route::ModelRouter) this configuration describes:
     /// builtin models as in-process services, upstream models as routes of
     /// [`Upstream`](crate::upstream::Upstream) replicas, with their timeouts, health settings
-    /// and fallbacks. Resolves every `api_key_env` now, so a missing credential fails here (at
-    /// start, `--check` or reload) rather than on the first request.
+    /// and fallbacks. Resolves every `api_key_env` and reads every `ca_file` now, so a missing
+    /// credential or CA fails here (at start, `--check` or reload) rather than on the first
+    /// request.
     ///
     /// A route's health settings (`eject_after`, `readmit_after`, `health_check`) apply to all
     /// its replicas; when replicas override them differently, the first replica's are used.
@@ -1004,7 +1086,7 @@ impl Config {
     /// Starts the active health probes, so it must run inside a Tokio runtime.
     ///
     /// # Errors
-    /// An unset credential variable, or a route the router rejects.
+    /// An unset credential variable, an unusable `ca_file`, or a route the router rejects.
     pub fn router(&self) -> Result<crate::route::ModelRouter, ConfigError> {
         use crate::route::{HealthCheck, ModelRouter, RouteConfig};
         use crate::upstream::UpstreamConfig;
@@ -1041,6 +1123,9 @@ impl Config {
                             .total_timeout(t.total);
                         if let Some(env) = up.api_key_env() {
                             replica = replica.api_key(env.resolve()?.expose());
+                        }
+                        if let Some(ca) = up.ca_file() {
+                            replica = replica.root_certificates(ca.read()?);
                         }
                         route = route.replica(replica);
                     }
@@ -1526,6 +1611,66 @@ name = "qwen"
         let dbg = format!("{c:?}");
         assert!(dbg.contains("QWEN_KEY"));
         assert!(!dbg.to_lowercase().contains("bearer"));
+    }
+
+    #[test]
+    fn ca_file_resolves_against_the_config_directory_and_is_checked() {
+        let up = "[[models]]\nname = \"m\"\n[[models.upstreams]]\nurl = \"https://h/v1\"\n";
+        let ca_of = |c: &Config| c.models()[0].upstreams()[0].ca_file().cloned();
+
+        // Relative to the file's directory; absolute as is; none by default.
+        let text = format!("{up}ca_file = \"certs/ca.pem\"\n");
+        let c = Config::from_toml_str(&text, Path::new("/etc/chatgate/proxy.toml")).expect("valid");
+        let ca = ca_of(&c).expect("ca_file");
+        assert_eq!(ca.path(), Path::new("/etc/chatgate/certs/ca.pem"));
+        let c = parse(&format!("{up}ca_file = \"/srv/pki/ca.pem\"\n")).expect("valid");
+        assert_eq!(
+            ca_of(&c).expect("ca_file").path(),
+            Path::new("/srv/pki/ca.pem")
+        );
+        assert!(ca_of(&parse(up).expect("valid")).is_none());
+
+        // Checked while parsing: not empty, https only.
+        let msg = fails(&format!("{up}ca_file = \"\"\n"));
+        assert_eq!(msg, "config.toml:5:11: ca_file must not be empty");
+        let http = up.replace("https://", "http://");
+        let msg = fails(&format!("{http}ca_file = \"ca.pem\"\n"));
+        assert_eq!(
+            msg,
+            r#"config.toml:5:11: ca_file "ca.pem" is set but the upstream URL "http://h/v1" is not https"#
+        );
+
+        // Read (by `router`, through `CaFile::read`): errors name the config file and position.
+        let dir = std::env::temp_dir().join(format!("chatgate-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let config_path = dir.join("proxy.toml");
+        std::fs::write(&config_path, format!("{up}\nca_file = \"ca.pem\"\n")).expect("write");
+        let c = Config::load(&config_path).expect("valid");
+        let ca = ca_of(&c).expect("ca_file");
+        assert_eq!(ca.path(), dir.join("ca.pem"));
+        let prefix = format!(
+            "{}:6:11: ca_file {:?}: ",
+            config_path.display(),
+            ca.path().display().to_string()
+        );
+
+        let e = ca.read().expect_err("missing");
+        assert_starts(&e.to_string(), &format!("{prefix}cannot read: "));
+        assert_eq!((e.line(), e.column()), (Some(6), Some(11)));
+        assert!(!e.is_io() && !e.is_env());
+
+        std::fs::write(ca.path(), "not a certificate\n").expect("write");
+        let e = c.router().expect_err("no certificate");
+        assert_starts(&e.to_string(), &format!("{prefix}no certificate found"));
+
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let pem = params.self_signed(&key).expect("ca").pem();
+        std::fs::write(ca.path(), &pem).expect("write");
+        assert_eq!(ca.read().expect("valid PEM"), pem.as_bytes());
+        c.router().expect("the router takes the CA");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     #[test]

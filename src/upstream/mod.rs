@@ -81,6 +81,7 @@ mod future;
 mod headers;
 mod rewrite;
 mod service;
+mod tls;
 
 pub(crate) use body::Outcome;
 pub use body::UpstreamBody;
@@ -91,3 +92,10 @@ pub use config::{
 pub use error::{UpstreamConfigError, UpstreamFailure};
 pub use future::ResponseFuture;
 pub use service::Upstream;
+
+/// Checks PEM bytes as [`UpstreamConfig::root_certificates`] would be checked; the error is
+/// the reason alone, for callers that add where the bytes came from.
+#[cfg(feature = "config")]
+pub(crate) fn check_root_certificates(pem: &[u8]) -> Result<(), String> {
+    tls::root_store(pem).map(drop)
+}
