@@ -25,6 +25,7 @@
 //! api_key_env = "QWEN_KEY"           # optional: the variable holding the upstream's key
 //! weight = 1                          # optional: share of the traffic, >= 1
 //! health_check = { path = "/models", interval = "10s" }  # optional active probe
+//! # ca_file = "certs/internal-ca.pem"  # optional, https only: trust this private CA instead
 //! ```
 //!
 //! Unknown keys are errors at every level, so a typo never silently falls back to a default.
@@ -63,6 +64,17 @@
 //! rather than `humantime`: the grammar is a dozen lines, it keeps the accepted set to units
 //! that make sense for a timeout (no `"2months"`, no `"µs"`), and its errors carry the file
 //! position like every other error here.
+//!
+//! ## Private CAs
+//!
+//! An `https` upstream is verified against the bundled webpki (Mozilla) roots. `ca_file` on an
+//! upstream names a PEM file of CA certificates to trust *instead* (see
+//! [`UpstreamConfig::root_certificates`](crate::upstream::UpstreamConfig::root_certificates)
+//! for why instead rather than in addition); a relative path is resolved against the directory
+//! of the configuration file. Setting it on an `http` URL is an error. Like credentials, the
+//! file is read by [`Config::router`] (at start, `--check` and every reload, so a renewed CA is
+//! picked up by a reload), and an unreadable file or one without a usable certificate is an
+//! error at the position of `ca_file`.
 //!
 //! ## Credentials
 //!
@@ -292,6 +304,7 @@ pub struct Upstream {
     chat_completions_url: Uri,
     model: String,
     api_key_env: Option<ApiKeyEnv>,
+    ca_file: Option<CaFile>,
     weight: u32,
     timeouts: Timeouts,
     health: Health,
@@ -316,6 +329,11 @@ impl Upstream {
     /// The variable holding this upstream's key, if it needs one (`api_key_env`).
     pub fn api_key_env(&self) -> Option<&ApiKeyEnv> {
         self.api_key_env.as_ref()
+    }
+
+    /// The private CA bundle this `https` upstream is verified against, if any (`ca_file`).
+    pub fn ca_file(&self) -> Option<&CaFile> {
+        self.ca_file.as_ref()
     }
 
     /// This replica's share of the model's traffic relative to the others (`weight`, default 1).
@@ -469,6 +487,42 @@ impl ApiKeyEnv {
     }
 }
 
+/// A PEM file of CA certificates an `https` upstream is verified against, instead of the
+/// bundled roots (`ca_file`).
+///
+/// Only the path is kept; [`CaFile::read`] reads and checks the file when it is called.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaFile {
+    path: PathBuf,
+    file: PathBuf,
+    position: Position,
+}
+
+impl CaFile {
+    /// The path, resolved against the configuration file's directory when it was relative.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the file now and checks that it holds at least one usable PEM certificate.
+    ///
+    /// # Errors
+    /// The file cannot be read, holds malformed PEM or no certificate, or a certificate that
+    /// cannot be a trust anchor; the error names the configuration file and the position of
+    /// `ca_file`.
+    pub fn read(&self) -> Result<bytes::Bytes, ConfigError> {
+        let fail = |why: String| ConfigError {
+            kind: ErrorKind::Invalid,
+            file: Some(self.file.clone()),
+            position: Some(self.position),
+            problem: format!("ca_file {:?}: {why}", self.path.display().to_string()),
+        };
+        let pem = std::fs::read(&self.path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        crate::upstream::check_root_certificates(&pem).map_err(fail)?;
+        Ok(pem.into())
+    }
+}
+
 /// An upstream's key, read by [`ApiKeyEnv::resolve`]. Its `Debug` output is redacted.
 #[derive(Clone)]
 pub struct ApiKey {
@@ -579,8 +633,9 @@ impl Config {
     /// Builds the [`ModelRouter`](crate::route::ModelRouter) this configuration describes:
     /// builtin models as in-process services, upstream models as routes of
     /// [`Upstream`](crate::upstream::Upstream) replicas, with their timeouts, health settings
-    /// and fallbacks. Resolves every `api_key_env` now, so a missing credential fails here (at
-    /// start, `--check` or reload) rather than on the first request.
+    /// and fallbacks. Resolves every `api_key_env` and reads every `ca_file` now, so a missing
+    /// credential or CA fails here (at start, `--check` or reload) rather than on the first
+    /// request.
     ///
     /// A route's health settings (`eject_after`, `readmit_after`, `health_check`) apply to all
     /// its replicas; when replicas override them differently, the first replica's are used.
@@ -588,7 +643,7 @@ impl Config {
     /// Starts the active health probes, so it must run inside a Tokio runtime.
     ///
     /// # Errors
-    /// An unset credential variable, or a route the router rejects.
+    /// An unset credential variable, an unusable `ca_file`, or a route the router rejects.
     pub fn router(&self) -> Result<crate::route::ModelRouter, ConfigError> {
         use crate::route::{HealthCheck, ModelRouter, RouteConfig};
         use crate::upstream::UpstreamConfig;
@@ -625,6 +680,9 @@ impl Config {
                             .total_timeout(t.total);
                         if let Some(env) = up.api_key_env() {
                             replica = replica.api_key(env.resolve()?.expose());
+                        }
+                        if let Some(ca) = up.ca_file() {
+                            replica = replica.root_certificates(ca.read()?);
                         }
                         route = route.replica(replica);
                     }

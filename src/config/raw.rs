@@ -40,6 +40,7 @@ pub(super) struct RawUpstream {
     url: Spanned<String>,
     model: Option<Spanned<String>>,
     api_key_env: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
     weight: Option<Spanned<u32>>,
     connect_timeout: Option<Dur>,
     first_byte_timeout: Option<Dur>,
@@ -312,6 +313,31 @@ impl Source<'_> {
             }
         };
 
+        let ca_file = match &u.ca_file {
+            None => None,
+            Some(p) if p.get_ref().trim().is_empty() => {
+                return Err(self.invalid(p, "ca_file must not be empty".to_owned()));
+            }
+            Some(p) if url.scheme() != Some(&http::uri::Scheme::HTTPS) => {
+                let msg = format!(
+                    "ca_file {:?} is set but the upstream URL {:?} is not https",
+                    p.get_ref(),
+                    u.url.get_ref()
+                );
+                return Err(self.invalid(p, msg));
+            }
+            Some(p) => Some(CaFile {
+                // `join` keeps an absolute path as it is.
+                path: self
+                    .file
+                    .parent()
+                    .unwrap_or(Path::new(""))
+                    .join(p.get_ref()),
+                file: self.file.to_path_buf(),
+                position: self.position(p.span().start),
+            }),
+        };
+
         let model = match &u.model {
             None => m.name.get_ref().clone(),
             Some(s) if s.get_ref().trim().is_empty() => {
@@ -346,6 +372,7 @@ impl Source<'_> {
             chat_completions_url,
             model,
             api_key_env,
+            ca_file,
             weight: self.at_least_one(&u.weight, "weight", 1)?,
             timeouts,
             health,

@@ -460,6 +460,66 @@ fn debug_shows_env_names_not_keys() {
 }
 
 #[test]
+fn ca_file_resolves_against_the_config_directory_and_is_checked() {
+    let up = "[[models]]\nname = \"m\"\n[[models.upstreams]]\nurl = \"https://h/v1\"\n";
+    let ca_of = |c: &Config| c.models()[0].upstreams()[0].ca_file().cloned();
+
+    // Relative to the file's directory; absolute as is; none by default.
+    let text = format!("{up}ca_file = \"certs/ca.pem\"\n");
+    let c = Config::from_toml_str(&text, Path::new("/etc/chatgate/proxy.toml")).expect("valid");
+    let ca = ca_of(&c).expect("ca_file");
+    assert_eq!(ca.path(), Path::new("/etc/chatgate/certs/ca.pem"));
+    let c = parse(&format!("{up}ca_file = \"/srv/pki/ca.pem\"\n")).expect("valid");
+    assert_eq!(
+        ca_of(&c).expect("ca_file").path(),
+        Path::new("/srv/pki/ca.pem")
+    );
+    assert!(ca_of(&parse(up).expect("valid")).is_none());
+
+    // Checked while parsing: not empty, https only.
+    let msg = fails(&format!("{up}ca_file = \"\"\n"));
+    assert_eq!(msg, "config.toml:5:11: ca_file must not be empty");
+    let http = up.replace("https://", "http://");
+    let msg = fails(&format!("{http}ca_file = \"ca.pem\"\n"));
+    assert_eq!(
+        msg,
+        r#"config.toml:5:11: ca_file "ca.pem" is set but the upstream URL "http://h/v1" is not https"#
+    );
+
+    // Read (by `router`, through `CaFile::read`): errors name the config file and position.
+    let dir = std::env::temp_dir().join(format!("chatgate-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let config_path = dir.join("proxy.toml");
+    std::fs::write(&config_path, format!("{up}\nca_file = \"ca.pem\"\n")).expect("write");
+    let c = Config::load(&config_path).expect("valid");
+    let ca = ca_of(&c).expect("ca_file");
+    assert_eq!(ca.path(), dir.join("ca.pem"));
+    let prefix = format!(
+        "{}:6:11: ca_file {:?}: ",
+        config_path.display(),
+        ca.path().display().to_string()
+    );
+
+    let e = ca.read().expect_err("missing");
+    assert_starts(&e.to_string(), &format!("{prefix}cannot read: "));
+    assert_eq!((e.line(), e.column()), (Some(6), Some(11)));
+    assert!(!e.is_io() && !e.is_env());
+
+    std::fs::write(ca.path(), "not a certificate\n").expect("write");
+    let e = c.router().expect_err("no certificate");
+    assert_starts(&e.to_string(), &format!("{prefix}no certificate found"));
+
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let pem = params.self_signed(&key).expect("ca").pem();
+    std::fs::write(ca.path(), &pem).expect("write");
+    assert_eq!(ca.read().expect("valid PEM"), pem.as_bytes());
+    c.router().expect("the router takes the CA");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
 fn load_reads_files_and_reports_io_errors() {
     let dir = std::env::temp_dir().join(format!("chatgate-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("tmp dir");

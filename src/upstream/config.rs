@@ -1,6 +1,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::Uri;
 
 /// Default [`UpstreamConfig::connect_timeout`]: 5 s.
@@ -53,6 +54,19 @@ pub struct UpstreamConfig {
     /// Speak only HTTP/2: with prior knowledge (h2c) for `http`, and without falling back to
     /// HTTP/1.1 for `https` (default off: HTTP/1.1, or HTTP/2 when TLS negotiates it).
     pub http2_only: bool,
+    /// PEM-encoded CA certificates to trust for this `https` upstream *instead of* the bundled
+    /// webpki roots (a private CA, such as an internal TLS terminator in front of vLLM or
+    /// Ollama). `None` (the default): the bundled webpki (Mozilla) roots.
+    ///
+    /// Replacing rather than adding to the public roots keeps the trust as narrow as the
+    /// deployment: an upstream behind a private CA has no reason to accept a certificate from
+    /// any public CA, and it is what `curl --cacert` and `SSL_CERT_FILE` do. To trust both, put
+    /// the public roots in the bundle too.
+    ///
+    /// Checked by [`Upstream::new`](super::Upstream::new): the bytes must hold at least one
+    /// `CERTIFICATE` block (other blocks are ignored), every certificate must parse, and the URL
+    /// must be `https`.
+    pub root_certificates: Option<Bytes>,
 }
 
 impl UpstreamConfig {
@@ -68,6 +82,7 @@ impl UpstreamConfig {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             total_timeout: DEFAULT_TOTAL_TIMEOUT,
             http2_only: false,
+            root_certificates: None,
         }
     }
 
@@ -120,6 +135,13 @@ impl UpstreamConfig {
         self.http2_only = on;
         self
     }
+
+    /// Sets [`root_certificates`](Self::root_certificates): PEM bytes, such as the contents
+    /// of a `ca.pem` file. Only these roots are trusted; the bundled ones no longer are.
+    pub fn root_certificates(mut self, pem: impl Into<Bytes>) -> Self {
+        self.root_certificates = Some(pem.into());
+        self
+    }
 }
 
 impl fmt::Debug for UpstreamConfig {
@@ -134,6 +156,13 @@ impl fmt::Debug for UpstreamConfig {
             .field("idle_timeout", &self.idle_timeout)
             .field("total_timeout", &self.total_timeout)
             .field("http2_only", &self.http2_only)
+            .field(
+                "root_certificates",
+                &self
+                    .root_certificates
+                    .as_ref()
+                    .map(|pem| format!("<{} bytes of PEM>", pem.len())),
+            )
             .finish()
     }
 }

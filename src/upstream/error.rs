@@ -1,20 +1,29 @@
+use std::borrow::Cow;
 use std::fmt;
 
 /// Why an [`UpstreamConfig`](super::UpstreamConfig) cannot be used.
 #[derive(Debug)]
 pub struct UpstreamConfigError {
-    message: &'static str,
+    message: Cow<'static, str>,
 }
 
 impl UpstreamConfigError {
     pub(crate) const fn new(message: &'static str) -> Self {
-        Self { message }
+        Self {
+            message: Cow::Borrowed(message),
+        }
+    }
+
+    pub(crate) fn owned(message: String) -> Self {
+        Self {
+            message: Cow::Owned(message),
+        }
     }
 }
 
 impl fmt::Display for UpstreamConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.message)
+        f.write_str(&self.message)
     }
 }
 

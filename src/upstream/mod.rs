@@ -5,6 +5,10 @@
 //!   negotiates it (or always, with [`UpstreamConfig::http2_only`], which is h2c prior
 //!   knowledge for `http`); `https` through rustls (ring) with the bundled webpki roots. Each
 //!   `Upstream` has its own pool; clones share it.
+//! * **Private CAs.** [`UpstreamConfig::root_certificates`] (PEM) replaces the bundled roots
+//!   for one upstream, e.g. vLLM or Ollama behind an internal TLS terminator; the PEM is checked
+//!   by [`Upstream::new`]. A certificate the roots do not trust fails the handshake: a connect
+//!   failure (502 `bad_gateway`, another replica may be tried), never a wait.
 //! * **Target.** `POST <url>/chat/completions` (a query in the base URL is kept).
 //! * **Credentials.** The client's `Authorization` is never forwarded; the upstream's own key
 //!   ([`UpstreamConfig::api_key`]) is sent as `Authorization: Bearer <key>`.
@@ -81,6 +85,7 @@ mod future;
 mod headers;
 mod rewrite;
 mod service;
+mod tls;
 
 pub(crate) use body::Outcome;
 pub use body::UpstreamBody;
@@ -91,3 +96,10 @@ pub use config::{
 pub use error::{UpstreamConfigError, UpstreamFailure};
 pub use future::ResponseFuture;
 pub use service::Upstream;
+
+/// Checks PEM bytes as [`UpstreamConfig::root_certificates`] would be checked; the error is
+/// the reason alone, for callers that add where the bytes came from.
+#[cfg(feature = "config")]
+pub(crate) fn check_root_certificates(pem: &[u8]) -> Result<(), String> {
+    tls::root_store(pem).map(drop)
+}

@@ -21,6 +21,7 @@ use super::error::UpstreamConfigError;
 use super::future::ResponseFuture;
 use super::headers::request_headers;
 use super::rewrite::rewrite_model;
+use super::tls::root_store;
 use crate::body::full_into_bytes;
 use crate::route::RoutedModel;
 use crate::validate::ValidatedRequest;
@@ -66,7 +67,9 @@ impl Upstream {
     /// An upstream with its own connection pool.
     ///
     /// # Errors
-    /// The URL is not an absolute `http`/`https` URL, or the API key cannot be a header value.
+    /// The URL is not an absolute `http`/`https` URL, the API key cannot be a header value, or
+    /// [`root_certificates`](UpstreamConfig::root_certificates) are set but hold no usable
+    /// PEM certificate, or are set for an `http` URL.
     pub fn new(config: UpstreamConfig) -> Result<Self, UpstreamConfigError> {
         let scheme = config
             .url
@@ -78,6 +81,17 @@ impl Upstream {
                 "the upstream URL must be http or https",
             ));
         }
+        let roots = match &config.root_certificates {
+            None => None,
+            Some(_) if scheme != Scheme::HTTPS => {
+                return Err(UpstreamConfigError::new(
+                    "root certificates are set but the upstream URL is not https",
+                ));
+            }
+            Some(pem) => Some(root_store(pem).map_err(|why| {
+                UpstreamConfigError::owned(format!("invalid root certificates: {why}"))
+            })?),
+        };
         let authority = config
             .url
             .authority()
@@ -125,8 +139,17 @@ impl Upstream {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(config.connect_timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
+        let tls = hyper_rustls::HttpsConnectorBuilder::new();
+        let tls = match roots {
+            None => tls.with_webpki_roots(),
+            // The same provider resolution and protocol defaults as `with_webpki_roots`.
+            Some(roots) => tls.with_tls_config(
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(roots)
+                    .with_no_client_auth(),
+            ),
+        };
+        let https = tls
             .https_or_http()
             .enable_http1()
             .enable_http2()
