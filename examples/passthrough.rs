@@ -12,8 +12,8 @@
 //! server side speaks HTTP/1.1 and HTTP/2 (hyper-util's auto builder). There is no validation, no
 //! routing and no timeout: any of those would belong to what is being measured.
 //!
-//! The runtime has one worker thread per core, or `TOKIO_WORKER_THREADS` of them; the main thread only
-//! waits.
+//! The runtime has one worker thread per core, or `TOKIO_WORKER_THREADS` of them (the main thread only
+//! waits); `TOKIO_WORKER_THREADS=1` runs everything on one thread (a current-thread runtime).
 
 use std::convert::Infallible;
 use std::error::Error;
@@ -60,8 +60,23 @@ struct Upstream {
     authority: Authority,
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn Error>> {
+fn main() -> Result<(), Box<dyn Error>> {
+    // As chatgate's proxy: one worker asked for (`TOKIO_WORKER_THREADS=1`) is a current-thread
+    // runtime, the equivalent of nginx's single worker; otherwise one worker per core.
+    let one = std::env::var("TOKIO_WORKER_THREADS").is_ok_and(|v| v.trim() == "1");
+    let runtime = if one {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(run())
+}
+
+async fn run() -> Result<(), Box<dyn Error>> {
     let mut listen = "127.0.0.1:8091".to_owned();
     let mut upstream = None;
     let mut args = std::env::args().skip(1);

@@ -15,7 +15,8 @@
 //! requests in flight finish where they started; a file with errors is reported and ignored.
 //! Ctrl-C or SIGTERM stops accepting, lets requests and streams in flight finish (up to 30 s),
 //! then exits. The runtime has one worker thread per core, or `TOKIO_WORKER_THREADS` of them;
-//! accepting and serving both run on them.
+//! accepting and serving both run on them. `TOKIO_WORKER_THREADS=1` runs everything on one
+//! thread (a current-thread runtime, like a single nginx worker).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -117,8 +118,29 @@ fn reload_on_sighup(gateway: Gateway, path: PathBuf, listen: SocketAddr) {
     });
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // One worker asked for (`TOKIO_WORKER_THREADS=1`): a current-thread runtime, which skips the
+    // multi-thread scheduler's cross-thread wake-ups; otherwise one worker per core.
+    let one = std::env::var("TOKIO_WORKER_THREADS").is_ok_and(|v| v.trim() == "1");
+    let runtime = if one {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
+    match runtime {
+        Ok(rt) => rt.block_on(run()),
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
