@@ -10,6 +10,10 @@
 //! from that.
 
 use std::borrow::Cow;
+use std::hash::{BuildHasher, RandomState};
+
+/// Objects up to this many keys are checked for duplicates pairwise; larger ones by hash.
+const PAIRWISE_KEYS: usize = 16;
 
 /// What a [`Node`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -358,6 +362,10 @@ impl Parser<'_> {
         if self.b.get(self.pos) == Some(&b'}') {
             self.pos += 1;
         } else {
+            // Duplicate keys: compared pairwise while the object is small; past that, by hash
+            // (pairwise only on a hash match), so a huge object costs linear time, not quadratic.
+            let mut keys = 0usize;
+            let mut hashes: Option<(std::collections::HashSet<u64>, RandomState)> = None;
             loop {
                 if self.b.get(self.pos) != Some(&b'"') {
                     return Err(Fail::at(
@@ -369,7 +377,24 @@ impl Parser<'_> {
                 let escaped = self.string()?;
                 let k = self.push(Kind::String(escaped), key_start);
                 self.nodes[k].end = self.pos as u32;
-                self.check_duplicate(i, k)?;
+                keys += 1;
+                if keys <= PAIRWISE_KEYS {
+                    self.check_duplicate(i, k)?;
+                } else {
+                    let (set, state) = hashes.get_or_insert_with(|| {
+                        let state = RandomState::new();
+                        let mut set = std::collections::HashSet::with_capacity(64);
+                        let mut j = i + 1;
+                        while j < k {
+                            set.insert(state.hash_one(self.key_text(j)));
+                            j = self.nodes[j + 1].next as usize;
+                        }
+                        (set, state)
+                    });
+                    if !set.insert(state.hash_one(self.key_text(k))) {
+                        self.check_duplicate(i, k)?;
+                    }
+                }
                 self.ws();
                 if self.b.get(self.pos) != Some(&b':') {
                     return Err(Fail::at("Expecting ':' delimiter", self.pos));
@@ -394,6 +419,26 @@ impl Parser<'_> {
         self.nodes[i].end = self.pos as u32;
         self.nodes[i].next = self.nodes.len() as u32;
         Ok(())
+    }
+
+    /// The decoded text of key node `k` (escaped keys were decoded by [`Self::string`]).
+    fn key_text(&self, k: usize) -> &str {
+        let n = self.nodes[k];
+        match n.kind {
+            Kind::String(true) => {
+                match self
+                    .spans
+                    .binary_search_by_key(&(k as u32), |&(node, _, _)| node)
+                {
+                    Ok(at) => {
+                        let (_, start, end) = self.spans[at];
+                        &self.decoded[start as usize..end as usize]
+                    }
+                    Err(_) => str_of(self.b, n.start as usize + 1, n.end as usize - 1),
+                }
+            }
+            _ => str_of(self.b, n.start as usize + 1, n.end as usize - 1),
+        }
     }
 
     /// Compares key `k` with the earlier keys of object `obj` (decoded, so `"a"` and `"\u0061"`
@@ -818,5 +863,21 @@ mod tests {
             }
         }
         assert!(compared > 1000, "too few accepted mutations: {compared}");
+    }
+
+    #[test]
+    fn huge_objects_are_checked_for_duplicates_in_linear_time() {
+        let n = 50_000;
+        let mut doc = String::from("{");
+        for k in 0..n {
+            doc.push_str(&format!("\"k{k}\":{k},"));
+        }
+        doc.push_str("\"k\\u0031\":0}");
+        // `"k\u0031"` is `"k1"`, key 2 of 50,001.
+        let e = parse(&doc, 64).expect_err("duplicate");
+        assert!(e.msg.contains("k1"), "{}", e.msg);
+        assert_eq!(e.char_offset, doc.rfind("\"k\\u0031\"").expect("key"));
+        doc.replace_range(doc.len() - 12.., "\"last\":0}");
+        assert!(parse(&doc, 64).is_ok());
     }
 }

@@ -2,6 +2,9 @@
 //!
 //! It is the bundled proxy's default model and the test double of every other layer.
 //!
+//! * **Bounds.** `n` above [`MAX_CHOICES`] (128) is answered 400 `invalid_request_error` on
+//!   `n`, and more than [`MAX_STOP`] (4) stop sequences is a 400 on `stop`: validation accepts
+//!   any, as MLflow does, but the model bounds its own work.
 //! * **Text.** Each choice echoes the text of the last `user` message (string content, or its
 //!   text parts joined by newlines). All `n` choices are identical.
 //! * **`stop`.** The echo is cut before the earliest occurrence of any stop sequence
@@ -72,6 +75,13 @@ use crate::contract::{
 use crate::error::ApiError;
 use crate::sse;
 use crate::validate::ValidatedRequest;
+
+/// Most choices (`n`) the echo model answers, as OpenAI's limit; more is a 400 on `n`.
+pub const MAX_CHOICES: u64 = 128;
+
+/// Most stop sequences the echo model takes, as OpenAI's limit; more is a 400 on `stop` (each one
+/// is searched in the whole text).
+pub const MAX_STOP: usize = 4;
 
 /// The deterministic in-process model. See the [module docs](self).
 #[derive(Clone, Copy, Debug, Default)]
@@ -486,6 +496,33 @@ impl<B> tower::Service<Request<B>> for EchoModel {
             return ready(Ok(res));
         };
         let request = validated.request();
+        if request.choices() > MAX_CHOICES {
+            // Faithful validation accepts any `n`; the model itself bounds the work it does.
+            let res = ApiError::invalid_request(
+                format!(
+                    "The echo model answers at most {MAX_CHOICES} choices; `n` is {}.",
+                    request.choices()
+                ),
+                "n",
+            )
+            .into_response()
+            .map(|full| EchoBody::whole(crate::body::full_into_bytes(full)));
+            return ready(Ok(res));
+        }
+        if let Some(stop) = &request.stop
+            && stop.len() > MAX_STOP
+        {
+            let res = ApiError::invalid_request(
+                format!(
+                    "The echo model takes at most {MAX_STOP} stop sequences; got {}.",
+                    stop.len()
+                ),
+                "stop",
+            )
+            .into_response()
+            .map(|full| EchoBody::whole(crate::body::full_into_bytes(full)));
+            return ready(Ok(res));
+        }
         let plan = Self::plan(request);
         let mut res = if request.is_stream() {
             let mut res = Response::new(EchoBody {
@@ -613,6 +650,20 @@ mod tests {
         let r =
             json_answer(json!({"model":"e","messages":msgs("call nothing"),"tools":tools})).await;
         assert_eq!(r["choices"][0]["message"]["content"], "call nothing");
+    }
+
+    #[tokio::test]
+    async fn too_many_choices_is_a_400_not_a_huge_answer() {
+        let (status, body) =
+            answer(json!({"model":"e","messages":msgs("hi"),"n":1_000_000_000u64})).await;
+        assert_eq!(status, 400);
+        let v: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["error"]["param"], "n");
+        let (status, _) =
+            answer(json!({"model":"e","messages":msgs("hi"),"stop":["a","b","c","d","e"]})).await;
+        assert_eq!(status, 400);
+        let r = json_answer(json!({"model":"e","messages":msgs("hi"),"n":128})).await;
+        assert_eq!(r["choices"].as_array().expect("choices").len(), 128);
     }
 
     #[tokio::test]
