@@ -212,3 +212,60 @@ async fn wrong_method_and_both_paths() {
     let (status, _, _) = support::send(&client, ok).await;
     assert_eq!(status, 200);
 }
+
+/// Mutated vector bodies never panic the validator: every outcome is a typed request or a 422
+/// body whose entries all have a `loc` starting with `"body"`, a `type` and a `msg`.
+#[test]
+fn mutated_bodies_get_a_clear_answer() {
+    use chatgate::validate::{check_strict, validate};
+    let seeds: Vec<Vec<u8>> = vectors()
+        .iter()
+        .filter_map(|v| v.get("body").map(|b| serde_json::to_vec(b).expect("json")))
+        .collect();
+    let alphabet = b"{}[]\",:0123456789-.etrufalsn \\/uabc\x01\xc3\xa9";
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let config = ValidateConfig::default();
+    let (mut ok, mut rejected) = (0, 0);
+    for _ in 0..30_000 {
+        let mut doc = seeds[(next() % seeds.len() as u64) as usize].clone();
+        for _ in 0..(1 + next() % 4) {
+            let at = (next() % (doc.len() as u64 + 1)) as usize;
+            let c = alphabet[(next() % alphabet.len() as u64) as usize];
+            match next() % 3 {
+                0 if at < doc.len() => doc[at] = c,
+                1 if at < doc.len() => {
+                    doc.remove(at);
+                }
+                _ => doc.insert(at, c),
+            }
+        }
+        match validate(Bytes::from(doc), &config) {
+            Ok(v) => {
+                ok += 1;
+                let _ = check_strict(v.request());
+                // The forwarded body is still JSON.
+                serde_json::from_slice::<Value>(v.body()).expect("forwarded body is JSON");
+            }
+            Err(e) => {
+                rejected += 1;
+                let body: Value = serde_json::from_slice(&e.to_bytes()).expect("422 body is JSON");
+                let detail = body["detail"].as_array().expect("detail");
+                assert!(!detail.is_empty());
+                for d in detail {
+                    assert_eq!(d["loc"][0], "body", "{d}");
+                    assert!(d["type"].is_string() && d["msg"].is_string(), "{d}");
+                }
+            }
+        }
+    }
+    assert!(
+        ok > 1_000 && rejected > 1_000,
+        "ok {ok}, rejected {rejected}"
+    );
+}
