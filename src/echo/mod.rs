@@ -490,10 +490,8 @@ impl<B> tower::Service<Request<B>> for EchoModel {
         let Some(validated) = req.extensions().get::<ValidatedRequest>() else {
             let res = ApiError::internal(
                 "EchoModel needs ValidateLayer in front of it: the request carries no ValidatedRequest.",
-            )
-            .into_response()
-            .map(|full| EchoBody::whole(crate::body::full_into_bytes(full)));
-            return ready(Ok(res));
+            );
+            return ready(Ok(error_response(res)));
         };
         let request = validated.request();
         if request.choices() > MAX_CHOICES {
@@ -504,10 +502,8 @@ impl<B> tower::Service<Request<B>> for EchoModel {
                     request.choices()
                 ),
                 "n",
-            )
-            .into_response()
-            .map(|full| EchoBody::whole(crate::body::full_into_bytes(full)));
-            return ready(Ok(res));
+            );
+            return ready(Ok(error_response(res)));
         }
         if let Some(stop) = &request.stop
             && stop.len() > MAX_STOP
@@ -518,10 +514,8 @@ impl<B> tower::Service<Request<B>> for EchoModel {
                     stop.len()
                 ),
                 "stop",
-            )
-            .into_response()
-            .map(|full| EchoBody::whole(crate::body::full_into_bytes(full)));
-            return ready(Ok(res));
+            );
+            return ready(Ok(error_response(res)));
         }
         let plan = Self::plan(request);
         let mut res = if request.is_stream() {
@@ -682,4 +676,10 @@ mod tests {
                 .contains("ValidateLayer")
         );
     }
+}
+
+/// An error of the model's own, as an echo response.
+fn error_response(e: ApiError) -> Response<EchoBody> {
+    e.into_response()
+        .map(|full| EchoBody::whole(crate::body::full_into_bytes(full)))
 }
