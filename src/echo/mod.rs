@@ -548,6 +548,12 @@ impl<B> tower::Service<Request<B>> for EchoModel {
     }
 }
 
+/// An error of the model's own, as an echo response.
+fn error_response(e: ApiError) -> Response<EchoBody> {
+    e.into_response()
+        .map(|full| EchoBody::whole(crate::body::full_into_bytes(full)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -676,10 +682,4 @@ mod tests {
                 .contains("ValidateLayer")
         );
     }
-}
-
-/// An error of the model's own, as an echo response.
-fn error_response(e: ApiError) -> Response<EchoBody> {
-    e.into_response()
-        .map(|full| EchoBody::whole(crate::body::full_into_bytes(full)))
 }
