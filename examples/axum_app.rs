@@ -9,19 +9,24 @@
 //!
 //! The layer stack is a plain tower service, so axum takes it with `route_service`. The
 //! application's own handler can also be a route of the [`ModelRouter`]: here model `shout`
-//! is an axum handler that reads the typed request from the extensions.
+//! is an axum handler. A route gets `Request<ValidatedRequest>` (the typed request is the
+//! body); axum turns bodies into its own type, so the example first moves the typed request
+//! into an extension the handler extracts.
+
+use std::sync::Arc;
 
 use axum::extract::Extension;
 use axum::routing::get;
 use axum::{Json, Router};
+use chatgate::contract::ChatCompletionRequest;
 use chatgate::route::ModelRouter;
 use chatgate::{EchoModel, ValidateLayer, ValidatedRequest};
+use http::Request;
 use serde_json::{Value, json};
-use tower::ServiceBuilder;
+use tower::{ServiceBuilder, ServiceExt};
 
 /// The application's own model: answers with the last message in capitals.
-async fn shout(Extension(req): Extension<ValidatedRequest>) -> Json<Value> {
-    let request = req.request();
+async fn shout(Extension(request): Extension<Arc<ChatCompletionRequest>>) -> Json<Value> {
     let text = request
         .messages
         .last()
@@ -38,8 +43,17 @@ async fn shout(Extension(req): Extension<ValidatedRequest>) -> Json<Value> {
 }
 
 fn app() -> Router {
-    // An axum handler as a tower service, for the router.
-    let shout_service = Router::new().fallback(shout);
+    // An axum handler as a tower service, for the router; the typed request goes in an
+    // extension (an `Arc`, no copy).
+    let shout_service =
+        Router::new()
+            .fallback(shout)
+            .map_request(|req: Request<ValidatedRequest>| {
+                let typed = req.body().shared();
+                let (mut parts, body) = req.into_parts();
+                parts.extensions.insert(typed);
+                Request::from_parts(parts, body)
+            });
     let models = ModelRouter::builder()
         .service("echo", EchoModel::new())
         .service("shout", shout_service)
@@ -67,7 +81,6 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use http_body_util::BodyExt;
-    use tower::ServiceExt;
 
     async fn post(body: &'static str) -> (u16, Value) {
         let req = http::Request::post("/v1/chat/completions")

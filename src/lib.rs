@@ -10,6 +10,7 @@ pub mod error;
 pub mod gateway;
 mod json;
 mod macros;
+pub mod request_id;
 pub mod route;
 pub mod sse;
 pub mod upstream;

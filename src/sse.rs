@@ -271,89 +271,74 @@ mod tests {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// Keeps the contract's stream ending (CONTRACT.md §5.2) for an event stream from any
-    /// service: when the inner body ends cleanly without `data: [DONE]`, exactly one is appended
-    /// (after whatever ends an unterminated last event); when the inner body fails, one final
-    /// `data: {"error":{…}}` event in the OpenAI envelope is sent and the stream ends, without
-    /// `[DONE]`. Frames pass through unchanged, as they come.
-    ///
-    /// [`ModelRouter`](crate::route::ModelRouter) wraps the `text/event-stream` responses of
-    /// in-process routes with it; upstream responses get the same treatment from
-    /// [`UpstreamBody`](crate::upstream::UpstreamBody).
-    #[derive(Debug)]
-    pub struct SseEnding<B> {
-        #[pin]
-        inner: B,
-        scanner: EventScanner,
-        ended: bool,
-    }
+/// The contract's stream ending (CONTRACT.md §5.2) as an end-of-response handler
+/// ([`OnEnd`](crate::body::OnEnd)): when the body ends cleanly without `data: [DONE]`, exactly
+/// one is appended (after whatever ends an unterminated last event); when the body fails, one
+/// final `data: {"error":{…}}` event in the OpenAI envelope is sent and the stream ends, without
+/// `[DONE]` (`upstream_timeout` or `bad_gateway` for an
+/// [`UpstreamFailure`](crate::upstream::UpstreamFailure), else `internal_error`). Frames pass
+/// through unchanged, as they come.
+///
+/// [`ModelRouter`](crate::route::ModelRouter) wraps the `text/event-stream` responses of its
+/// routes with it ([`ending`]).
+#[derive(Clone, Debug, Default)]
+pub struct SseEnding {
+    scanner: EventScanner,
 }
 
-impl<B> SseEnding<B> {
-    /// Wraps an event-stream body.
-    pub fn new(inner: B) -> Self {
+impl SseEnding {
+    /// A handler at the start of a stream.
+    pub const fn new() -> Self {
         Self {
-            inner,
             scanner: EventScanner::new(),
-            ended: false,
         }
     }
 }
 
-impl<B> http_body::Body for SseEnding<B>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: std::fmt::Display,
-{
-    type Data = Bytes;
-    type Error = B::Error;
+/// `body` with the contract's stream ending ([`SseEnding`]).
+pub fn ending<B: http_body::Body>(body: B) -> crate::body::OnEndBody<B, SseEnding> {
+    crate::body::OnEndBody::new(body, SseEnding::new())
+}
 
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, B::Error>>> {
-        use std::task::Poll;
-        let this = self.project();
-        if *this.ended {
-            return Poll::Ready(None);
-        }
-        let end = |scanner: &EventScanner, event: &[u8]| {
-            let mut b = BytesMut::with_capacity(event.len() + 2);
-            b.put_slice(scanner.terminator());
-            b.put_slice(event);
-            Some(Ok(http_body::Frame::data(b.freeze())))
-        };
-        match this.inner.poll_frame(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.scanner.feed(data);
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                *this.ended = true;
-                if this.scanner.saw_error() {
-                    return Poll::Ready(None);
-                }
-                let event = data(
-                    &crate::error::ApiError::internal(format!("The stream failed: {e}")).to_bytes(),
-                );
-                Poll::Ready(end(this.scanner, &event))
-            }
-            Poll::Ready(None) => {
-                *this.ended = true;
-                if this.scanner.saw_done() || this.scanner.saw_error() {
-                    return Poll::Ready(None);
-                }
-                Poll::Ready(end(this.scanner, DONE))
-            }
-        }
+/// The error event that ends a failed stream.
+pub(crate) fn error_event(
+    error: Option<&(dyn std::error::Error + Send + Sync + 'static)>,
+) -> Bytes {
+    use crate::error::ApiError;
+    use crate::upstream::UpstreamFailure;
+    let err = match error {
+        Some(e) => match e.downcast_ref::<UpstreamFailure>() {
+            Some(f) if f.is_timeout() => ApiError::upstream_timeout(f.message()),
+            Some(f) => ApiError::bad_gateway(f.message()),
+            None => ApiError::internal(format!("The stream failed: {e}")),
+        },
+        None => ApiError::internal("The stream failed."),
+    };
+    data(&err.to_bytes())
+}
+
+impl crate::body::OnEnd for SseEnding {
+    const APPENDS: bool = true;
+
+    fn on_data(&mut self, data: &Bytes) {
+        self.scanner.feed(data);
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.ended
+    fn on_end(self, end: &crate::body::End<'_>) -> Option<Bytes> {
+        use crate::body::EndKind;
+        let s = &self.scanner;
+        let closed = s.saw_done() || s.saw_error();
+        let event = match end.kind {
+            EndKind::Dropped => return None,
+            // Already ended for the client: nothing to add (a failure after it is not passed on).
+            _ if closed => return Some(Bytes::new()),
+            EndKind::Complete => Bytes::from_static(DONE),
+            EndKind::Failed => error_event(end.error),
+        };
+        let mut b = BytesMut::with_capacity(event.len() + 2);
+        b.put_slice(s.terminator());
+        b.put_slice(&event);
+        Some(b.freeze())
     }
 }
 
@@ -380,11 +365,13 @@ mod ending_tests {
         }
     }
 
-    fn body(parts: Vec<Result<&'static [u8], &'static str>>) -> SseEnding<Script> {
-        SseEnding::new(Script(parts.into()))
+    fn body(
+        parts: Vec<Result<&'static [u8], &'static str>>,
+    ) -> crate::body::OnEndBody<Script, SseEnding> {
+        ending(Script(parts.into()))
     }
 
-    async fn text(b: SseEnding<Script>) -> String {
+    async fn text(b: crate::body::OnEndBody<Script, SseEnding>) -> String {
         let bytes = b.collect().await.expect("no error left").to_bytes();
         String::from_utf8(bytes.to_vec()).expect("utf-8")
     }

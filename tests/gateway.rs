@@ -6,14 +6,13 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use chatgate::EchoModel;
 use chatgate::gateway::Gateway;
 use chatgate::route::ModelRouter;
 use chatgate::validate::ValidateConfig;
+use chatgate::{EchoModel, ValidatedRequest};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
-use tower::ServiceExt;
 
 const HI: &str = r#"{"model":"echo","messages":[{"role":"user","content":"hi"}]}"#;
 
@@ -44,35 +43,11 @@ async fn models_health_and_unknown_paths() {
     assert_eq!(&body[..], br#"{"detail":"Not Found"}"#);
 }
 
-#[tokio::test]
-async fn router_without_validate_layer_names_the_missing_layer() {
-    let router = ModelRouter::builder()
-        .service("echo", EchoModel::new())
-        .build();
-    let res = router
-        .oneshot(
-            Request::post("/")
-                .body(Full::new(Bytes::from_static(HI.as_bytes())))
-                .expect("req"),
-        )
-        .await
-        .expect("infallible");
-    assert_eq!(res.status(), 500);
-    let body = res.into_body().collect().await.expect("body").to_bytes();
-    let v: Value = serde_json::from_slice(&body).expect("json");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .expect("message")
-            .contains("ValidateLayer")
-    );
-}
-
 /// A model whose streamed body is fed by the test, to hold a response in flight.
 fn held_model(
     rx: tokio::sync::mpsc::Receiver<Bytes>,
 ) -> impl tower::Service<
-    Request<Full<Bytes>>,
+    Request<ValidatedRequest>,
     Response = Response<support::ChannelBody>,
     Error = Infallible,
     Future = std::future::Ready<Result<Response<support::ChannelBody>, Infallible>>,
@@ -81,7 +56,7 @@ fn held_model(
 + Sync
 + 'static {
     let slot = Arc::new(Mutex::new(Some(rx)));
-    tower::service_fn(move |_req: Request<Full<Bytes>>| {
+    tower::service_fn(move |_req: Request<ValidatedRequest>| {
         let rx = slot.lock().expect("lock").take().expect("one request");
         std::future::ready(Ok(Response::new(support::ChannelBody::from_receiver(rx))))
     })
@@ -203,7 +178,7 @@ async fn reload_switches_models_for_new_requests() {
 
 #[tokio::test]
 async fn a_panicking_route_answers_500_in_the_envelope() {
-    let panicking = tower::service_fn(|_req: Request<Full<Bytes>>| async move {
+    let panicking = tower::service_fn(|_req: Request<ValidatedRequest>| async move {
         if true {
             panic!("bug in a route");
         }
@@ -257,7 +232,7 @@ async fn a_body_that_does_not_arrive_in_time_is_408() {
 
 #[tokio::test]
 async fn in_process_event_streams_get_done_appended() {
-    let sse = tower::service_fn(|_req: Request<Full<Bytes>>| async move {
+    let sse = tower::service_fn(|_req: Request<ValidatedRequest>| async move {
         let mut res = Response::new(Full::new(Bytes::from_static(b"data: {\"x\":1}\n\n")));
         res.headers_mut().insert(
             "content-type",

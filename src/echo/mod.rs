@@ -25,8 +25,9 @@
 //!   `"choices":[]` and the usage (all other chunks carry `"usage":null`); then `data: [DONE]`.
 //!   Chunks are produced one at a time as the client reads them.
 //!
-//! The model reads the [`ValidatedRequest`] that [`ValidateLayer`](crate::ValidateLayer) puts in
-//! the extensions; without it, it answers 500 naming the missing layer.
+//! The model is a `Service<Request<ValidatedRequest>>`: it reads the typed request that
+//! [`ValidateLayer`](crate::ValidateLayer) makes the request's body, so it cannot be mounted
+//! without validation in front of it.
 //!
 //! # Example
 //!
@@ -477,7 +478,7 @@ impl Body for EchoBody {
     }
 }
 
-impl<B> tower::Service<Request<B>> for EchoModel {
+impl tower::Service<Request<ValidatedRequest>> for EchoModel {
     type Response = Response<EchoBody>;
     type Error = Infallible;
     type Future = Ready<Result<Response<EchoBody>, Infallible>>;
@@ -486,14 +487,8 @@ impl<B> tower::Service<Request<B>> for EchoModel {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let Some(validated) = req.extensions().get::<ValidatedRequest>() else {
-            let res = ApiError::internal(
-                "EchoModel needs ValidateLayer in front of it: the request carries no ValidatedRequest.",
-            );
-            return ready(Ok(error_response(res)));
-        };
-        let request = validated.request();
+    fn call(&mut self, req: Request<ValidatedRequest>) -> Self::Future {
+        let request = req.body().request();
         if request.choices() > MAX_CHOICES {
             // Faithful validation accepts any `n`; the model itself bounds the work it does.
             let res = ApiError::invalid_request(
@@ -564,9 +559,10 @@ mod tests {
 
     async fn answer(body: Value) -> (StatusCode, Bytes) {
         let v = validate(Bytes::from(body.to_string()), &ValidateConfig::default()).expect("valid");
-        let mut req = Request::new(());
-        req.extensions_mut().insert(v);
-        let res = EchoModel::new().oneshot(req).await.expect("infallible");
+        let res = EchoModel::new()
+            .oneshot(Request::new(v))
+            .await
+            .expect("infallible");
         let status = res.status();
         (
             status,
@@ -664,22 +660,5 @@ mod tests {
         assert_eq!(status, 400);
         let r = json_answer(json!({"model":"e","messages":msgs("hi"),"n":128})).await;
         assert_eq!(r["choices"].as_array().expect("choices").len(), 128);
-    }
-
-    #[tokio::test]
-    async fn without_validate_layer_it_names_the_missing_layer() {
-        let res = EchoModel::new()
-            .oneshot(Request::new(()))
-            .await
-            .expect("infallible");
-        assert_eq!(res.status(), 500);
-        let body = res.into_body().collect().await.expect("body").to_bytes();
-        let v: Value = serde_json::from_slice(&body).expect("json");
-        assert!(
-            v["error"]["message"]
-                .as_str()
-                .expect("msg")
-                .contains("ValidateLayer")
-        );
     }
 }

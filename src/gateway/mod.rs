@@ -1,30 +1,51 @@
-//! The whole gateway as one service: the chat-completions paths through the layer stack, plus
-//! `GET /v1/models` and `GET /healthz` — what the bundled proxy serves.
+//! The whole gateway as one service: the chat-completions paths through a layer stack you
+//! assemble, plus `GET /v1/models`, `GET /v1/models/{id}` and `GET /healthz` — what the bundled
+//! proxy serves.
 //!
 //! ```text
-//!   request ─▶ paths ─┬─ POST …/chat/completions ─▶ ValidateLayer ─▶ ModelRouter ─▶ route
-//!                     ├─ GET /v1/models            (configured models, OpenAI list format)
+//!   request ─▶ paths ─┬─ POST …/chat/completions ─▶ the chat stack (e.g. ValidateLayer ─▶ ModelRouter)
+//!                     ├─ GET /v1/models, /v1/models/{id}   (OpenAI list / model format)
 //!                     ├─ GET /healthz
 //!                     └─ anything else ─▶ 404 {"detail":"Not Found"}
 //! ```
 //!
-//! The stack can be replaced while serving ([`Gateway::reload`]): requests already in flight
-//! finish on the stack they started with.
+//! # Assembling the stack
+//!
+//! The chat stack is any `Service<Request<B>>` with `Error = Infallible`: usually a
+//! [`ServiceBuilder`](tower::ServiceBuilder) of the crate's layers (and yours) around a
+//! [`ModelRouter`]. [`Gateway::with_stack`] takes it; [`Gateway::new`] is the default stack
+//! (`ValidateLayer` around a `ModelRouter`). The gateway makes the stack ready (`poll_ready`)
+//! before every call, so readiness-based layers such as `tower::limit::ConcurrencyLimit` work.
+//!
+//! # Reloading, and state that must outlive it
+//!
+//! [`Gateway::reload_stack`] (or [`Gateway::reload`] for the default stack) swaps the whole stack
+//! for new requests with one atomic store; requests in flight finish on the stack they started
+//! with. A reload builds a **new stack from configuration**, so anything that must survive it —
+//! limiter counters, usage sinks, key caches, connection pools to Redis or PostgreSQL — is not
+//! owned by the stack: it lives in shared handles (`Arc`s) made once at start, and each new stack
+//! is built around the same handles. The routing table (the [`ModelRouter`]) is the part that a
+//! reload replaces; a layer's configuration may change with it, its counters do not.
 //!
 //! # Example
 //!
 //! ```
 //! use chatgate::gateway::Gateway;
-//! use chatgate::{route::ModelRouter, validate::ValidateConfig, EchoModel};
+//! use chatgate::{route::ModelRouter, EchoModel, ValidateLayer};
+//! use tower::ServiceBuilder;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> std::io::Result<()> {
 //! let router = ModelRouter::builder().service("echo", EchoModel::new()).build();
-//! let gateway = Gateway::new(router, ValidateConfig::default());
+//! let models = router.models().to_vec();
+//! let chat = ServiceBuilder::new()
+//!     .concurrency_limit(1024)            // any tower layer
+//!     .layer(ValidateLayer::new())
+//!     .service(router);
+//! let gateway = Gateway::with_stack(chat, models);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! let addr = listener.local_addr()?;
 //! let server = tokio::spawn(chatgate::gateway::serve(listener, gateway, std::future::pending()));
-//! # let _ = addr; server.abort();
+//! # server.abort();
 //! # Ok(())
 //! # }
 //! ```
@@ -43,13 +64,14 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tower::Service;
+use tower::util::Oneshot;
 
 pub use serve::{ServeConfig, serve, serve_with};
 
-use crate::body::ResponseBody;
-use crate::route::{BoxBody, ModelRouter};
+use crate::body::{ResponseBody, full_into_bytes};
+use crate::error::{ApiError, json_response};
+use crate::route::ModelRouter;
 use crate::validate::{Validate, ValidateConfig};
-use crate::{BoxError, error::json_response};
 
 /// The paths the chat-completions endpoint is mounted at.
 pub const CHAT_PATHS: [&str; 2] = [
@@ -57,57 +79,88 @@ pub const CHAT_PATHS: [&str; 2] = [
     "/api/v1/compatibility/openai/v1/chat/completions",
 ];
 
+/// The default chat stack: validation in front of the router.
+pub type DefaultStack = Validate<ModelRouter>;
+
 /// One immutable version of the stack.
 #[derive(Debug)]
-struct Stack {
-    chat: Validate<ModelRouter>,
+struct Stack<S> {
+    chat: S,
+    models: Arc<[String]>,
     models_json: Bytes,
 }
 
-impl Stack {
-    fn new(router: ModelRouter, validate: ValidateConfig) -> Self {
-        let data: Vec<serde_json::Value> = router
-            .models()
-            .iter()
-            .map(|m| serde_json::json!({"id": m, "object": "model", "created": 0, "owned_by": "chatgate"}))
-            .collect();
+impl<S> Stack<S> {
+    fn new(chat: S, models: Vec<String>) -> Self {
+        let data: Vec<serde_json::Value> = models.iter().map(|m| model_object(m)).collect();
         let models_json = Bytes::from(
             serde_json::to_vec(&serde_json::json!({"object": "list", "data": data}))
                 .unwrap_or_default(),
         );
         Self {
-            chat: Validate::new(router, validate),
+            chat,
+            models: models.into(),
             models_json,
         }
     }
 }
 
-/// The gateway service. Cheap to clone; clones share the (reloadable) stack.
-#[derive(Clone, Debug)]
-pub struct Gateway {
-    stack: Arc<ArcSwap<Stack>>,
+fn model_object(id: &str) -> serde_json::Value {
+    serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "chatgate"})
 }
 
-impl Gateway {
-    /// A gateway routing with `router` and validating with `validate`.
-    pub fn new(router: ModelRouter, validate: ValidateConfig) -> Self {
+/// The gateway service. Cheap to clone; clones share the (reloadable) stack.
+#[derive(Debug)]
+pub struct Gateway<S = DefaultStack> {
+    stack: Arc<ArcSwap<Stack<S>>>,
+}
+
+impl<S> Clone for Gateway<S> {
+    fn clone(&self) -> Self {
         Self {
-            stack: Arc::new(ArcSwap::from_pointee(Stack::new(router, validate))),
+            stack: Arc::clone(&self.stack),
+        }
+    }
+}
+
+impl Gateway<DefaultStack> {
+    /// The default stack: `ValidateLayer` (with `validate`) around `router`.
+    pub fn new(router: ModelRouter, validate: ValidateConfig) -> Self {
+        let models = router.models().to_vec();
+        Self::with_stack(Validate::new(router, validate), models)
+    }
+
+    /// Replaces the default stack for new requests; requests in flight finish on the old one.
+    pub fn reload(&self, router: ModelRouter, validate: ValidateConfig) {
+        let models = router.models().to_vec();
+        self.reload_stack(Validate::new(router, validate), models);
+    }
+}
+
+impl<S> Gateway<S> {
+    /// A gateway serving `chat` at the chat-completions paths; `models` are listed at
+    /// `/v1/models`.
+    pub fn with_stack(chat: S, models: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        let models = models.into_iter().map(Into::into).collect();
+        Self {
+            stack: Arc::new(ArcSwap::from_pointee(Stack::new(chat, models))),
         }
     }
 
-    /// Replaces the stack for new requests; requests in flight finish on the old one.
-    pub fn reload(&self, router: ModelRouter, validate: ValidateConfig) {
-        self.stack.store(Arc::new(Stack::new(router, validate)));
+    /// Replaces the stack for new requests; requests in flight finish on the old one. See
+    /// the [module docs](self) for the state that must outlive a reload.
+    pub fn reload_stack(&self, chat: S, models: impl IntoIterator<Item = impl Into<String>>) {
+        let models = models.into_iter().map(Into::into).collect();
+        self.stack.store(Arc::new(Stack::new(chat, models)));
     }
 
-    /// The configured model names.
+    /// The listed model names.
     pub fn models(&self) -> Vec<String> {
-        self.stack.load().chat.get_ref().models().to_vec()
+        self.stack.load().models.to_vec()
     }
 }
 
-fn plain(status: StatusCode, body: &'static [u8]) -> Response<ResponseBody<BoxBody>> {
+fn plain<B>(status: StatusCode, body: &'static [u8]) -> Response<ResponseBody<B>> {
     let mut res = Response::new(ResponseBody::full(Bytes::from_static(body)));
     *res.status_mut() = status;
     res.headers_mut().insert(
@@ -117,67 +170,92 @@ fn plain(status: StatusCode, body: &'static [u8]) -> Response<ResponseBody<BoxBo
     res
 }
 
+fn full<B>(res: Response<http_body_util::Full<Bytes>>) -> Response<ResponseBody<B>> {
+    res.map(|b| ResponseBody::full(full_into_bytes(b)))
+}
+
+/// `%XX` sequences decoded (model ids such as `org/name` may arrive as `org%2Fname`).
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 pin_project! {
     /// Response future of [`Gateway`].
-    pub struct ResponseFuture<B>
+    pub struct ResponseFuture<S, B>
     where
-        B: Body,
-        B::Error: Into<BoxError>,
+        S: Service<Request<B>>,
     {
         #[pin]
-        kind: Kind<B>,
+        kind: Kind<S, B>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<B>
+    enum Kind<S, B>
     where
-        B: Body,
-        B::Error: Into<BoxError>,
+        S: Service<Request<B>>,
     {
-        Chat { #[pin] future: crate::validate::ResponseFuture<ModelRouter, B> },
-        Ready { response: Option<Response<ResponseBody<BoxBody>>> },
+        Chat { #[pin] future: Oneshot<S, Request<B>> },
+        Ready { response: Option<Response<ResponseBody<Never>>> },
     }
 }
 
-impl<B> std::fmt::Debug for ResponseFuture<B>
+/// The body type of the gateway's own responses before they take the stack's body type.
+type Never = http_body_util::Empty<Bytes>;
+
+impl<S, B> std::fmt::Debug for ResponseFuture<S, B>
 where
-    B: Body,
-    B::Error: Into<BoxError>,
+    S: Service<Request<B>>,
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 
-impl<B> Future for ResponseFuture<B>
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
 where
-    B: Body,
-    B::Error: Into<BoxError>,
+    S: Service<Request<B>, Response = Response<ResBody>, Error = Infallible>,
 {
-    type Output = Result<Response<ResponseBody<BoxBody>>, Infallible>;
+    type Output = Result<Response<ResponseBody<ResBody>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Chat { future } => future.poll(cx),
+            KindProj::Chat { future } => future
+                .poll(cx)
+                .map(|r| r.map(|res| res.map(ResponseBody::inner))),
             KindProj::Ready { response } => {
-                Poll::Ready(Ok(response.take().expect("future polled after completion")))
+                let res = response.take().expect("future polled after completion");
+                Poll::Ready(Ok(res.map(ResponseBody::retype)))
             }
         }
     }
 }
 
-impl<B> Service<Request<B>> for Gateway
+impl<S, B, ResBody> Service<Request<B>> for Gateway<S>
 where
+    S: Service<Request<B>, Response = Response<ResBody>, Error = Infallible> + Clone,
     B: Body,
-    B::Error: Into<BoxError>,
 {
-    type Response = Response<ResponseBody<BoxBody>>;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = Infallible;
-    type Future = ResponseFuture<B>;
+    type Future = ResponseFuture<S, B>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The stack is made ready per request (it may be swapped by a reload in between).
         Poll::Ready(Ok(()))
     }
 
@@ -189,27 +267,37 @@ where
             },
         };
         if CHAT_PATHS.contains(&path) {
-            let mut chat = self.stack.load().chat.clone();
+            let chat = self.stack.load().chat.clone();
+            // `Oneshot` waits for `poll_ready` before `call` (tower's contract).
             return ResponseFuture {
                 kind: Kind::Chat {
-                    future: chat.call(req),
+                    future: Oneshot::new(chat, req),
                 },
             };
         }
         let get = req.method() == Method::GET || req.method() == Method::HEAD;
+        if let Some(id) = path.strip_prefix("/v1/models/") {
+            if !get {
+                return ready(full(crate::error::method_not_allowed("GET, HEAD")));
+            }
+            let stack = self.stack.load();
+            let id = percent_decode(id).unwrap_or_default();
+            let res = match stack.models.iter().find(|m| **m == id) {
+                Some(m) => json_response(StatusCode::OK, Bytes::from(model_object(m).to_string())),
+                None => ApiError::model_not_found(&id).into_response(),
+            };
+            return ready(full(res));
+        }
         match path {
             "/v1/models" if get => {
                 let stack = self.stack.load();
-                ready(
-                    json_response(StatusCode::OK, stack.models_json.clone())
-                        .map(|b| ResponseBody::full(crate::body::full_into_bytes(b))),
-                )
+                ready(full(json_response(
+                    StatusCode::OK,
+                    stack.models_json.clone(),
+                )))
             }
             "/healthz" if get => ready(plain(StatusCode::OK, br#"{"status":"ok"}"#)),
-            "/v1/models" | "/healthz" => ready(
-                crate::error::method_not_allowed("GET, HEAD")
-                    .map(|b| ResponseBody::full(crate::body::full_into_bytes(b))),
-            ),
+            "/v1/models" | "/healthz" => ready(full(crate::error::method_not_allowed("GET, HEAD"))),
             _ => ready(plain(StatusCode::NOT_FOUND, br#"{"detail":"Not Found"}"#)),
         }
     }

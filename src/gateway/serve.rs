@@ -1,20 +1,32 @@
 //! Serving a [`Gateway`] over TCP with hyper: HTTP/1.1 and HTTP/2 (cleartext, prior knowledge),
 //! header-size and header-time caps, a panic in a request's handling answered as a 500 in the
 //! OpenAI envelope (tower-http's `CatchPanic`), and a graceful shutdown with a bound.
+//!
+//! Around the gateway, per connection: [`SetRequestId`](crate::request_id::SetRequestId)
+//! (outermost, so every response carries `x-request-id`, a panic's 500 too), then the
+//! connection's [`PeerAddr`] into the request extensions, then `CatchPanic`.
 
 use std::future::Future;
 use std::io;
 use std::time::Duration;
 
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tower::Layer;
+use tower::{Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use super::Gateway;
+use crate::BoxError;
+use crate::request_id::{PeerAddr, RequestIdLayer};
 
 /// Server settings.
 #[derive(Clone, Debug)]
@@ -48,11 +60,21 @@ fn panic_response(
 ///
 /// # Errors
 /// Never returns an error today; accept failures are retried.
-pub async fn serve(
+pub async fn serve<S, ResBody>(
     listener: TcpListener,
-    gateway: Gateway,
+    gateway: Gateway<S>,
     shutdown: impl Future<Output = ()>,
-) -> io::Result<()> {
+) -> io::Result<()>
+where
+    S: Service<Request<Incoming>, Response = Response<ResBody>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
     serve_with(listener, gateway, shutdown, ServeConfig::default()).await
 }
 
@@ -60,12 +82,22 @@ pub async fn serve(
 ///
 /// # Errors
 /// Never returns an error today; accept failures are retried.
-pub async fn serve_with(
+pub async fn serve_with<S, ResBody>(
     listener: TcpListener,
-    gateway: Gateway,
+    gateway: Gateway<S>,
     shutdown: impl Future<Output = ()>,
     config: ServeConfig,
-) -> io::Result<()> {
+) -> io::Result<()>
+where
+    S: Service<Request<Incoming>, Response = Response<ResBody>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -79,7 +111,7 @@ pub async fn serve_with(
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(_) => {
@@ -93,9 +125,15 @@ pub async fn serve_with(
         let _ = stream.set_nodelay(true);
         // A bug that panics while handling a request answers 500 in the contract's envelope
         // instead of resetting the connection.
-        let service = TowerToHyperService::new(
-            CatchPanicLayer::custom(panic_response).layer(gateway.clone()),
-        );
+        let service = ServiceBuilder::new()
+            .layer(RequestIdLayer::new())
+            .map_request(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(PeerAddr(peer));
+                req
+            })
+            .layer(CatchPanicLayer::custom(panic_response))
+            .service(gateway.clone());
+        let service = TowerToHyperService::new(service);
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();

@@ -1,7 +1,6 @@
 //! Upstream routes: replicas, least-outstanding balancing, passive and active health, retries.
 
 use std::cell::Cell;
-use std::convert::Infallible;
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::pin::Pin;
@@ -11,9 +10,8 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Response;
 use http::request::Parts;
-use http_body::{Body, Frame, SizeHint};
+use http::{Request, Response};
 use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
@@ -21,8 +19,10 @@ use tokio::time::Instant;
 use super::config::{HealthCheck, RouteConfig};
 use super::error::BuildError;
 use super::{BoxBody, RoutedModel};
-use crate::BoxError;
-use crate::upstream::{self, Outcome, Upstream, UpstreamBody, UpstreamFailure};
+use crate::body::{End, EndKind, OnEnd, OnEndBody};
+use crate::sse::SseEnding;
+use crate::upstream::{self, Upstream, UpstreamFailure};
+use crate::validate::ValidatedRequest;
 
 /// One upstream replica and its counters.
 #[derive(Debug)]
@@ -198,16 +198,19 @@ impl Pool {
         }
     }
 
-    /// Starts sending `parts`/`body` to replica `first`.
-    pub(crate) fn start(self: &Arc<Self>, first: usize, parts: Parts, body: Bytes) -> Attempts {
+    /// Starts sending the request to replica `first`.
+    pub(crate) fn start(
+        self: &Arc<Self>,
+        first: usize,
+        req: Request<ValidatedRequest>,
+    ) -> Attempts {
         let guard = InFlight::new(Arc::clone(self), first);
-        let call =
-            self.replicas[first]
-                .upstream
-                .send(&parts.headers, &parts.extensions, body.clone());
+        let (parts, body) = req.into_parts();
+        let call = self.replicas[first]
+            .upstream
+            .send(&parts.headers, &parts.extensions, &body);
         Attempts {
-            parts,
-            body,
+            request: Some((parts, body)),
             tried: 0,
             attempt: 1,
             guard: Some(guard),
@@ -261,18 +264,24 @@ impl Drop for InFlight {
 pin_project! {
     /// Sends a request to a pool's replicas until one answers or the attempts run out.
     pub(crate) struct Attempts {
-        parts: Parts,
-        body: Bytes,
+        request: Option<(Parts, ValidatedRequest)>,
         tried: u64,
         attempt: u32,
         guard: Option<InFlight>,
         #[pin]
-        call: upstream::ResponseFuture,
+        call: upstream::SendFuture,
     }
 }
 
+/// Every attempt failed before anything reached the client: the last answer, and the request
+/// (for a fallback route).
+pub(crate) struct Exhausted {
+    pub(crate) response: Response<BoxBody>,
+    pub(crate) request: Request<ValidatedRequest>,
+}
+
 impl Future for Attempts {
-    type Output = Result<Response<BoxBody>, Infallible>;
+    type Output = Result<Response<BoxBody>, Exhausted>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -282,7 +291,7 @@ impl Future for Attempts {
                 Err(never) => match never {},
             };
             let guard = this.guard.take().expect("future polled after completion");
-            let (pool, index) = (&guard.pool, guard.index);
+            let (pool, index) = (Arc::clone(&guard.pool), guard.index);
             let failure = res.extensions().get::<UpstreamFailure>();
             let server_error = res.status().is_server_error();
             let retryable = match failure {
@@ -303,72 +312,61 @@ impl Future for Attempts {
                 && let Some(next) = pool.pick(*this.tried)
             {
                 *this.attempt += 1;
-                let call = pool.replicas[next].upstream.send(
-                    &this.parts.headers,
-                    &this.parts.extensions,
-                    this.body.clone(),
-                );
-                *this.guard = Some(InFlight::new(Arc::clone(pool), next));
+                let (parts, body) = this.request.as_ref().expect("request kept for retries");
+                let call =
+                    pool.replicas[next]
+                        .upstream
+                        .send(&parts.headers, &parts.extensions, body);
+                *this.guard = Some(InFlight::new(Arc::clone(&pool), next));
                 drop(guard);
                 this.call.set(call);
                 continue;
             }
             let routed = pool.name.clone();
+            let sse = res.body().is_event_stream();
+            let health = Health {
+                guard,
+                report: !failed,
+            };
+            // Health first: it must see a failure before the stream ending turns it into an
+            // error event.
             let mut res = res.map(|inner| {
-                GuardedBody {
-                    inner,
-                    guard: Some(guard),
-                    report: !failed,
-                }
-                .boxed_unsync()
+                OnEndBody::new(inner, (health, sse.then(SseEnding::new))).boxed_unsync()
             });
             res.extensions_mut().insert(routed);
+            if retryable && !pool.fallback.is_empty() {
+                let (parts, body) = this.request.take().expect("future polled after completion");
+                return Poll::Ready(Err(Exhausted {
+                    response: res,
+                    request: Request::from_parts(parts, body),
+                }));
+            }
             return Poll::Ready(Ok(res));
         }
     }
 }
 
-pin_project! {
-    /// An upstream body that keeps its request outstanding until it ends or is dropped, and
-    /// (when `report`) tells passive health how it ended. A body dropped before its end (the
-    /// client went away) reports nothing.
-    struct GuardedBody {
-        #[pin]
-        inner: UpstreamBody,
-        guard: Option<InFlight>,
-        report: bool,
-    }
+/// Passive health accounting for one response, on the end-of-response hook: the request stays
+/// outstanding until its body ends or is dropped; when `report`, a clean end counts as a success
+/// and a failed stream as a failure. A body dropped before its end (the client went away)
+/// reports nothing.
+struct Health {
+    guard: InFlight,
+    report: bool,
 }
 
-impl Body for GuardedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
-        let frame = ready!(this.inner.as_mut().poll_frame(cx));
-        let ended = frame.as_ref().is_none_or(|f| f.is_err()) || this.inner.is_end_stream();
-        if ended && let Some(g) = this.guard.take() {
-            // Dropping `g` settles the outstanding count.
-            if *this.report {
-                match this.inner.outcome() {
-                    Some(Outcome::Failed) => g.pool.record_failure(g.index),
-                    _ => g.pool.record_success(g.index),
-                }
+impl OnEnd for Health {
+    fn on_end(self, end: &End<'_>) -> Option<Bytes> {
+        let g = &self.guard;
+        if self.report {
+            match end.kind {
+                EndKind::Complete => g.pool.record_success(g.index),
+                EndKind::Failed => g.pool.record_failure(g.index),
+                EndKind::Dropped => {}
             }
         }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        // Dropping the guard settles the outstanding count.
+        None
     }
 }
 

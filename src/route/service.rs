@@ -8,27 +8,29 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
 use tower::util::{BoxCloneSyncService, Oneshot};
 use tower::{Service, ServiceExt};
 
 use super::config::RouteConfig;
 use super::error::BuildError;
-use super::pool::{Attempts, Pool, spawn_health_check};
+use super::pool::{Attempts, Exhausted, Pool, spawn_health_check};
 use super::{BoxBody, RoutedModel};
 use crate::BoxError;
-use crate::body::full_into_bytes;
 use crate::error::ApiError;
 use crate::validate::ValidatedRequest;
 
 /// A route's service, type-erased.
-pub type RouteService = BoxCloneSyncService<Request<Full<Bytes>>, Response<BoxBody>, Infallible>;
+pub type RouteService =
+    BoxCloneSyncService<Request<ValidatedRequest>, Response<BoxBody>, Infallible>;
+
+type Routes = HashMap<String, Entry>;
 
 /// Sends a validated request to the route of its `model`. See the [module docs](crate::route).
 #[derive(Clone)]
 pub struct ModelRouter {
-    routes: Arc<HashMap<String, Entry>>,
+    routes: Arc<Routes>,
     names: Arc<[String]>,
 }
 
@@ -75,9 +77,13 @@ impl std::fmt::Debug for ModelRouterBuilder {
 impl ModelRouterBuilder {
     /// Routes `model` to `service`; its failures must already be responses (`Error = Infallible`).
     /// A later registration of the same name replaces the earlier.
+    ///
+    /// The service gets the validated request as its body (`Request<ValidatedRequest>`);
+    /// [`ValidatedRequest`] is also an `http_body::Body` of the bytes to forward, so a service
+    /// written for any body type fits.
     pub fn service<S, B>(mut self, model: impl Into<String>, service: S) -> Self
     where
-        S: Service<Request<Full<Bytes>>, Response = Response<B>, Error = Infallible>
+        S: Service<Request<ValidatedRequest>, Response = Response<B>, Error = Infallible>
             + Clone
             + Send
             + Sync
@@ -95,7 +101,7 @@ impl ModelRouterBuilder {
             res.map(|b| {
                 let b = b.map_err(Into::<BoxError>::into);
                 if sse {
-                    crate::sse::SseEnding::new(b).boxed_unsync()
+                    crate::sse::ending(b).boxed_unsync()
                 } else {
                     b.boxed_unsync()
                 }
@@ -216,13 +222,38 @@ impl ModelRouter {
         if let Some(i) = pool.pick(0) {
             return Some(Target::Pool(pool, i));
         }
-        pool.fallback.iter().find_map(|fb| {
-            let e = self.routes.get(fb)?;
-            match &e.route {
-                Route::Service(s) => Some(Target::Service(s, &e.name)),
-                Route::Pool(p) => p.pick(0).map(|i| Target::Pool(p, i)),
+        fallback_target(&self.routes, pool)
+    }
+}
+
+/// The first fallback of `pool` that can take a request now.
+fn fallback_target<'a>(routes: &'a Routes, pool: &Pool) -> Option<Target<'a>> {
+    pool.fallback.iter().find_map(|fb| {
+        let e = routes.get(fb)?;
+        match &e.route {
+            Route::Service(s) => Some(Target::Service(s, &e.name)),
+            Route::Pool(p) => p.pick(0).map(|i| Target::Pool(p, i)),
+        }
+    })
+}
+
+/// Calls `target` with `req` (the routed name goes in the request and response extensions).
+fn call_target(target: Target<'_>, mut req: Request<ValidatedRequest>) -> Kind {
+    match target {
+        Target::Service(service, name) => {
+            req.extensions_mut().insert(name.clone());
+            Kind::Routed {
+                call: service.clone().oneshot(req),
+                routed: Some(name.clone()),
             }
-        })
+        }
+        Target::Pool(pool, index) => {
+            req.extensions_mut().insert(pool.name.clone());
+            Kind::Upstream {
+                call: pool.start(index, req),
+                fallback: None,
+            }
+        }
     }
 }
 
@@ -237,8 +268,10 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind {
-        Routed { #[pin] call: Oneshot<RouteService, Request<Full<Bytes>>>, routed: Option<RoutedModel> },
-        Upstream { #[pin] call: Attempts },
+        Routed { #[pin] call: Oneshot<RouteService, Request<ValidatedRequest>>, routed: Option<RoutedModel> },
+        // `fallback`: the routing table and the pool whose fallbacks serve the request if every
+        // attempt fails (taken once: fallbacks are not chained).
+        Upstream { #[pin] call: Attempts, fallback: Option<(Arc<Routes>, Arc<Pool>)> },
         Early { response: Option<Response<BoxBody>> },
     }
 }
@@ -253,18 +286,38 @@ impl Future for ResponseFuture {
     type Output = Result<Response<BoxBody>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Routed { call, routed } => {
-                let mut res = ready!(call.poll(cx))?;
-                if let Some(routed) = routed.take() {
-                    res.extensions_mut().insert(routed);
+        let mut kind = self.project().kind;
+        loop {
+            let next = match kind.as_mut().project() {
+                KindProj::Routed { call, routed } => {
+                    let mut res = ready!(call.poll(cx))?;
+                    if let Some(routed) = routed.take() {
+                        res.extensions_mut().insert(routed);
+                    }
+                    return Poll::Ready(Ok(res));
                 }
-                Poll::Ready(Ok(res))
-            }
-            KindProj::Upstream { call } => call.poll(cx),
-            KindProj::Early { response } => {
-                Poll::Ready(Ok(response.take().expect("future polled after completion")))
-            }
+                KindProj::Upstream { call, fallback } => match ready!(call.poll(cx)) {
+                    Ok(res) => return Poll::Ready(Ok(res)),
+                    Err(Exhausted { response, request }) => {
+                        let Some((routes, pool)) = fallback.take() else {
+                            return Poll::Ready(Ok(response));
+                        };
+                        let Some(target) = fallback_target(&routes, &pool) else {
+                            return Poll::Ready(Ok(response));
+                        };
+                        // Nothing was sent to the client: the failure is dropped, and the
+                        // fallback serves the request.
+                        drop(response);
+                        call_target(target, request)
+                    }
+                },
+                KindProj::Early { response } => {
+                    return Poll::Ready(Ok(response
+                        .take()
+                        .expect("future polled after completion")));
+                }
+            };
+            kind.set(next);
         }
     }
 }
@@ -280,7 +333,7 @@ fn early(e: ApiError) -> ResponseFuture {
     }
 }
 
-impl Service<Request<Full<Bytes>>> for ModelRouter {
+impl Service<Request<ValidatedRequest>> for ModelRouter {
     type Response = Response<BoxBody>;
     type Error = Infallible;
     type Future = ResponseFuture;
@@ -290,40 +343,21 @@ impl Service<Request<Full<Bytes>>> for ModelRouter {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<Full<Bytes>>) -> ResponseFuture {
-        let Some(validated) = req.extensions().get::<ValidatedRequest>() else {
-            return early(ApiError::internal(
-                "ModelRouter needs ValidateLayer in front of it: the request carries no ValidatedRequest.",
-            ));
-        };
-        let model = validated.request().model.as_str();
+    fn call(&mut self, req: Request<ValidatedRequest>) -> ResponseFuture {
+        let model = req.body().request().model.as_str();
         let Some(entry) = self.routes.get(model) else {
             return early(ApiError::model_not_found(model));
         };
-        match self.target(entry) {
-            None => early(ApiError::model_not_ready(model)),
-            Some(Target::Service(service, name)) => {
-                req.extensions_mut().insert(name.clone());
-                ResponseFuture {
-                    kind: Kind::Routed {
-                        call: service.clone().oneshot(req),
-                        routed: Some(name.clone()),
-                    },
-                }
-            }
-            Some(Target::Pool(pool, index)) => {
-                req.extensions_mut().insert(pool.name.clone());
-                let (parts, body) = req.into_parts();
-                let body = match parts.extensions.get::<ValidatedRequest>() {
-                    Some(v) => v.body().clone(),
-                    None => full_into_bytes(body),
-                };
-                ResponseFuture {
-                    kind: Kind::Upstream {
-                        call: pool.start(index, parts, body),
-                    },
-                }
-            }
+        let Some(target) = self.target(entry) else {
+            return early(ApiError::model_not_ready(model));
+        };
+        let mut kind = call_target(target, req);
+        // A pool answered at arrival keeps its fallbacks for when every attempt fails.
+        if let (Kind::Upstream { fallback, .. }, Route::Pool(pool)) = (&mut kind, &entry.route)
+            && !pool.fallback.is_empty()
+        {
+            *fallback = Some((Arc::clone(&self.routes), Arc::clone(pool)));
         }
+        ResponseFuture { kind }
     }
 }

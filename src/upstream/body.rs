@@ -10,8 +10,6 @@ use tokio::time::{Instant, Sleep};
 
 use super::error::{FailureKind, UpstreamFailure};
 use crate::BoxError;
-use crate::error::ApiError;
-use crate::sse::{self, EventScanner};
 
 /// Largest frame [`UpstreamBody`] builds by coalescing the upstream's frames.
 const MAX_COALESCED: usize = 64 * 1024;
@@ -30,11 +28,11 @@ pin_project! {
     /// soon as nothing more is ready. Each event therefore still reaches the client as soon as it
     /// arrives.
     ///
-    /// While streaming it enforces the idle and total timeouts. For `text/event-stream`
-    /// responses it also keeps the contract's stream ending (CONTRACT.md §5.2): a stream that
-    /// ends cleanly without `data: [DONE]` gets exactly one; a stream that fails (reset, garbage,
-    /// timeout) gets one final `data: {"error":{…}}` event in the OpenAI envelope and ends
-    /// without `[DONE]`. A failing non-SSE body ends with an [`UpstreamFailure`] error instead.
+    /// While streaming it enforces the idle and total timeouts; a failure (reset, garbage,
+    /// timeout) ends the body with an [`UpstreamFailure`] error, after the data that came before
+    /// it. The contract's stream ending (`[DONE]`, or a final error event) is not this body's
+    /// business: [`Upstream`](super::Upstream) wraps event streams in
+    /// [`SseEnding`](crate::sse::SseEnding), the end-of-response hook.
     ///
     /// Dropping the body drops the upstream response, which cancels the upstream request.
     #[derive(Debug)]
@@ -60,7 +58,7 @@ pin_project! {
             // The timer runs for the current wait (set when `inner` first returned `Pending`
             // after a frame), so a client that reads slowly does not count as an idle upstream.
             waiting: bool,
-            sse: Option<EventScanner>,
+            sse: bool,
             // Data taken from `inner` and not yet returned.
             held: Held,
             // A frame read ahead by `poll_prefetch`, returned first.
@@ -78,17 +76,10 @@ enum Tail {
     Open,
     /// A non-data frame (trailers) that came after held data: returned next.
     Trailers(Frame<Bytes>),
-    /// A non-SSE body failed after held data: the failure is returned next.
+    /// The body failed after held data: the failure is returned next.
     Failing(UpstreamFailure),
     /// Finished.
-    Ended(Outcome),
-}
-
-/// How a streamed body ended, for passive health checks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    Complete,
-    Failed,
+    Ended,
 }
 
 /// Data taken from the upstream and not yet returned: one frame as it came (no copy), or
@@ -127,14 +118,6 @@ impl Held {
         }
     }
 
-    fn push_slice(&mut self, data: &[u8]) {
-        if let Some(first) = self.one.take() {
-            self.many.reserve(first.len() + data.len());
-            self.many.extend_from_slice(&first);
-        }
-        self.many.extend_from_slice(data);
-    }
-
     fn take(&mut self) -> Bytes {
         self.quiet = 0;
         match self.one.take() {
@@ -166,7 +149,7 @@ impl UpstreamBody {
                 idle,
                 deadline,
                 waiting: false,
-                sse: sse.then(EventScanner::new),
+                sse,
                 held: Held::default(),
                 prefetched: None,
                 prefetch_polls: 0,
@@ -179,7 +162,7 @@ impl UpstreamBody {
     /// server can write it together with the response head: `Ready` once a frame is read ahead, the body has ended,
     /// or nothing is ready (never waiting for data; see [`UpstreamBody`]).
     pub(crate) fn poll_prefetch(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if !matches!(&self.kind, Kind::Stream { sse: Some(_), .. }) {
+        if !self.is_event_stream() {
             // Only event streams: other bodies keep their exact size hint.
             return Poll::Ready(());
         }
@@ -213,25 +196,10 @@ impl UpstreamBody {
         }
     }
 
-    /// How the stream ended, once it has.
-    pub(crate) fn outcome(&self) -> Option<Outcome> {
-        match &self.kind {
-            Kind::Full { data } => data.is_none().then_some(Outcome::Complete),
-            Kind::Stream { tail, .. } => match tail {
-                Tail::Ended(o) => Some(*o),
-                _ => None,
-            },
-        }
+    /// Whether this is a `text/event-stream` body.
+    pub fn is_event_stream(&self) -> bool {
+        matches!(&self.kind, Kind::Stream { sse: true, .. })
     }
-}
-
-fn error_event(failure: &UpstreamFailure) -> Bytes {
-    let err = if failure.is_timeout() {
-        ApiError::upstream_timeout(failure.message())
-    } else {
-        ApiError::bad_gateway(failure.message())
-    };
-    sse::data(&err.to_bytes())
 }
 
 impl Body for UpstreamBody {
@@ -242,7 +210,7 @@ impl Body for UpstreamBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let (mut inner, timer, idle, deadline, waiting, sse, held, tail) =
+        let (mut inner, timer, idle, deadline, waiting, held, tail) =
             match self.project().kind.project() {
                 KindProj::Full { data } => {
                     return Poll::Ready(data.take().map(|d| Ok(Frame::data(d))));
@@ -253,7 +221,6 @@ impl Body for UpstreamBody {
                     idle,
                     deadline,
                     waiting,
-                    sse,
                     held,
                     prefetched,
                     tail,
@@ -262,18 +229,18 @@ impl Body for UpstreamBody {
                     if let Some(frame) = prefetched.take() {
                         return Poll::Ready(Some(frame));
                     }
-                    (inner, timer, *idle, *deadline, waiting, sse, held, tail)
+                    (inner, timer, *idle, *deadline, waiting, held, tail)
                 }
             };
         match std::mem::replace(tail, Tail::Open) {
             Tail::Open => {}
             Tail::Trailers(frame) => return Poll::Ready(Some(Ok(frame))),
             Tail::Failing(failure) => {
-                *tail = Tail::Ended(Outcome::Failed);
+                *tail = Tail::Ended;
                 return Poll::Ready(Some(Err(failure.into())));
             }
-            Tail::Ended(o) => {
-                *tail = Tail::Ended(o);
+            Tail::Ended => {
+                *tail = Tail::Ended;
                 return Poll::Ready(None);
             }
         }
@@ -294,9 +261,6 @@ impl Body for UpstreamBody {
                             return Poll::Ready(Some(Ok(frame)));
                         }
                     };
-                    if let Some(scanner) = sse.as_mut() {
-                        scanner.feed(&data);
-                    }
                     held.push(data);
                     progress = true;
                     if inner.is_end_stream() || held.len() >= MAX_COALESCED {
@@ -304,14 +268,7 @@ impl Body for UpstreamBody {
                     }
                 }
                 Poll::Ready(None) => {
-                    *tail = Tail::Ended(Outcome::Complete);
-                    if let Some(scanner) = sse.as_ref()
-                        && !scanner.saw_done()
-                        && !scanner.saw_error()
-                    {
-                        held.push_slice(scanner.terminator());
-                        held.push_slice(sse::DONE);
-                    }
+                    *tail = Tail::Ended;
                     return Poll::Ready(held.frame());
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -353,28 +310,15 @@ impl Body for UpstreamBody {
                 }
             }
         };
-        match sse.as_ref() {
-            Some(scanner) if !scanner.saw_done() && !scanner.saw_error() => {
-                *tail = Tail::Ended(Outcome::Failed);
-                held.push_slice(scanner.terminator());
-                held.push_slice(&error_event(&failure));
-                Poll::Ready(held.frame())
+        match held.frame() {
+            Some(data) => {
+                *tail = Tail::Failing(failure);
+                Poll::Ready(Some(data))
             }
-            Some(_) => {
-                // The stream already ended (for the client) with `[DONE]` or an error event.
-                *tail = Tail::Ended(Outcome::Failed);
-                Poll::Ready(held.frame())
+            None => {
+                *tail = Tail::Ended;
+                Poll::Ready(Some(Err(failure.into())))
             }
-            None => match held.frame() {
-                Some(data) => {
-                    *tail = Tail::Failing(failure);
-                    Poll::Ready(Some(data))
-                }
-                None => {
-                    *tail = Tail::Ended(Outcome::Failed);
-                    Poll::Ready(Some(Err(failure.into())))
-                }
-            },
         }
     }
 
@@ -383,20 +327,15 @@ impl Body for UpstreamBody {
             Kind::Full { data } => data.is_none(),
             Kind::Stream {
                 inner,
-                sse,
                 held,
                 prefetched,
                 tail,
                 ..
             } => match tail {
                 _ if prefetched.is_some() => false,
-                Tail::Ended(_) => true,
-                // The upstream's body is complete and nothing is left to add.
-                Tail::Open => {
-                    held.is_empty()
-                        && inner.is_end_stream()
-                        && sse.as_ref().is_none_or(|s| s.saw_done() || s.saw_error())
-                }
+                Tail::Ended => true,
+                // The upstream's body is complete and nothing is held.
+                Tail::Open => held.is_empty() && inner.is_end_stream(),
                 Tail::Trailers(_) | Tail::Failing(_) => false,
             },
         }
@@ -409,9 +348,9 @@ impl Body for UpstreamBody {
             }
             Kind::Stream {
                 inner, sse, held, ..
-            } => match sse {
-                Some(_) => SizeHint::default(),
-                None => {
+            } => match *sse {
+                true => SizeHint::default(),
+                false => {
                     let inner = inner.size_hint();
                     let held = held.len() as u64;
                     let mut hint = SizeHint::new();

@@ -12,14 +12,56 @@ use tokio::time::{Instant, Sleep};
 use super::body::UpstreamBody;
 use super::error::{FailureKind, UpstreamFailure};
 use super::headers::strip_response;
-use crate::body::full_into_bytes;
+use crate::body::{OnEndBody, full_into_bytes};
 use crate::error::ApiError;
+use crate::sse::SseEnding;
+
+pin_project! {
+    /// Sends one request: the upstream's response with its raw body.
+    pub(crate) struct SendFuture {
+        #[pin]
+        kind: Kind,
+    }
+}
+
+/// The response body of [`Upstream`](super::Upstream): the upstream's body, with the
+/// contract's stream ending ([`SseEnding`]) for event streams.
+pub type ResponseBody = OnEndBody<UpstreamBody, Option<SseEnding>>;
+
+/// Adds the contract's stream ending to an event stream.
+pub(crate) fn with_ending(res: Response<UpstreamBody>) -> Response<ResponseBody> {
+    res.map(|body| {
+        let ending = body.is_event_stream().then(SseEnding::new);
+        OnEndBody::new(body, ending)
+    })
+}
 
 pin_project! {
     /// Response future of [`Upstream`](super::Upstream).
     pub struct ResponseFuture {
         #[pin]
-        kind: Kind,
+        send: SendFuture,
+    }
+}
+
+impl ResponseFuture {
+    pub(crate) fn new(send: SendFuture) -> Self {
+        Self { send }
+    }
+}
+
+impl std::fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<ResponseBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let res = std::task::ready!(self.project().send.poll(cx))?;
+        Poll::Ready(Ok(with_ending(res)))
     }
 }
 
@@ -41,13 +83,13 @@ pin_project! {
     }
 }
 
-impl std::fmt::Debug for ResponseFuture {
+impl std::fmt::Debug for SendFuture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+        f.debug_struct("SendFuture").finish_non_exhaustive()
     }
 }
 
-impl ResponseFuture {
+impl SendFuture {
     pub(crate) fn send(
         call: hyper_util::client::legacy::ResponseFuture,
         first_byte: Duration,
@@ -117,7 +159,7 @@ fn is_event_stream(res: &Response<Incoming>) -> bool {
             .is_none_or(|v| v == HeaderValue::from_static("identity"))
 }
 
-impl Future for ResponseFuture {
+impl Future for SendFuture {
     type Output = Result<Response<UpstreamBody>, Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {

@@ -17,8 +17,9 @@
 //!   `Accept-Encoding` is not forwarded, so that the stream arrives as text the gateway can watch.
 //! * **Model.** When the upstream knows the model by another name
 //!   ([`UpstreamConfig::upstream_model`]), or a [`RoutedModel`](crate::route::RoutedModel)
-//!   names another route (after a fallback), the top-level `model` value is replaced by a byte
-//!   patch; every other byte of the validated body is forwarded as is.
+//!   names another route (after a fallback), the top-level `model` value is spliced into the
+//!   forwarded bytes ([`ValidatedRequest::to_bytes_with_model`](crate::ValidatedRequest::to_bytes_with_model));
+//!   every other byte of the validated body is forwarded as is.
 //! * **Streaming.** The response body is forwarded as it arrives (no buffering; backpressure
 //!   holds because the server pulls the body). Frames the upstream connection has already read
 //!   are coalesced into one, so a burst of SSE events costs one write to the client, not one
@@ -83,18 +84,17 @@ mod config;
 mod error;
 mod future;
 mod headers;
-mod rewrite;
 mod service;
 mod tls;
 
-pub(crate) use body::Outcome;
 pub use body::UpstreamBody;
 pub use config::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_FIRST_BYTE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_TOTAL_TIMEOUT, UpstreamConfig,
 };
 pub use error::{UpstreamConfigError, UpstreamFailure};
-pub use future::ResponseFuture;
+pub(crate) use future::SendFuture;
+pub use future::{ResponseBody, ResponseFuture};
 pub use service::Upstream;
 
 /// Checks PEM bytes as [`UpstreamConfig::root_certificates`] would be checked; the error is

@@ -15,14 +15,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::Service;
 
-use super::body::UpstreamBody;
 use super::config::UpstreamConfig;
 use super::error::UpstreamConfigError;
-use super::future::ResponseFuture;
+use super::future::{ResponseBody, ResponseFuture, SendFuture};
 use super::headers::request_headers;
-use super::rewrite::rewrite_model;
 use super::tls::root_store;
-use crate::body::full_into_bytes;
 use crate::route::RoutedModel;
 use crate::validate::ValidatedRequest;
 
@@ -46,8 +43,8 @@ struct Shared {
     /// The `Host` header, when requests are certain to go over HTTP/1.1 (`http` without
     /// `http2_only`); written here once rather than formatted by the client per request.
     host: Option<HeaderValue>,
-    /// The upstream model name and its JSON encoding.
-    model: Option<(String, String)>,
+    /// The name the upstream knows the model by.
+    model: Option<String>,
     connect_timeout: Duration,
     first_byte_timeout: Duration,
     idle_timeout: Duration,
@@ -58,7 +55,7 @@ impl fmt::Debug for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Upstream")
             .field("endpoint", &self.shared.endpoint)
-            .field("upstream_model", &self.shared.model.as_ref().map(|m| &m.0))
+            .field("upstream_model", &self.shared.model)
             .finish_non_exhaustive()
     }
 }
@@ -130,10 +127,7 @@ impl Upstream {
                 HeaderValue::try_from(value).ok()
             })
             .flatten();
-        let model = config.upstream_model.as_ref().map(|m| {
-            let json = serde_json::to_string(m).unwrap_or_default();
-            (m.clone(), json)
-        });
+        let model = config.upstream_model.clone();
 
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -188,36 +182,28 @@ impl Upstream {
         self.shared.connect_timeout
     }
 
-    /// Sends one request: `headers` and `extensions` are the client request's, `body` the JSON
-    /// to forward (the model is rewritten in it when needed).
+    /// Sends one request: `headers` and `extensions` are the client request's, `request` the
+    /// validated request, rendered with the model name this upstream expects.
     pub(crate) fn send(
         &self,
         headers: &HeaderMap,
         extensions: &Extensions,
-        body: Bytes,
-    ) -> ResponseFuture {
+        request: &ValidatedRequest,
+    ) -> SendFuture {
         let s = &*self.shared;
         // The model the upstream must see: its own name, else the route's (differs from the
-        // request's after a fallback). Without a validated request, the patcher compares.
-        let current = extensions
-            .get::<ValidatedRequest>()
-            .map(|v| v.request().model.as_str());
+        // request's after a fallback). One splice into the forwarded bytes, no parse.
         let body = match (&s.model, extensions.get::<RoutedModel>()) {
-            (Some((name, json)), _) if current != Some(name.as_str()) => {
-                rewrite_model(&body, name, json).unwrap_or(body)
-            }
-            (None, Some(routed)) if current != Some(routed.name()) => {
-                let json = serde_json::to_string(routed.name()).unwrap_or_default();
-                rewrite_model(&body, routed.name(), &json).unwrap_or(body)
-            }
-            _ => body,
+            (Some(name), _) => request.to_bytes_with_model(name),
+            (None, Some(routed)) => request.to_bytes_with_model(routed.name()),
+            (None, None) => request.to_bytes(),
         };
 
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = Method::POST;
         *req.uri_mut() = s.endpoint.clone();
         *req.headers_mut() = request_headers(headers, s.auth.as_ref(), s.host.as_ref());
-        ResponseFuture::send(
+        SendFuture::send(
             s.client.request(req),
             s.first_byte_timeout,
             s.idle_timeout,
@@ -253,8 +239,8 @@ impl Upstream {
     }
 }
 
-impl Service<Request<Full<Bytes>>> for Upstream {
-    type Response = Response<UpstreamBody>;
+impl Service<Request<ValidatedRequest>> for Upstream {
+    type Response = Response<ResponseBody>;
     type Error = Infallible;
     type Future = ResponseFuture;
 
@@ -263,12 +249,7 @@ impl Service<Request<Full<Bytes>>> for Upstream {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Full<Bytes>>) -> ResponseFuture {
-        let (parts, body) = req.into_parts();
-        let body = match parts.extensions.get::<ValidatedRequest>() {
-            Some(v) => v.body().clone(),
-            None => full_into_bytes(body),
-        };
-        self.send(&parts.headers, &parts.extensions, body)
+    fn call(&mut self, req: Request<ValidatedRequest>) -> ResponseFuture {
+        ResponseFuture::new(self.send(req.headers(), req.extensions(), req.body()))
     }
 }

@@ -24,7 +24,7 @@ pin_project! {
     /// runs the inner service.
     pub struct ResponseFuture<S, B>
     where
-        S: Service<Request<Full<Bytes>>>,
+        S: Service<Request<ValidatedRequest>>,
         B: Body,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
@@ -37,7 +37,7 @@ pin_project! {
     #[project = StateProj]
     enum State<S, B>
     where
-        S: Service<Request<Full<Bytes>>>,
+        S: Service<Request<ValidatedRequest>>,
         B: Body,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
@@ -55,7 +55,7 @@ pin_project! {
 
 impl<S, B> std::fmt::Debug for ResponseFuture<S, B>
 where
-    S: Service<Request<Full<Bytes>>>,
+    S: Service<Request<ValidatedRequest>>,
     B: Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -66,7 +66,7 @@ where
 
 impl<S, B> ResponseFuture<S, B>
 where
-    S: Service<Request<Full<Bytes>>>,
+    S: Service<Request<ValidatedRequest>>,
     B: Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -111,7 +111,7 @@ fn request_timeout() -> Response<Full<Bytes>> {
 
 impl<S, B, ResBody> Future for ResponseFuture<S, B>
 where
-    S: Service<Request<Full<Bytes>>, Response = Response<ResBody>>,
+    S: Service<Request<ValidatedRequest>, Response = Response<ResBody>>,
     B: Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -190,13 +190,15 @@ where
                         });
                         continue;
                     }
-                    let body = validated.body.clone();
                     parts.headers.remove(http::header::CONTENT_LENGTH);
-                    parts
-                        .extensions
-                        .insert(ValidatedRequest::new(validated.request, validated.body));
+                    let body = ValidatedRequest::from_parts(
+                        validated.request,
+                        validated.original,
+                        validated.patches,
+                        validated.spans,
+                    );
                     let mut inner = inner.take().expect("future polled after completion");
-                    let future = inner.call(Request::from_parts(parts, Full::new(body)));
+                    let future = inner.call(Request::from_parts(parts, body));
                     state.set(State::Calling { future });
                 }
                 StateProj::Calling { future } => {

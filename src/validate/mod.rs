@@ -1,5 +1,8 @@
 //! Request validation: [`ValidateLayer`] reads the body once (bounded), validates it against the
-//! contract, and hands the inner service a typed [`ValidatedRequest`] in the request extensions.
+//! contract, and hands the inner service the typed [`ValidatedRequest`] as the request's body:
+//! `Request<ValidatedRequest>`. A layer that needs the parsed request is a
+//! `Service<Request<ValidatedRequest>>`, so a stack that mounts it outside `ValidateLayer` does
+//! not compile.
 //!
 //! What it answers itself (CONTRACT.md §1, §6):
 //!
@@ -31,9 +34,8 @@
 //! # async fn main() {
 //! let svc = ServiceBuilder::new()
 //!     .layer(ValidateLayer::new())
-//!     .service_fn(|req: Request<Full<Bytes>>| async move {
-//!         let v = req.extensions().get::<ValidatedRequest>().expect("validated");
-//!         let model = v.request().model.clone();
+//!     .service_fn(|req: Request<ValidatedRequest>| async move {
+//!         let model = req.body().request().model.clone();
 //!         Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(model))))
 //!     });
 //!
@@ -53,21 +55,21 @@
 
 mod future;
 mod layer;
+mod request;
 pub(crate) mod schema;
 mod service;
 mod strict;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
 pub use future::ResponseFuture;
 pub use layer::ValidateLayer;
+pub use request::ValidatedRequest;
 pub use service::Validate;
 pub use strict::check_strict;
 
-use crate::contract::ChatCompletionRequest;
 use crate::error::ValidationErrors;
 
 /// How [`ValidateLayer`] validates.
@@ -97,40 +99,6 @@ impl Default for ValidateConfig {
     }
 }
 
-/// The validated request, put in the request extensions by [`ValidateLayer`].
-///
-/// Cloning is cheap: the typed request is behind an `Arc` and the body is [`Bytes`].
-#[derive(Clone, Debug)]
-pub struct ValidatedRequest {
-    request: Arc<ChatCompletionRequest>,
-    body: Bytes,
-}
-
-impl ValidatedRequest {
-    /// Wraps a typed request and the body bytes that represent it.
-    pub fn new(request: ChatCompletionRequest, body: Bytes) -> Self {
-        Self {
-            request: Arc::new(request),
-            body,
-        }
-    }
-
-    /// The typed request (coercions and defaults applied).
-    pub fn request(&self) -> &ChatCompletionRequest {
-        &self.request
-    }
-
-    /// A shared handle to the typed request.
-    pub fn shared(&self) -> Arc<ChatCompletionRequest> {
-        Arc::clone(&self.request)
-    }
-
-    /// The bytes to forward: the client's body with coercions and defaults patched in.
-    pub fn body(&self) -> &Bytes {
-        &self.body
-    }
-}
-
 /// Validates one JSON body without the layer (no size limit, no strict rules).
 ///
 /// ```
@@ -139,7 +107,7 @@ impl ValidatedRequest {
 /// let ok = validate(Bytes::from_static(br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"n":"2"}"#),
 ///                   &ValidateConfig::default()).unwrap();
 /// assert_eq!(ok.request().n, Some(2));
-/// assert_eq!(ok.body().as_ref(), br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"n":2,"temperature":0.0}"#);
+/// assert_eq!(&ok.to_bytes()[..], br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"n":2,"temperature":0.0}"#);
 /// ```
 ///
 /// # Errors
@@ -149,5 +117,10 @@ pub fn validate(
     config: &ValidateConfig,
 ) -> Result<ValidatedRequest, ValidationErrors> {
     let out = schema::validate_bytes(body, true, config)?;
-    Ok(ValidatedRequest::new(out.request, out.body))
+    Ok(ValidatedRequest::from_parts(
+        out.request,
+        out.original,
+        out.patches,
+        out.spans,
+    ))
 }

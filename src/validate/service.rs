@@ -1,21 +1,20 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use http::{Method, Request, Response, header};
 use http_body::Body;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use tower::Service;
 
 use super::future::ResponseFuture;
-use super::{ValidateConfig, ValidateLayer};
+use super::{ValidateConfig, ValidateLayer, ValidatedRequest};
 use crate::body::ResponseBody;
 use crate::error::{ApiError, method_not_allowed};
 
 /// Validates chat-completions requests before `S` sees them. See the [module docs](crate::validate).
 ///
-/// `S` receives `Request<Full<Bytes>>` with a [`ValidatedRequest`](super::ValidatedRequest) in
-/// its extensions and the (patched) body bytes as its body.
+/// `S` receives `Request<ValidatedRequest>`: the typed request is the body
+/// ([`ValidatedRequest`](super::ValidatedRequest)).
 #[derive(Clone, Debug)]
 pub struct Validate<S> {
     inner: S,
@@ -57,7 +56,7 @@ pub(crate) fn is_json_content(headers: &http::HeaderMap) -> bool {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Validate<S>
 where
-    S: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Clone,
+    S: Service<Request<ValidatedRequest>, Response = Response<ResBody>> + Clone,
     ReqBody: Body,
     ReqBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {

@@ -5,9 +5,8 @@
 //! on the original body, so the forwarded bytes are the client's own where nothing changed.
 
 use std::borrow::Cow;
-use std::ops::Range;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -16,6 +15,7 @@ use crate::error::{ErrorDetail, Loc, ValidationErrors};
 use crate::json::{self, Doc, Kind};
 
 use super::ValidateConfig;
+use super::request::{Patch, Spans};
 
 mod message;
 mod request;
@@ -44,7 +44,12 @@ const CHOICE_LITERAL: &str = "literal['none','auto','required']";
 #[derive(Debug)]
 pub(crate) struct Outcome {
     pub(crate) request: ChatCompletionRequest,
-    pub(crate) body: Bytes,
+    /// The client's body (after a byte-order mark, if any).
+    pub(crate) original: Bytes,
+    /// Coercions and defaults, as patches on `original` (applied when the body is sent).
+    pub(crate) patches: Vec<Patch>,
+    /// Where the editable members are.
+    pub(crate) spans: Spans,
 }
 
 /// Validates `body` (already known to be within the size limit).
@@ -118,12 +123,30 @@ pub(crate) fn validate_bytes(
         return Err(ValidationErrors { detail: cx.errors });
     }
     let request = request.expect("no errors means a request");
-    let body = if cx.patches.is_empty() {
-        body
-    } else {
-        apply(&body, &mut cx.patches)
-    };
-    Ok(Outcome { request, body })
+    let spans = Spans::find(&doc);
+    let patches = std::mem::take(&mut cx.patches);
+    drop(cx);
+    drop(doc);
+    Ok(Outcome {
+        request,
+        original: body,
+        patches,
+        spans,
+    })
+}
+
+#[cfg(test)]
+impl Outcome {
+    /// The forwarded bytes.
+    pub(crate) fn body(&self) -> Bytes {
+        super::ValidatedRequest::from_parts(
+            self.request.clone(),
+            self.original.clone(),
+            self.patches.clone(),
+            self.spans.clone(),
+        )
+        .to_bytes()
+    }
 }
 
 fn raw(s: &str) -> Box<RawValue> {
@@ -164,21 +187,6 @@ fn json_invalid(char_offset: usize, error: &str) -> ValidationErrors {
     )
 }
 
-/// Applies non-overlapping patches (sorted here) to `body`.
-fn apply(body: &[u8], patches: &mut [(Range<usize>, Cow<'static, str>)]) -> Bytes {
-    patches.sort_by_key(|(r, _)| r.start);
-    let extra: usize = patches.iter().map(|(_, s)| s.len()).sum();
-    let mut out = BytesMut::with_capacity(body.len() + extra);
-    let mut at = 0;
-    for (r, s) in patches.iter() {
-        out.extend_from_slice(&body[at..r.start]);
-        out.extend_from_slice(s.as_bytes());
-        at = r.end;
-    }
-    out.extend_from_slice(&body[at..]);
-    out.freeze()
-}
-
 fn ctx1(key: &str, v: Value) -> Option<Map<String, Value>> {
     let mut m = Map::new();
     m.insert(key.to_owned(), v);
@@ -198,7 +206,7 @@ struct Cx<'d, 'a> {
     doc: &'d Doc<'a>,
     path: Vec<Seg>,
     errors: Vec<ErrorDetail>,
-    patches: Vec<(Range<usize>, Cow<'static, str>)>,
+    patches: Vec<Patch>,
 }
 
 /// Field slots of one object: the value node of each known key, and the extras.

@@ -184,7 +184,7 @@ fn coercions_are_patched_into_the_forwarded_body() {
     assert_eq!(out.request.stream, Some(false));
     assert_eq!(out.request.max_tokens, Some(8));
     assert_eq!(out.request.seed, Some(7));
-    let fwd: Value = serde_json::from_slice(&out.body).expect("forwarded JSON");
+    let fwd: Value = serde_json::from_slice(&out.body()).expect("forwarded JSON");
     assert_eq!(fwd["n"], json!(2));
     assert_eq!(fwd["temperature"], json!(0.5));
     assert_eq!(fwd["stream"], json!(false));
@@ -199,7 +199,7 @@ fn defaults_are_written_in_and_switchable() {
     let body = format!(r#"{{"model":"m",{MSG}}}"#);
     let out = run(&body).expect("valid");
     assert_eq!(
-        &out.body[..],
+        &out.body()[..],
         format!(r#"{{"model":"m",{MSG},"temperature":0.0,"n":1}}"#).as_bytes()
     );
     assert_eq!(
@@ -213,8 +213,8 @@ fn defaults_are_written_in_and_switchable() {
     let raw = Bytes::from(format!(r#"{{ "model" : "m", {MSG}, "top_p": 0.5 }}"#));
     let out = validate_bytes(raw.clone(), true, &off).expect("valid");
     // Nothing changed: the very same bytes go on.
-    assert_eq!(out.body, raw);
-    assert_eq!(out.body.as_ptr(), raw.as_ptr());
+    assert_eq!(out.body(), raw);
+    assert_eq!(out.body().as_ptr(), raw.as_ptr());
     assert_eq!(out.request.temperature, None);
 }
 
@@ -242,7 +242,7 @@ fn unknown_members_are_kept_at_every_level() {
     let again: Value = serde_json::to_value(&out.request).expect("serialize");
     assert_eq!(again["messages"][0]["name"], "bob");
     assert_eq!(again["tools"][0]["function"]["x-extra"], 1);
-    let fwd: Value = serde_json::from_slice(&out.body).expect("json");
+    let fwd: Value = serde_json::from_slice(&out.body()).expect("json");
     assert_eq!(fwd["messages"][0]["name"], "bob");
 }
 
