@@ -335,3 +335,67 @@ fn tools_and_tool_choice() {
     );
     assert_eq!(e[0].0.as_array().expect("loc").last(), Some(&json!("str")));
 }
+
+#[test]
+fn null_temperature_and_n_are_type_errors() {
+    // MLflow gives both a default but does not make them nullable.
+    let e = errs(&format!(
+        r#"{{"model":"m",{MSG},"temperature":null,"n":null}}"#
+    ));
+    assert_eq!(
+        e,
+        [
+            (
+                json!(["body", "temperature"]),
+                "float_type",
+                "Input should be a valid number".to_owned()
+            ),
+            (
+                json!(["body", "n"]),
+                "int_type",
+                "Input should be a valid integer".to_owned()
+            ),
+        ]
+    );
+    let off = ValidateConfig {
+        apply_defaults: false,
+        ..cfg()
+    };
+    let body = Bytes::from(format!(r#"{{"model":"m",{MSG},"n":null}}"#));
+    let e = validate_bytes(body, true, &off).expect_err("null n without defaults");
+    assert_eq!(e.detail[0].kind, "int_type");
+}
+
+#[test]
+fn null_is_absent_for_other_optional_fields() {
+    let body = r#"{"model":"m","messages":[{"role":"assistant","content":null,"tool_calls":null,
+        "refusal":null,"tool_call_id":null}],"stop":null,"max_tokens":null,"stream":null,
+        "stream_options":null,"tools":null,"seed":null,"tool_choice":null}"#;
+    let out = run(body).expect("nulls are absent");
+    let r = &out.request;
+    assert_eq!(r.stop, None);
+    assert_eq!((r.max_tokens, r.stream, r.seed), (None, None, None));
+    assert!(r.stream_options.is_none() && r.tools.is_none() && r.tool_choice.is_none());
+    assert!(r.messages[0].content.is_none() && r.messages[0].tool_calls.is_none());
+    // Required fields: null is a type error.
+    for (body, loc, kind) in [
+        (
+            format!(r#"{{"model":null,{MSG}}}"#),
+            json!(["body", "model"]),
+            "string_type",
+        ),
+        (
+            r#"{"model":"m","messages":null}"#.to_owned(),
+            json!(["body", "messages"]),
+            "list_type",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":null}]}"#.to_owned(),
+            json!(["body", "messages", 0, "role"]),
+            "string_type",
+        ),
+    ] {
+        let (l, k, _) = one(&body);
+        assert_eq!((l, k), (loc, kind), "{body}");
+    }
+}
