@@ -62,10 +62,10 @@ impl ChatCompletionRequest {
     }
 }
 
-/// `stream_options`: MLflow accepts any object; `include_usage` is read.
+/// `stream_options`: any object; `include_usage`, when present, is a (lax) boolean.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StreamOptions {
-    /// Send a final usage chunk before `[DONE]`. `None` when absent or not a boolean.
+    /// Send a final usage chunk before `[DONE]` (lax boolean, coerced). `None` when absent or `null`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include_usage: Option<bool>,
     /// Every other member.

@@ -125,16 +125,14 @@ impl Cx<'_, '_> {
                         );
                         return None;
                     }
-                    // Any object is accepted; include_usage is read, not validated.
+                    // Any object is accepted; `include_usage` is a (lax) boolean when present.
                     let f = cx.fields(v, ["include_usage"]);
-                    let include_usage = f.slots[0].and_then(|u| match cx.doc.node(u).kind {
-                        Kind::Bool(b) => Some(b),
-                        _ => None,
-                    });
+                    let include_usage = cx.opt_bool(f.slots[0], "include_usage").ok()?;
                     let mut extra = f.extra;
                     if include_usage.is_none()
                         && let Some(u) = f.slots[0]
                     {
+                        // `null`: kept as the client sent it.
                         extra.push(("include_usage".into(), raw(cx.doc.raw(u))));
                     }
                     Some(StreamOptions {

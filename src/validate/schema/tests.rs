@@ -399,3 +399,75 @@ fn null_is_absent_for_other_optional_fields() {
         assert_eq!((l, k), (loc, kind), "{body}");
     }
 }
+
+fn with_usage(value: &str) -> String {
+    format!(
+        r#"{{"model":"m",{MSG},"stream":true,"stream_options":{{"include_usage":{value},"x":1}}}}"#
+    )
+}
+
+#[test]
+fn include_usage_is_a_lax_boolean_and_forwarded_coerced() {
+    for (value, want) in [
+        ("true", true),
+        ("false", false),
+        ("1", true),
+        ("0", false),
+        ("1.0", true),
+        ("0.0", false),
+        (r#""yes""#, true),
+        (r#""off""#, false),
+        (r#""T""#, true),
+        (r#""0""#, false),
+    ] {
+        let out = run(&with_usage(value)).expect(value);
+        let so = out.request.stream_options.as_ref().expect("stream_options");
+        assert_eq!(so.include_usage, Some(want), "{value}");
+        assert_eq!(out.request.include_usage(), want);
+        assert!(so.extra.get("include_usage").is_none(), "{value}");
+        assert_eq!(so.extra.get("x").map(|r| r.get()), Some("1"));
+        let fwd: Value = serde_json::from_slice(&out.body).expect("forwarded JSON");
+        assert_eq!(
+            fwd["stream_options"],
+            json!({"include_usage": want, "x": 1}),
+            "{value}"
+        );
+    }
+    // null is absent; other keys stay free.
+    let out = run(&with_usage("null")).expect("null");
+    let so = out.request.stream_options.as_ref().expect("stream_options");
+    assert_eq!(so.include_usage, None);
+    assert!(!out.request.include_usage());
+    let out = run(&with_usage(r#"true,"include_obfuscation":"whatever""#)).expect("free");
+    assert!(out.request.include_usage());
+}
+
+#[test]
+fn include_usage_errors_are_bool_parsing_or_bool_type() {
+    for (value, kind) in [
+        (r#""maybe""#, "bool_parsing"),
+        (r#""""#, "bool_parsing"),
+        ("2", "bool_parsing"),
+        ("-1", "bool_parsing"),
+        ("2.0", "bool_parsing"),
+        ("1.5", "bool_type"),
+        ("[]", "bool_type"),
+        ("{}", "bool_type"),
+    ] {
+        let (loc, k, msg) = one(&with_usage(value));
+        assert_eq!(
+            (loc, k),
+            (json!(["body", "stream_options", "include_usage"]), kind),
+            "{value}"
+        );
+        let want = if kind == "bool_type" {
+            "Input should be a valid boolean"
+        } else {
+            "Input should be a valid boolean, unable to interpret input"
+        };
+        assert_eq!(msg, want);
+    }
+    // The same rule for `stream`: a fractional number is not a boolean at all.
+    let (_, k, _) = one(&format!(r#"{{"model":"m",{MSG},"stream":1.5}}"#));
+    assert_eq!(k, "bool_type");
+}
