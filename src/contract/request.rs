@@ -223,13 +223,15 @@ fn function_str() -> String {
     "function".to_owned()
 }
 
-/// Function name and JSON-encoded arguments.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Function name and JSON-encoded arguments; both optional, as in MLflow 3.8.1.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FunctionCall {
     /// Function name.
-    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Arguments as a JSON string.
-    pub arguments: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
     /// Other members.
     #[serde(flatten)]
     pub extra: Extra,

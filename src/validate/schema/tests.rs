@@ -471,3 +471,48 @@ fn include_usage_errors_are_bool_parsing_or_bool_type() {
     let (_, k, _) = one(&format!(r#"{{"model":"m",{MSG},"stream":1.5}}"#));
     assert_eq!(k, "bool_type");
 }
+
+#[test]
+fn tool_call_function_is_required_but_its_members_are_optional() {
+    let body = r#"{"model":"m","messages":[{"role":"assistant","tool_calls":[
+        {"id":"a","function":{}},
+        {"id":"b","function":{"name":"f","arguments":null}},
+        {"id":"c","function":{"arguments":"{}"}}]}]}"#;
+    let out = run(body).expect("name and arguments are optional");
+    let again = serde_json::to_value(&out.request).expect("serialize");
+    let calls = &again["messages"][0]["tool_calls"];
+    // Absent (or null) stays absent when re-serialised.
+    assert_eq!(calls[0]["function"], json!({}));
+    assert_eq!(calls[1]["function"], json!({"name": "f"}));
+    assert_eq!(calls[2]["function"], json!({"arguments": "{}"}));
+    let e = errs(
+        r#"{"model":"m","messages":[{"role":"assistant","tool_calls":[{"id":"a"},
+        {"id":"b","function":{"name":1,"arguments":{"a":1}}}]}]}"#,
+    );
+    let kinds: Vec<_> = e.iter().map(|(l, k, _)| (l.clone(), *k)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (
+                json!(["body", "messages", 0, "tool_calls", 0, "function"]),
+                "missing"
+            ),
+            (
+                json!(["body", "messages", 0, "tool_calls", 1, "function", "name"]),
+                "string_type"
+            ),
+            (
+                json!([
+                    "body",
+                    "messages",
+                    0,
+                    "tool_calls",
+                    1,
+                    "function",
+                    "arguments"
+                ]),
+                "string_type"
+            ),
+        ]
+    );
+}
