@@ -516,3 +516,35 @@ fn tool_call_function_is_required_but_its_members_are_optional() {
         ]
     );
 }
+
+#[test]
+fn a_utf8_bom_is_skipped_and_not_forwarded() {
+    let plain = format!(r#"{{"model":"m",{MSG}}}"#);
+    let with_bom = format!("\u{feff}{plain}");
+    let out = run(&with_bom).expect("a BOM is fine");
+    assert_eq!(
+        &out.body[..],
+        format!(r#"{{"model":"m",{MSG},"temperature":0.0,"n":1}}"#).as_bytes()
+    );
+    // Nothing patched: the client's bytes from just after the mark.
+    let off = ValidateConfig {
+        apply_defaults: false,
+        ..cfg()
+    };
+    let out = validate_bytes(Bytes::from(with_bom), true, &off).expect("valid");
+    assert_eq!(&out.body[..], plain.as_bytes());
+    // Offsets of JSON errors count from after the mark, as Python's json.loads(bytes) does.
+    let (loc, kind, _) = one("\u{feff}{\"model\":\"m\",\"messages\":[");
+    assert_eq!((loc, kind), (json!(["body", 25]), "json_invalid"));
+    // The mark alone is not an empty body, and only one mark is skipped.
+    for body in ["\u{feff}", "\u{feff}\u{feff}{}"] {
+        let e = run(body).expect_err(body);
+        let d = &e.detail[0];
+        assert_eq!(
+            (serde_json::to_value(&d.loc).expect("loc"), d.kind),
+            (json!(["body", 0]), "json_invalid"),
+            "{body:?}"
+        );
+        assert_eq!(d.ctx.as_ref().expect("ctx")["error"], "Expecting value");
+    }
+}
