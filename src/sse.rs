@@ -1,5 +1,6 @@
-//! Server-sent events as the contract frames them (CONTRACT.md §5.2): `data: <json>\n\n`, and
-//! a final `data: [DONE]\n\n`; and [`EventScanner`], which watches a stream pass through.
+//! Server-sent events as the contract frames them (docs/contract.md#streaming):
+//! `data: <json>\n\n`, and a final `data: [DONE]\n\n`; and [`EventScanner`], which watches a
+//! stream pass through.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -272,7 +273,7 @@ mod tests {
 }
 
 pin_project_lite::pin_project! {
-    /// Keeps the contract's stream ending (CONTRACT.md §5.2) for an event stream from any
+    /// Keeps the contract's stream ending (docs/contract.md#streaming) for an event stream from any
     /// service: when the inner body ends cleanly without `data: [DONE]`, exactly one is appended
     /// (after whatever ends an unterminated last event); when the inner body fails, one final
     /// `data: {"error":{…}}` event in the OpenAI envelope is sent and the stream ends, without

@@ -2,7 +2,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Extra;
 
-/// `POST /v1/chat/completions` request body (CONTRACT.md §2), after lax coercion.
+/// `POST /v1/chat/completions` request body (docs/contract.md, "Request body"), after lax coercion.
 ///
 /// Fields follow MLflow's gateway model; `None` means the client sent nothing (or `null`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -31,7 +31,7 @@ pin_project! {
     /// arrives.
     ///
     /// While streaming it enforces the idle and total timeouts. For `text/event-stream`
-    /// responses it also keeps the contract's stream ending (CONTRACT.md §5.2): a stream that
+    /// responses it also keeps the contract's stream ending (docs/contract.md): a stream that
     /// ends cleanly without `data: [DONE]` gets exactly one; a stream that fails (reset, garbage,
     /// timeout) gets one final `data: {"error":{…}}` event in the OpenAI envelope and ends
     /// without `[DONE]`. A failing non-SSE body ends with an [`UpstreamFailure`] error instead.

@@ -1,7 +1,7 @@
 //! Request validation: [`ValidateLayer`] reads the body once (bounded), validates it against the
 //! contract, and hands the inner service a typed [`ValidatedRequest`] in the request extensions.
 //!
-//! What it answers itself (CONTRACT.md §1, §6):
+//! What it answers itself (docs/contract.md, "Endpoint", "Errors"):
 //!
 //! | case | status | body |
 //! |---|---|---|
@@ -10,7 +10,7 @@
 //! | body not read within [`ValidateConfig::body_timeout`] | 408 | OpenAI envelope, `request_timeout` |
 //! | not JSON, duplicate key, nesting over [`ValidateConfig::max_depth`] | 422 | `json_invalid` |
 //! | schema violations (all of them) | 422 | FastAPI `detail` list |
-//! | strict mode: OpenAI's semantic rules (§4) | 400 | OpenAI envelope |
+//! | strict mode: OpenAI's semantic rules | 400 | OpenAI envelope |
 //!
 //! Lax coercions (`"2"` → `2`, `"yes"` → `true`) are accepted as MLflow accepts them and the
 //! coerced value is what the inner service receives; with [`ValidateConfig::apply_defaults`]
