@@ -2,7 +2,7 @@
 //!
 //! * [`ValidationErrors`]: the 422 FastAPI/pydantic body `{"detail":[{"type","loc","msg","input","ctx"?}]}`.
 //! * [`ApiError`]: every other error, in OpenAI's envelope
-//!   `{"error":{"message","type","param","code"}}` (CONTRACT.md §6).
+//!   `{"error":{"message","type","param","code"}}` (docs/contract.md, "Errors").
 
 use std::borrow::Cow;
 use std::fmt;
@@ -61,7 +61,7 @@ impl ApiError {
         }
     }
 
-    /// 400 `invalid_request_error` naming the offending `param` (strict mode, §4).
+    /// 400 `invalid_request_error` naming the offending `param` (strict mode).
     pub fn invalid_request(
         message: impl Into<Cow<'static, str>>,
         param: impl Into<Cow<'static, str>>,

@@ -1,4 +1,4 @@
-//! Server-sent events as the contract frames them (CONTRACT.md §5.2): `data: <json>\n\n`, and
+//! Server-sent events as the contract frames them (docs/contract.md, streaming): `data: <json>\n\n`, and
 //! a final `data: [DONE]\n\n`; and [`EventScanner`], which watches a stream pass through.
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -271,7 +271,7 @@ mod tests {
     }
 }
 
-/// The contract's stream ending (CONTRACT.md §5.2) as an end-of-response handler
+/// The contract's stream ending (docs/contract.md, streaming) as an end-of-response handler
 /// ([`OnEnd`](crate::body::OnEnd)): when the body ends cleanly without `data: [DONE]`, exactly
 /// one is appended (after whatever ends an unterminated last event); when the body fails, one
 /// final `data: {"error":{…}}` event in the OpenAI envelope is sent and the stream ends, without

@@ -1,6 +1,7 @@
-//! Runs the shared contract vectors (CONTRACT.md §8) against a real gateway on loopback through a
-//! real HTTP client: every `V` vector, and S01–S04 (strict mode), S06 (unknown model) and S07
-//! (body over the limit). S05 and S08 need the auth and rate-limit layers.
+//! Runs the contract vectors (`tests/data/contract_vectors.jsonl`; format and meaning in
+//! `docs/contract.md`, "Test vectors") against a real gateway on loopback through a real HTTP
+//! client: every `V` vector, and S01–S04 (strict mode), S06 (unknown model) and S07 (body over
+//! the limit). S05 and S08 need the auth and rate-limit layers.
 
 mod support;
 
@@ -10,7 +11,7 @@ use http::Request;
 use http_body_util::Full;
 use serde_json::Value;
 
-const VECTORS: &str = include_str!("../../shared/contract/vectors.jsonl");
+const VECTORS: &str = include_str!("data/contract_vectors.jsonl");
 
 fn vectors() -> Vec<Value> {
     VECTORS
@@ -187,6 +188,15 @@ async fn oversized_body_is_413_by_declared_length_and_while_reading() {
     let res = raw_client.request(req).await.expect("response");
     assert_eq!(res.status(), 413);
     let _ = sender.await;
+}
+
+#[tokio::test]
+async fn a_body_with_a_utf8_bom_is_accepted() {
+    let server = support::start(ValidateConfig::default()).await;
+    let client = support::client();
+    let body = "\u{feff}{\"model\":\"echo\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    let (status, _, body) = support::post_json(&client, server.addr, body.to_owned()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Extra;
 
-/// `POST /v1/chat/completions` request body (CONTRACT.md §2), after lax coercion.
+/// `POST /v1/chat/completions` request body (docs/contract.md, "Request body"), after lax coercion.
 ///
 /// Fields follow MLflow's gateway model; `None` means the client sent nothing (or `null`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -62,10 +62,10 @@ impl ChatCompletionRequest {
     }
 }
 
-/// `stream_options`: MLflow accepts any object; `include_usage` is read.
+/// `stream_options`: any object; `include_usage`, when present, is a (lax) boolean.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StreamOptions {
-    /// Send a final usage chunk before `[DONE]`. `None` when absent or not a boolean.
+    /// Send a final usage chunk before `[DONE]` (lax boolean, coerced). `None` when absent or `null`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include_usage: Option<bool>,
     /// Every other member.
@@ -223,13 +223,15 @@ fn function_str() -> String {
     "function".to_owned()
 }
 
-/// Function name and JSON-encoded arguments.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Function name and JSON-encoded arguments; both optional, as in MLflow 3.8.1.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FunctionCall {
     /// Function name.
-    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Arguments as a JSON string.
-    pub arguments: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
     /// Other members.
     #[serde(flatten)]
     pub extra: Extra,

@@ -274,8 +274,8 @@ impl Plan {
                         id: id.clone(),
                         kind: "function".into(),
                         function: FunctionCall {
-                            name: name.clone(),
-                            arguments: arguments.clone(),
+                            name: Some(name.clone()),
+                            arguments: Some(arguments.clone()),
                             extra: Extra::default(),
                         },
                         extra: Extra::default(),

@@ -1,5 +1,5 @@
 //! Model routing: [`ModelRouter`] sends each validated request to the route of its `model`, or
-//! answers 404 `model_not_found` (CONTRACT.md §6).
+//! answers 404 `model_not_found` (docs/contract.md, "Errors").
 //!
 //! A route is either
 //!

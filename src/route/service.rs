@@ -92,7 +92,8 @@ impl ModelRouterBuilder {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        // Event streams keep the contract's ending whatever the service does (CONTRACT.md §5.2).
+        // Event streams keep the contract's ending whatever the service does
+        // (docs/contract.md, "Streaming").
         let route = service.map_response(|res: Response<B>| {
             let sse = res
                 .headers()

@@ -4,7 +4,7 @@
 //! `Service<Request<ValidatedRequest>>`, so a stack that mounts it outside `ValidateLayer` does
 //! not compile.
 //!
-//! What it answers itself (CONTRACT.md §1, §6):
+//! What it answers itself (docs/contract.md, "Endpoint", "Errors"):
 //!
 //! | case | status | body |
 //! |---|---|---|
@@ -13,7 +13,7 @@
 //! | body not read within [`ValidateConfig::body_timeout`] | 408 | OpenAI envelope, `request_timeout` |
 //! | not JSON, duplicate key, nesting over [`ValidateConfig::max_depth`] | 422 | `json_invalid` |
 //! | schema violations (all of them) | 422 | FastAPI `detail` list |
-//! | strict mode: OpenAI's semantic rules (§4) | 400 | OpenAI envelope |
+//! | strict mode: OpenAI's semantic rules | 400 | OpenAI envelope |
 //!
 //! Lax coercions (`"2"` → `2`, `"yes"` → `true`) are accepted as MLflow accepts them and the
 //! coerced value is what the inner service receives; with [`ValidateConfig::apply_defaults`]

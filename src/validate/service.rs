@@ -39,7 +39,7 @@ impl<S> Validate<S> {
     crate::macros::define_inner_service_accessors!();
 }
 
-/// Whether a `Content-Type` (absent counts) is parsed as JSON (CONTRACT.md §1).
+/// Whether a `Content-Type` (absent counts) is parsed as JSON (docs/contract.md, "Endpoint").
 pub(crate) fn is_json_content(headers: &http::HeaderMap) -> bool {
     let Some(v) = headers.get(header::CONTENT_TYPE) else {
         return true;

@@ -1,4 +1,5 @@
-//! OpenAI's semantic rules (CONTRACT.md §4), enforced only in strict mode, answered with 400.
+//! OpenAI's semantic rules, enforced only in strict mode, answered with 400 (docs/contract.md,
+//! "Semantic rules and strict mode").
 
 use crate::contract::{ChatCompletionRequest, ContentPart, MessageContent, ToolChoice, ToolType};
 use crate::error::ApiError;

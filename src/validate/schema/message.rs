@@ -297,12 +297,13 @@ impl Cx<'_, '_> {
                     cx.model_attributes(&[], fv);
                     return None;
                 }
+                // `name` and `arguments` are optional (MLflow 3.8.1), strings when present.
                 let f = cx.fields(fv, ["name", "arguments"]);
-                let name = cx.req_string(fv, f.slots[0], "name");
-                let arguments = cx.req_string(fv, f.slots[1], "arguments");
+                let name = cx.opt_string(f.slots[0], "name");
+                let arguments = cx.opt_string(f.slots[1], "arguments");
                 Some(FunctionCall {
-                    name: name?,
-                    arguments: arguments?,
+                    name: name.ok()?,
+                    arguments: arguments.ok()?,
                     extra: Extra(f.extra),
                 })
             }),

@@ -2,7 +2,8 @@
 //!
 //! Every violation is collected (pydantic does not stop at the first), with FastAPI's `loc`,
 //! `type`, `msg` and `ctx`. Coerced values and written-in defaults are recorded as byte patches
-//! on the original body, so the forwarded bytes are the client's own where nothing changed.
+//! on the original body, so the forwarded bytes are the client's own where nothing changed
+//! (apart from a leading UTF-8 byte-order mark, which is dropped).
 
 use std::borrow::Cow;
 
@@ -79,6 +80,14 @@ pub(crate) fn validate_bytes(
             None,
         ));
     }
+    // A UTF-8 byte-order mark is skipped, as Python's `json.loads(bytes)` does (it decodes with
+    // `utf-8-sig`), and not forwarded: upstreams get plain JSON and error offsets count from
+    // after the mark. A body of just the mark is therefore `json_invalid` at 0, not `missing`.
+    let body = if body.starts_with(b"\xEF\xBB\xBF") {
+        body.slice(3..)
+    } else {
+        body
+    };
     // simdutf8's fast path only says "invalid"; std's error gives the position.
     let text = match simdutf8::basic::from_utf8(&body).or_else(|_| std::str::from_utf8(&body)) {
         Ok(t) => t,

@@ -37,10 +37,8 @@ impl Cx<'_, '_> {
         ] = f.slots;
         let mut ok = true;
 
-        let temperature = if self.is_null(temperature) {
-            None
-        } else {
-            let v = temperature.expect("not null");
+        // `temperature` and `n` carry a default but are not nullable: `null` is a type error.
+        let temperature = if let Some(v) = temperature {
             let r = self.at(Seg::Key("temperature"), |cx| {
                 let x = cx.float(v)?;
                 if x.is_nan() || x < 0.0 {
@@ -67,9 +65,11 @@ impl Cx<'_, '_> {
             });
             ok &= r.is_some();
             r
+        } else {
+            None
         };
 
-        let n = match n.filter(|_| !self.is_null(n)) {
+        let n = match n {
             None => None,
             Some(v) => {
                 let r = self.at(Seg::Key("n"), |cx| cx.int_ge(v, 1));
@@ -125,16 +125,14 @@ impl Cx<'_, '_> {
                         );
                         return None;
                     }
-                    // Any object is accepted; include_usage is read, not validated.
+                    // Any object is accepted; `include_usage` is a (lax) boolean when present.
                     let f = cx.fields(v, ["include_usage"]);
-                    let include_usage = f.slots[0].and_then(|u| match cx.doc.node(u).kind {
-                        Kind::Bool(b) => Some(b),
-                        _ => None,
-                    });
+                    let include_usage = cx.opt_bool(f.slots[0], "include_usage").ok()?;
                     let mut extra = f.extra;
                     if include_usage.is_none()
                         && let Some(u) = f.slots[0]
                     {
+                        // `null`: kept as the client sent it.
                         extra.push(("include_usage".into(), raw(cx.doc.raw(u))));
                     }
                     Some(StreamOptions {
@@ -205,31 +203,20 @@ impl Cx<'_, '_> {
             extra: Extra(f.extra),
         };
         if defaults {
-            self.default_in(obj, f.slots[0], "0.0", r#","temperature":0.0"#);
-            self.default_in(obj, f.slots[1], "1", r#","n":1"#);
+            self.default_in(obj, f.slots[0], r#","temperature":0.0"#);
+            self.default_in(obj, f.slots[1], r#","n":1"#);
             req.temperature.get_or_insert(0.0);
             req.n.get_or_insert(1);
         }
         Some(req)
     }
 
-    /// Writes `value` into the top-level object when the member is `null`, or appends `member`
-    /// (`,"name":value`) when it is absent.
-    pub(super) fn default_in(
-        &mut self,
-        obj: usize,
-        slot: Option<usize>,
-        value: &'static str,
-        member: &'static str,
-    ) {
-        match slot {
-            Some(v) if self.doc.node(v).kind == Kind::Null => self.patch(v, value),
-            Some(_) => {}
-            None => {
-                let end = self.doc.node(obj).end as usize - 1;
-                // The object is non-empty: `model` and `messages` passed.
-                self.patches.push((end..end, Cow::Borrowed(member)));
-            }
+    /// Appends `member` (`,"name":value`) to the top-level object when the member is absent.
+    pub(super) fn default_in(&mut self, obj: usize, slot: Option<usize>, member: &'static str) {
+        if slot.is_none() {
+            let end = self.doc.node(obj).end as usize - 1;
+            // The object is non-empty: `model` and `messages` passed.
+            self.patches.push((end..end, Cow::Borrowed(member)));
         }
     }
 }

@@ -150,11 +150,30 @@ impl Cx<'_, '_> {
         let n = self.doc.node(v);
         let parsed = match n.kind {
             Kind::Bool(b) => return Some(b),
-            Kind::Number => match self.doc.raw(v).parse::<f64>() {
-                Ok(0.0) => Some(false),
-                Ok(1.0) => Some(true),
-                _ => None,
-            },
+            // pydantic: an integer other than 0/1 is `bool_parsing`; a float must first be a
+            // whole number within `i64` (else `bool_type`), then 0 or 1 (else `bool_parsing`).
+            Kind::Number => {
+                let text = self.doc.raw(v);
+                let whole = if text.contains(['.', 'e', 'E']) {
+                    text.parse::<f64>()
+                        .ok()
+                        .filter(|x| {
+                            x.fract() == 0.0 && (i64::MIN as f64) < *x && *x < (i64::MAX as f64)
+                        })
+                        .map(|x| x as i64)
+                } else {
+                    text.parse::<i64>().ok()
+                };
+                match whole {
+                    Some(0) => Some(false),
+                    Some(1) => Some(true),
+                    Some(_) => None,
+                    None => {
+                        self.err(&[], "bool_type", "Input should be a valid boolean", v, None);
+                        return None;
+                    }
+                }
+            }
             Kind::String(_) => {
                 let s = self.doc.str(v).to_ascii_lowercase();
                 match s.as_str() {

@@ -335,3 +335,216 @@ fn tools_and_tool_choice() {
     );
     assert_eq!(e[0].0.as_array().expect("loc").last(), Some(&json!("str")));
 }
+
+#[test]
+fn null_temperature_and_n_are_type_errors() {
+    // MLflow gives both a default but does not make them nullable.
+    let e = errs(&format!(
+        r#"{{"model":"m",{MSG},"temperature":null,"n":null}}"#
+    ));
+    assert_eq!(
+        e,
+        [
+            (
+                json!(["body", "temperature"]),
+                "float_type",
+                "Input should be a valid number".to_owned()
+            ),
+            (
+                json!(["body", "n"]),
+                "int_type",
+                "Input should be a valid integer".to_owned()
+            ),
+        ]
+    );
+    let off = ValidateConfig {
+        apply_defaults: false,
+        ..cfg()
+    };
+    let body = Bytes::from(format!(r#"{{"model":"m",{MSG},"n":null}}"#));
+    let e = validate_bytes(body, true, &off).expect_err("null n without defaults");
+    assert_eq!(e.detail[0].kind, "int_type");
+}
+
+#[test]
+fn null_is_absent_for_other_optional_fields() {
+    let body = r#"{"model":"m","messages":[{"role":"assistant","content":null,"tool_calls":null,
+        "refusal":null,"tool_call_id":null}],"stop":null,"max_tokens":null,"stream":null,
+        "stream_options":null,"tools":null,"seed":null,"tool_choice":null}"#;
+    let out = run(body).expect("nulls are absent");
+    let r = &out.request;
+    assert_eq!(r.stop, None);
+    assert_eq!((r.max_tokens, r.stream, r.seed), (None, None, None));
+    assert!(r.stream_options.is_none() && r.tools.is_none() && r.tool_choice.is_none());
+    assert!(r.messages[0].content.is_none() && r.messages[0].tool_calls.is_none());
+    // Required fields: null is a type error.
+    for (body, loc, kind) in [
+        (
+            format!(r#"{{"model":null,{MSG}}}"#),
+            json!(["body", "model"]),
+            "string_type",
+        ),
+        (
+            r#"{"model":"m","messages":null}"#.to_owned(),
+            json!(["body", "messages"]),
+            "list_type",
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":null}]}"#.to_owned(),
+            json!(["body", "messages", 0, "role"]),
+            "string_type",
+        ),
+    ] {
+        let (l, k, _) = one(&body);
+        assert_eq!((l, k), (loc, kind), "{body}");
+    }
+}
+
+fn with_usage(value: &str) -> String {
+    format!(
+        r#"{{"model":"m",{MSG},"stream":true,"stream_options":{{"include_usage":{value},"x":1}}}}"#
+    )
+}
+
+#[test]
+fn include_usage_is_a_lax_boolean_and_forwarded_coerced() {
+    for (value, want) in [
+        ("true", true),
+        ("false", false),
+        ("1", true),
+        ("0", false),
+        ("1.0", true),
+        ("0.0", false),
+        (r#""yes""#, true),
+        (r#""off""#, false),
+        (r#""T""#, true),
+        (r#""0""#, false),
+    ] {
+        let out = run(&with_usage(value)).expect(value);
+        let so = out.request.stream_options.as_ref().expect("stream_options");
+        assert_eq!(so.include_usage, Some(want), "{value}");
+        assert_eq!(out.request.include_usage(), want);
+        assert!(so.extra.get("include_usage").is_none(), "{value}");
+        assert_eq!(so.extra.get("x").map(|r| r.get()), Some("1"));
+        let fwd: Value = serde_json::from_slice(&out.body).expect("forwarded JSON");
+        assert_eq!(
+            fwd["stream_options"],
+            json!({"include_usage": want, "x": 1}),
+            "{value}"
+        );
+    }
+    // null is absent; other keys stay free.
+    let out = run(&with_usage("null")).expect("null");
+    let so = out.request.stream_options.as_ref().expect("stream_options");
+    assert_eq!(so.include_usage, None);
+    assert!(!out.request.include_usage());
+    let out = run(&with_usage(r#"true,"include_obfuscation":"whatever""#)).expect("free");
+    assert!(out.request.include_usage());
+}
+
+#[test]
+fn include_usage_errors_are_bool_parsing_or_bool_type() {
+    for (value, kind) in [
+        (r#""maybe""#, "bool_parsing"),
+        (r#""""#, "bool_parsing"),
+        ("2", "bool_parsing"),
+        ("-1", "bool_parsing"),
+        ("2.0", "bool_parsing"),
+        ("1.5", "bool_type"),
+        ("[]", "bool_type"),
+        ("{}", "bool_type"),
+    ] {
+        let (loc, k, msg) = one(&with_usage(value));
+        assert_eq!(
+            (loc, k),
+            (json!(["body", "stream_options", "include_usage"]), kind),
+            "{value}"
+        );
+        let want = if kind == "bool_type" {
+            "Input should be a valid boolean"
+        } else {
+            "Input should be a valid boolean, unable to interpret input"
+        };
+        assert_eq!(msg, want);
+    }
+    // The same rule for `stream`: a fractional number is not a boolean at all.
+    let (_, k, _) = one(&format!(r#"{{"model":"m",{MSG},"stream":1.5}}"#));
+    assert_eq!(k, "bool_type");
+}
+
+#[test]
+fn tool_call_function_is_required_but_its_members_are_optional() {
+    let body = r#"{"model":"m","messages":[{"role":"assistant","tool_calls":[
+        {"id":"a","function":{}},
+        {"id":"b","function":{"name":"f","arguments":null}},
+        {"id":"c","function":{"arguments":"{}"}}]}]}"#;
+    let out = run(body).expect("name and arguments are optional");
+    let again = serde_json::to_value(&out.request).expect("serialize");
+    let calls = &again["messages"][0]["tool_calls"];
+    // Absent (or null) stays absent when re-serialised.
+    assert_eq!(calls[0]["function"], json!({}));
+    assert_eq!(calls[1]["function"], json!({"name": "f"}));
+    assert_eq!(calls[2]["function"], json!({"arguments": "{}"}));
+    let e = errs(
+        r#"{"model":"m","messages":[{"role":"assistant","tool_calls":[{"id":"a"},
+        {"id":"b","function":{"name":1,"arguments":{"a":1}}}]}]}"#,
+    );
+    let kinds: Vec<_> = e.iter().map(|(l, k, _)| (l.clone(), *k)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (
+                json!(["body", "messages", 0, "tool_calls", 0, "function"]),
+                "missing"
+            ),
+            (
+                json!(["body", "messages", 0, "tool_calls", 1, "function", "name"]),
+                "string_type"
+            ),
+            (
+                json!([
+                    "body",
+                    "messages",
+                    0,
+                    "tool_calls",
+                    1,
+                    "function",
+                    "arguments"
+                ]),
+                "string_type"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_utf8_bom_is_skipped_and_not_forwarded() {
+    let plain = format!(r#"{{"model":"m",{MSG}}}"#);
+    let with_bom = format!("\u{feff}{plain}");
+    let out = run(&with_bom).expect("a BOM is fine");
+    assert_eq!(
+        &out.body[..],
+        format!(r#"{{"model":"m",{MSG},"temperature":0.0,"n":1}}"#).as_bytes()
+    );
+    // Nothing patched: the client's bytes from just after the mark.
+    let off = ValidateConfig {
+        apply_defaults: false,
+        ..cfg()
+    };
+    let out = validate_bytes(Bytes::from(with_bom), true, &off).expect("valid");
+    assert_eq!(&out.body[..], plain.as_bytes());
+    // Offsets of JSON errors count from after the mark, as Python's json.loads(bytes) does.
+    let (loc, kind, _) = one("\u{feff}{\"model\":\"m\",\"messages\":[");
+    assert_eq!((loc, kind), (json!(["body", 25]), "json_invalid"));
+    // The mark alone is not an empty body, and only one mark is skipped.
+    for body in ["\u{feff}", "\u{feff}\u{feff}{}"] {
+        let e = run(body).expect_err(body);
+        let d = &e.detail[0];
+        assert_eq!(
+            (serde_json::to_value(&d.loc).expect("loc"), d.kind),
+            (json!(["body", 0]), "json_invalid"),
+            "{body:?}"
+        );
+        assert_eq!(d.ctx.as_ref().expect("ctx")["error"], "Expecting value");
+    }
+}
