@@ -426,7 +426,7 @@ fn include_usage_is_a_lax_boolean_and_forwarded_coerced() {
         assert_eq!(out.request.include_usage(), want);
         assert!(so.extra.get("include_usage").is_none(), "{value}");
         assert_eq!(so.extra.get("x").map(|r| r.get()), Some("1"));
-        let fwd: Value = serde_json::from_slice(&out.body).expect("forwarded JSON");
+        let fwd: Value = serde_json::from_slice(&out.body()).expect("forwarded JSON");
         assert_eq!(
             fwd["stream_options"],
             json!({"include_usage": want, "x": 1}),
@@ -523,7 +523,7 @@ fn a_utf8_bom_is_skipped_and_not_forwarded() {
     let with_bom = format!("\u{feff}{plain}");
     let out = run(&with_bom).expect("a BOM is fine");
     assert_eq!(
-        &out.body[..],
+        &out.body()[..],
         format!(r#"{{"model":"m",{MSG},"temperature":0.0,"n":1}}"#).as_bytes()
     );
     // Nothing patched: the client's bytes from just after the mark.
@@ -532,7 +532,7 @@ fn a_utf8_bom_is_skipped_and_not_forwarded() {
         ..cfg()
     };
     let out = validate_bytes(Bytes::from(with_bom), true, &off).expect("valid");
-    assert_eq!(&out.body[..], plain.as_bytes());
+    assert_eq!(&out.body()[..], plain.as_bytes());
     // Offsets of JSON errors count from after the mark, as Python's json.loads(bytes) does.
     let (loc, kind, _) = one("\u{feff}{\"model\":\"m\",\"messages\":[");
     assert_eq!((loc, kind), (json!(["body", 25]), "json_invalid"));
