@@ -413,3 +413,143 @@ where
         hint
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    /// Frames and errors in order; `Pending` once before each.
+    struct Script(VecDeque<Result<&'static str, &'static str>>, bool);
+
+    impl Body for Script {
+        type Data = Bytes;
+        type Error = String;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, String>>> {
+            self.1 = !self.1;
+            if self.1 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Poll::Ready(self.0.pop_front().map(|p| {
+                p.map(|s| Frame::data(Bytes::from_static(s.as_bytes())))
+                    .map_err(str::to_owned)
+            }))
+        }
+    }
+
+    type Log = Arc<Mutex<Vec<(EndKind, u64, bool, Option<String>)>>>;
+
+    /// Records its one call; appends `append` on a clean end or a failure.
+    struct Recorder(Log, Option<&'static str>);
+
+    impl OnEnd for Recorder {
+        const APPENDS: bool = true;
+        fn on_end(self, end: &End<'_>) -> Option<Bytes> {
+            self.0.lock().unwrap().push((
+                end.kind,
+                end.bytes,
+                end.first_byte.is_some(),
+                end.error.map(|e| e.to_string()),
+            ));
+            self.1.map(|s| Bytes::from_static(s.as_bytes()))
+        }
+    }
+
+    fn script(parts: Vec<Result<&'static str, &'static str>>) -> Script {
+        Script(parts.into(), false)
+    }
+
+    #[tokio::test]
+    async fn complete_once_with_bytes_and_first_byte() {
+        let log = Log::default();
+        let body = OnEndBody::new(
+            script(vec![Ok("ab"), Ok("cde")]),
+            Recorder(log.clone(), None),
+        );
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "abcde");
+        assert_eq!(*log.lock().unwrap(), [(EndKind::Complete, 5, true, None)]);
+    }
+
+    #[tokio::test]
+    async fn an_appended_frame_goes_last() {
+        let log = Log::default();
+        let body = OnEndBody::new(script(vec![Ok("ab")]), Recorder(log.clone(), Some("!")));
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "ab!");
+        // Also when the inner body says it has ended with its last frame.
+        let body = OnEndBody::new(
+            Full::new(Bytes::from("xy")),
+            Recorder(log.clone(), Some("!")),
+        );
+        assert!(!body.is_end_stream());
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "xy!");
+        assert_eq!(log.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failure_is_passed_on_or_replaced() {
+        let log = Log::default();
+        let body = OnEndBody::new(
+            script(vec![Ok("ab"), Err("reset")]),
+            Recorder(log.clone(), None),
+        );
+        let err = body.collect().await.unwrap_err();
+        assert_eq!(err.to_string(), "reset");
+        let body = OnEndBody::new(
+            script(vec![Ok("ab"), Err("reset")]),
+            Recorder(log.clone(), Some("[gone]")),
+        );
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "ab[gone]");
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                (EndKind::Failed, 2, true, Some("reset".into())),
+                (EndKind::Failed, 2, true, Some("reset".into()))
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn dropped_early_is_reported_once() {
+        let log = Log::default();
+        let mut body = OnEndBody::new(
+            script(vec![Ok("ab"), Ok("cd")]),
+            Recorder(log.clone(), None),
+        );
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "ab");
+        drop(body);
+        assert_eq!(*log.lock().unwrap(), [(EndKind::Dropped, 2, true, None)]);
+        // Never polled at all.
+        drop(OnEndBody::new(
+            script(vec![Ok("ab")]),
+            Recorder(log.clone(), None),
+        ));
+        assert_eq!(log.lock().unwrap()[1], (EndKind::Dropped, 0, false, None));
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_never_appends_keeps_the_size_and_end() {
+        let ends = Arc::new(Mutex::new(Vec::new()));
+        let record = Arc::clone(&ends);
+        let body = OnEndBody::new(Full::new(Bytes::from("hello")), move |e: &End<'_>| {
+            record.lock().unwrap().push(e.kind);
+        });
+        assert_eq!(body.size_hint().exact(), Some(5));
+        // Empty and ended from the start: a server may never poll it.
+        let record = Arc::clone(&ends);
+        let empty = OnEndBody::new(Full::new(Bytes::new()), move |e: &End<'_>| {
+            record.lock().unwrap().push(e.kind);
+        });
+        assert!(empty.is_end_stream());
+        drop(empty);
+        drop(body);
+        assert_eq!(*ends.lock().unwrap(), [EndKind::Complete, EndKind::Dropped]);
+    }
+}

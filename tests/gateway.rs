@@ -190,13 +190,18 @@ async fn a_panicking_route_answers_500_in_the_envelope() {
         .build();
     let server = support::start_with(Gateway::new(router, ValidateConfig::default())).await;
     let client = support::client();
-    let (status, _, body) = support::post_json(
+    let (status, headers, body) = support::post_json(
         &client,
         server.addr,
         r#"{"model":"boom","messages":[{"role":"user","content":"hi"}]}"#,
     )
     .await;
     assert_eq!(status, 500);
+    assert_eq!(
+        headers["x-request-id"].len(),
+        32,
+        "a panic's 500 has an id too"
+    );
     let v: Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(v["error"]["type"], "server_error");
     // The server still serves.
@@ -250,4 +255,144 @@ async fn in_process_event_streams_get_done_appended() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(&body[..], b"data: {\"x\":1}\n\ndata: [DONE]\n\n");
+}
+
+/// `tower::limit::ConcurrencyLimit` in the stack: its `call` panics unless `poll_ready` came
+/// first, so this fails (500 from the panic guard) when the gateway skips readiness.
+#[tokio::test]
+async fn readiness_based_layers_work_in_the_stack() {
+    let router = ModelRouter::builder()
+        .service("echo", EchoModel::new())
+        .build();
+    let models = router.models().to_vec();
+    let chat = tower::ServiceBuilder::new()
+        .concurrency_limit(2)
+        .layer(chatgate::ValidateLayer::new())
+        .service(router);
+    let server = support::start_with(Gateway::with_stack(chat, models)).await;
+    let client = support::client();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let client = client.clone();
+        let addr = server.addr;
+        tasks.push(tokio::spawn(async move {
+            support::post_json(&client, addr, HI).await.0
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("task"), 200);
+    }
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id() {
+    let server = support::start(ValidateConfig::default()).await;
+    let client = support::client();
+    let send = |path: &str, method: http::Method, id: Option<&str>, body: &'static str| {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", server.addr))
+            .header("content-type", "application/json");
+        if let Some(id) = id {
+            b = b.header("x-request-id", id);
+        }
+        b.body(Full::new(Bytes::from_static(body.as_bytes())))
+            .expect("request")
+    };
+    let cases = [
+        ("/v1/chat/completions", http::Method::POST, HI, 200),
+        ("/v1/chat/completions", http::Method::POST, "{", 422),
+        ("/v1/chat/completions", http::Method::GET, "", 405),
+        (
+            "/v1/chat/completions",
+            http::Method::POST,
+            r#"{"model":"nope","messages":[{"role":"user","content":"hi"}]}"#,
+            404,
+        ),
+        ("/nope", http::Method::GET, "", 404),
+        ("/healthz", http::Method::GET, "", 200),
+    ];
+    let mut generated = std::collections::HashSet::new();
+    for (path, method, body, status) in cases {
+        // A sane client id comes back as sent.
+        let (s, headers, _) = support::send(
+            &client,
+            send(path, method.clone(), Some("client-id-7"), body),
+        )
+        .await;
+        assert_eq!(s, status, "{path}");
+        assert_eq!(headers["x-request-id"], "client-id-7", "{path}");
+        // None, or an insane one: a generated id.
+        for id in [None, Some("has spaces"), Some("")] {
+            let (s, headers, _) =
+                support::send(&client, send(path, method.clone(), id, body)).await;
+            assert_eq!(s, status);
+            let got = headers["x-request-id"].to_str().expect("ascii").to_owned();
+            assert_eq!(got.len(), 32, "{got}");
+            assert!(generated.insert(got), "ids are unique");
+        }
+    }
+}
+
+#[tokio::test]
+async fn request_id_and_peer_address_reach_the_model() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = Arc::clone(&seen);
+    let model = tower::service_fn(move |req: Request<ValidatedRequest>| {
+        let id = req
+            .extensions()
+            .get::<chatgate::request_id::RequestId>()
+            .map(|i| i.as_str().to_owned());
+        let peer = req
+            .extensions()
+            .get::<chatgate::request_id::PeerAddr>()
+            .map(|p| p.0);
+        let header = req.headers().get("x-request-id").cloned();
+        record.lock().expect("lock").push((id, peer, header));
+        async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}")))) }
+    });
+    let router = ModelRouter::builder().service("m", model).build();
+    let server = support::start_with(Gateway::new(router, ValidateConfig::default())).await;
+    let client = support::client();
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let (status, headers, _) = support::post_json(&client, server.addr, body).await;
+    assert_eq!(status, 200);
+    let seen = seen.lock().expect("lock");
+    let (id, peer, header) = &seen[0];
+    assert_eq!(id.as_deref(), headers["x-request-id"].to_str().ok());
+    assert_eq!(header.as_ref(), Some(&headers["x-request-id"]));
+    let peer = peer.expect("peer address");
+    assert!(peer.ip().is_loopback() && peer.port() != 0);
+}
+
+#[tokio::test]
+async fn a_model_can_be_retrieved() {
+    let router = ModelRouter::builder()
+        .service("echo", EchoModel::new())
+        .service("org/name", EchoModel::new())
+        .build();
+    let server = support::start_with(Gateway::new(router, ValidateConfig::default())).await;
+    let client = support::client();
+    let get = |path: &str| {
+        Request::get(format!("http://{}{path}", server.addr))
+            .body(Full::new(Bytes::new()))
+            .expect("request")
+    };
+    let (status, _, body) = support::send(&client, get("/v1/models/echo")).await;
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(
+        (v["id"].as_str(), v["object"].as_str()),
+        (Some("echo"), Some("model"))
+    );
+    for path in ["/v1/models/org/name", "/v1/models/org%2Fname"] {
+        let (status, _, body) = support::send(&client, get(path)).await;
+        assert_eq!(status, 200, "{path}");
+        let v: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["id"], "org/name");
+    }
+    let (status, _, body) = support::send(&client, get("/v1/models/gpt-9")).await;
+    assert_eq!(status, 404);
+    let v: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(v["error"]["code"], "model_not_found");
 }

@@ -30,7 +30,20 @@ pub async fn start(config: ValidateConfig) -> Server {
     start_with(Gateway::new(router, config)).await
 }
 
-pub async fn start_with(gateway: Gateway) -> Server {
+pub async fn start_with<S, B>(gateway: Gateway<S>) -> Server
+where
+    S: tower::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<B>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
