@@ -181,9 +181,12 @@ impl End<'_> {
 /// # }
 /// ```
 pub trait OnEnd: Send + 'static {
-    /// Whether [`on_end`](Self::on_end) may return a frame to append. When `false`, the body
-    /// keeps the inner body's size hint (and so its `Content-Length`).
-    const APPENDS: bool = false;
+    /// Whether [`on_end`](Self::on_end) may return a frame to append (asked once, when the
+    /// body is wrapped). When `false`, the body keeps the inner body's size hint (and so its
+    /// `Content-Length`) and end-of-stream answer.
+    fn appends(&self) -> bool {
+        false
+    }
 
     /// Sees each data frame as it passes (default: nothing).
     fn on_data(&mut self, _data: &Bytes) {}
@@ -205,7 +208,9 @@ where
 }
 
 impl<H: OnEnd> OnEnd for Option<H> {
-    const APPENDS: bool = H::APPENDS;
+    fn appends(&self) -> bool {
+        self.as_ref().is_some_and(OnEnd::appends)
+    }
 
     fn on_data(&mut self, data: &Bytes) {
         if let Some(h) = self {
@@ -220,7 +225,9 @@ impl<H: OnEnd> OnEnd for Option<H> {
 
 /// Two handlers, the first called first (its appended frame, if any, goes first).
 impl<A: OnEnd, B: OnEnd> OnEnd for (A, B) {
-    const APPENDS: bool = A::APPENDS || B::APPENDS;
+    fn appends(&self) -> bool {
+        self.0.appends() || self.1.appends()
+    }
 
     fn on_data(&mut self, data: &Bytes) {
         self.0.on_data(data);
@@ -255,6 +262,7 @@ pin_project! {
         // A frame the handler appended, sent before the end.
         last: Option<Bytes>,
         done: bool,
+        appends: bool,
     }
 
     impl<B: Body, H: OnEnd> PinnedDrop for OnEndBody<B, H> {
@@ -299,6 +307,7 @@ impl<B: Body, H: OnEnd> OnEndBody<B, H> {
     pub fn started_at(inner: B, handler: H, started: Instant) -> Self {
         Self {
             inner,
+            appends: handler.appends(),
             handler: Some(handler),
             bytes: 0,
             started,
@@ -396,7 +405,7 @@ where
         }
         // A handler that never appends keeps the inner body's answer (the end is then reported
         // when the body is dropped, see `PinnedDrop`).
-        !H::APPENDS && self.inner.is_end_stream()
+        !self.appends && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -405,7 +414,7 @@ where
             return SizeHint::with_exact(n);
         }
         let inner = self.inner.size_hint();
-        if !H::APPENDS {
+        if !self.appends {
             return inner;
         }
         let mut hint = SizeHint::new();
@@ -450,7 +459,9 @@ mod tests {
     struct Recorder(Log, Option<&'static str>);
 
     impl OnEnd for Recorder {
-        const APPENDS: bool = true;
+        fn appends(&self) -> bool {
+            true
+        }
         fn on_end(self, end: &End<'_>) -> Option<Bytes> {
             self.0.lock().unwrap().push((
                 end.kind,

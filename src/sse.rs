@@ -318,7 +318,9 @@ pub(crate) fn error_event(
 }
 
 impl crate::body::OnEnd for SseEnding {
-    const APPENDS: bool = true;
+    fn appends(&self) -> bool {
+        true
+    }
 
     fn on_data(&mut self, data: &Bytes) {
         self.scanner.feed(data);

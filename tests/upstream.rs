@@ -690,6 +690,34 @@ async fn load_spreads_over_replicas_by_weight() {
 }
 
 #[tokio::test]
+async fn sequential_requests_split_by_weight() {
+    bounded(async {
+        // One request at a time: every replica is idle when the next is picked. Before the
+        // fix, weights 3 and 1 went 100/0.
+        let a = Mock::ok().await;
+        let b = Mock::ok().await;
+        let gw = gateway(router(
+            "m",
+            RouteConfig::new()
+                .replica(UpstreamConfig::new(a.url()).weight(3))
+                .replica(UpstreamConfig::new(b.url()).weight(1)),
+        ))
+        .await;
+        let c = client();
+        for _ in 0..200 {
+            let res = post(&c, gw, chat("m", false), &[]).await;
+            assert_eq!(res.status(), 200);
+            text(res).await;
+        }
+        let (na, nb) = (a.hits(), b.hits());
+        assert_eq!(na + nb, 200);
+        // 3:1 would be 150:50; loose bounds (binomial, sd ≈ 6).
+        assert!((120..=180).contains(&na), "a={na} b={nb}");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn passive_ejection_and_readmission() {
     bounded(async {
         let healthy = Arc::new(AtomicBool::new(false));

@@ -117,9 +117,11 @@ impl Pool {
         u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
-    /// Picks a replica not in `tried` (a bit set of indices): two distinct random available
-    /// replicas, the one with fewer outstanding requests per unit of weight (counting the new
-    /// request) wins. `None` when no untried replica is available.
+    /// Picks a replica not in `tried` (a bit set of indices): two random available replicas,
+    /// each drawn with probability proportional to its weight; of the two, the one with fewer
+    /// outstanding requests per unit of weight wins, and a tie goes to the first drawn. Idle
+    /// replicas (a tie) are therefore chosen by weight, and busy ones converge to outstanding
+    /// counts proportional to their weights. `None` when no untried replica is available.
     pub(crate) fn pick(&self, tried: u64) -> Option<usize> {
         // The clock is read only once some replica has been ejected (0 is before any ejection).
         let now = if self
@@ -133,37 +135,41 @@ impl Pool {
         };
         let eligible =
             |i: usize, r: &Replica| (i >= 64 || tried & (1 << i) == 0) && r.available(now);
-        let nth = |k: usize| {
-            self.replicas
-                .iter()
-                .enumerate()
-                .filter(|(i, r)| eligible(*i, r))
-                .nth(k)
-                .map(|(i, _)| i)
-        };
-        let m = self
-            .replicas
-            .iter()
-            .enumerate()
-            .filter(|(i, r)| eligible(*i, r))
-            .count();
-        match m {
-            0 => None,
-            1 => nth(0),
-            _ => {
-                let a = rand_below(m);
-                let mut b = rand_below(m - 1);
-                if b >= a {
-                    b += 1;
-                }
-                let (a, b) = (nth(a)?, nth(b)?);
-                let (ra, rb) = (&self.replicas[a], &self.replicas[b]);
-                // (oa + 1) / wa <= (ob + 1) / wb, without division.
-                let la = (ra.outstanding.load(Relaxed) + 1) * rb.weight;
-                let lb = (rb.outstanding.load(Relaxed) + 1) * ra.weight;
-                Some(if la <= lb { a } else { b })
+        let mut total = 0u64;
+        let mut only = None;
+        let mut count = 0usize;
+        for (i, r) in self.replicas.iter().enumerate() {
+            if eligible(i, r) {
+                total += r.weight;
+                count += 1;
+                only = Some(i);
             }
         }
+        if count <= 1 {
+            return only;
+        }
+        let draw = || {
+            let mut x = rand_below(usize::try_from(total).unwrap_or(usize::MAX)) as u64;
+            for (i, r) in self.replicas.iter().enumerate() {
+                if !eligible(i, r) {
+                    continue;
+                }
+                if x < r.weight {
+                    return i;
+                }
+                x -= r.weight;
+            }
+            only.unwrap_or(0)
+        };
+        let (a, b) = (draw(), draw());
+        if a == b {
+            return Some(a);
+        }
+        let (ra, rb) = (&self.replicas[a], &self.replicas[b]);
+        // oa / wa <= ob / wb, without division.
+        let la = ra.outstanding.load(Relaxed) * rb.weight;
+        let lb = rb.outstanding.load(Relaxed) * ra.weight;
+        Some(if la <= lb { a } else { b })
     }
 
     fn record_success(&self, i: usize) {
@@ -408,6 +414,24 @@ mod tests {
         assert!((95..=105).contains(&a), "{a} {b}");
         drop(held);
         assert_eq!(p.replicas[0].outstanding.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn idle_replicas_share_by_weight() {
+        // Requests that finish before the next one (sequential traffic): 3:1.
+        let p = pool(&[3, 1]);
+        let mut seen = [0u32; 2];
+        for _ in 0..4000 {
+            seen[p.pick(0).unwrap()] += 1;
+        }
+        assert!((2800..=3200).contains(&seen[0]), "{seen:?}");
+        // Equal weights: an even split.
+        let p = pool(&[1, 1, 1]);
+        let mut seen = [0u32; 3];
+        for _ in 0..3000 {
+            seen[p.pick(0).unwrap()] += 1;
+        }
+        assert!(seen.iter().all(|&n| (850..=1150).contains(&n)), "{seen:?}");
     }
 
     #[test]

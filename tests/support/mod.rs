@@ -58,7 +58,10 @@ where
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 pub fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
+    // No Nagle: a request's head and body may leave in two writes.
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    Client::builder(TokioExecutor::new()).build(http)
 }
 
 pub fn http2_client() -> HttpClient {

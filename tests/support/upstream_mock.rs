@@ -162,6 +162,7 @@ impl Mock {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                let _ = stream.set_nodelay(true);
                 conns.fetch_add(1, Ordering::SeqCst);
                 let (handler, seen, hits) = (handler.clone(), seen.clone(), hits.clone());
                 tokio::spawn(async move {
@@ -286,6 +287,7 @@ pub async fn gateway(router: ModelRouter) -> SocketAddr {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
+            let _ = stream.set_nodelay(true);
             let svc = svc.clone();
             tokio::spawn(async move {
                 let hyper_svc = service_fn(move |req: Request<Incoming>| svc.clone().oneshot(req));
@@ -301,7 +303,10 @@ pub async fn gateway(router: ModelRouter) -> SocketAddr {
 pub type TestClient = Client<HttpConnector, Full<Bytes>>;
 
 pub fn client() -> TestClient {
-    Client::builder(TokioExecutor::new()).build_http()
+    // No Nagle: a request's head and body may leave in two writes.
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    Client::builder(TokioExecutor::new()).build(http)
 }
 
 /// `POST /v1/chat/completions` with `body` and optional extra headers.
