@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
-use bytes::Bytes;
 use crate::validate::{ValidateConfig, validate};
+use bytes::Bytes;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
