@@ -891,7 +891,8 @@ async fn active_health_check_takes_a_replica_out_and_back() {
             let ok = h.load(Ordering::SeqCst);
             let p = p.clone();
             async move {
-                if s.path == "/health" {
+                // The default path is relative to the base URL (`…/v1`), not to the host root.
+                if s.path == "/v1/models" {
                     assert_eq!(s.method, http::Method::GET);
                     assert_eq!(s.headers["authorization"], "Bearer k");
                     p.notify_one();
@@ -906,7 +907,7 @@ async fn active_health_check_takes_a_replica_out_and_back() {
             "m",
             RouteConfig::new()
                 .replica(UpstreamConfig::new(mock.url()).api_key("k"))
-                .health_check(HealthCheck::new("/health").interval(Duration::from_millis(50))),
+                .health_check(HealthCheck::default().interval(Duration::from_millis(50))),
         );
         let gw = gateway(router.clone()).await;
         let c = client();
@@ -923,6 +924,37 @@ async fn active_health_check_takes_a_replica_out_and_back() {
         probes.notified().await;
         assert!(router.is_ready("m"));
         assert_eq!(post(&c, gw, chat("m", false), &[]).await.status(), 200);
+    })
+    .await;
+}
+
+/// The probe path goes under the base URL; `..` reaches the host root (vLLM's `/health`).
+#[tokio::test]
+async fn probe_paths_are_relative_to_the_base_url() {
+    bounded(async {
+        for (path, expected) in [
+            ("/models", "/v1/models"),
+            ("/../health", "/health"),
+            ("/../v2/ready?deep=1", "/v2/ready"),
+        ] {
+            let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+            let mock = Mock::start(move |s| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(s.path.clone());
+                    json(200, serde_json::json!({}))
+                }
+            })
+            .await;
+            let router = router(
+                "m",
+                RouteConfig::new()
+                    .replica(UpstreamConfig::new(mock.url()))
+                    .health_check(HealthCheck::new(path).interval(Duration::from_millis(20))),
+            );
+            assert_eq!(rx.recv().await.as_deref(), Some(expected), "{path}");
+            drop(router);
+        }
     })
     .await;
 }
