@@ -24,7 +24,7 @@
 //! model = "Qwen/Qwen2.5-7B-Instruct" # optional: the name sent upstream (default: `name`)
 //! api_key_env = "QWEN_KEY"           # optional: the variable holding the upstream's key
 //! weight = 1                          # optional: share of the traffic, >= 1
-//! health_check = { path = "/models", interval = "10s" }  # optional active probe
+//! health_check = { path = "/models", interval = "10s" }  # optional active probe of …/v1/models
 //! # ca_file = "certs/internal-ca.pem"  # optional, https only: trust this private CA instead
 //! ```
 //!
@@ -46,6 +46,12 @@
 //! the model's value); builtin models ignore them. `health_check` is replaced as a whole, not
 //! merged key by key.
 //!
+//! The health keys (`eject_after`, `readmit_after`, `health_check`) describe the model's
+//! replica set as a whole, so every replica of a model must end up with the same values: a file
+//! where one replica's differ from the first replica's is refused (at load, `--check` and
+//! reload) with the position of the overriding key, never loaded with some values dropped. Set
+//! them on the `[[models]]` table.
+//!
 //! | key | default | meaning |
 //! |---|---|---|
 //! | `connect_timeout` | `"5s"` | establishing the connection (TCP and TLS) |
@@ -54,7 +60,13 @@
 //! | `total_timeout` | `"10m"` | the whole exchange, body included |
 //! | `eject_after` | `3` | consecutive failures before a replica is ejected; >= 1 |
 //! | `readmit_after` | `"5s"` | base backoff before an ejected replica is tried again |
-//! | `health_check` | none | `{ path = "/models", interval = "10s", timeout = "5s" }`: an active probe, `GET url + path`; each key optional with the default shown |
+//! | `health_check` | none | `{ path = "/models", interval = "10s", timeout = "5s" }`: an active probe, `GET url + path`; each key optional with the default shown (the library's [`HealthCheck`](crate::route::HealthCheck) defaults) |
+//!
+//! The probe's `path` starts with `/` and is relative to the upstream's base URL: `/models` of
+//! `http://h:8000/v1` is `http://h:8000/v1/models`. `.` and `..` segments are resolved as in any
+//! URL, which reaches the host's root: `/../health` of `http://h:8000/v1` is
+//! `http://h:8000/health` (vLLM's health endpoint). A replica that does not answer 2xx within
+//! `timeout` takes no traffic until a probe succeeds.
 //!
 //! ## Durations
 //!
@@ -153,12 +165,13 @@ use raw::{RawConfig, Source};
 /// The address the proxy listens on when the file sets none: `127.0.0.1:8080`.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 
-const DEFAULT_MAX_ATTEMPTS: u32 = 2;
-const DEFAULT_EJECT_AFTER: u32 = 3;
-const DEFAULT_READMIT_AFTER: Duration = Duration::from_secs(5);
-const DEFAULT_PROBE_PATH: &str = "/models";
-const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(10);
-const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+// The library's defaults, so the file and the library never disagree.
+use crate::route::{
+    DEFAULT_EJECT_AFTER, DEFAULT_HEALTH_CHECK_INTERVAL as DEFAULT_PROBE_INTERVAL,
+    DEFAULT_HEALTH_CHECK_PATH as DEFAULT_PROBE_PATH,
+    DEFAULT_HEALTH_CHECK_TIMEOUT as DEFAULT_PROBE_TIMEOUT, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_READMIT_AFTER,
+};
 
 // ---------------------------------------------------------------------------------------------
 // The validated configuration
@@ -236,7 +249,7 @@ impl Config {
     /// request.
     ///
     /// A route's health settings (`eject_after`, `readmit_after`, `health_check`) apply to all
-    /// its replicas; when replicas override them differently, the first replica's are used.
+    /// its replicas; loading refuses a file where replicas set them differently.
     ///
     /// Starts the active health probes, so it must run inside a Tokio runtime.
     ///

@@ -131,7 +131,8 @@ impl Upstream {
         &self.timeouts
     }
 
-    /// The effective health settings (upstream value, else model value, else default).
+    /// The effective health settings (upstream value, else model value, else default). They are
+    /// the same for every replica of a model: a file where they differ is refused.
     pub fn health(&self) -> &Health {
         &self.health
     }
@@ -154,11 +155,15 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
+        use crate::upstream::{
+            DEFAULT_CONNECT_TIMEOUT, DEFAULT_FIRST_BYTE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+            DEFAULT_TOTAL_TIMEOUT,
+        };
         Self {
-            connect: Duration::from_secs(5),
-            first_byte: Duration::from_secs(60),
-            idle: Duration::from_secs(60),
-            total: Duration::from_secs(10 * 60),
+            connect: DEFAULT_CONNECT_TIMEOUT,
+            first_byte: DEFAULT_FIRST_BYTE_TIMEOUT,
+            idle: DEFAULT_IDLE_TIMEOUT,
+            total: DEFAULT_TOTAL_TIMEOUT,
         }
     }
 }
@@ -173,6 +178,21 @@ pub struct Health {
     pub readmit_after: Duration,
     /// The active probe (`health_check`), if any.
     pub probe: Option<HealthProbe>,
+}
+
+impl Health {
+    /// Whether two replicas' settings are the same for their route (the probe's URL aside,
+    /// which is each replica's own).
+    pub(super) fn same_for_route(&self, other: &Health) -> bool {
+        let probe = |h: &Health| {
+            h.probe
+                .as_ref()
+                .map(|p| (p.path.clone(), p.interval, p.timeout))
+        };
+        self.eject_after == other.eject_after
+            && self.readmit_after == other.readmit_after
+            && probe(self) == probe(other)
+    }
 }
 
 impl Default for Health {
@@ -195,12 +215,14 @@ pub struct HealthProbe {
 }
 
 impl HealthProbe {
-    /// The probed path relative to the upstream's base URL (`path`, default `/models`).
+    /// The probed path, relative to the upstream's base URL (`path`, default `/models`); see
+    /// [`HealthCheck`](crate::route::HealthCheck) for the rule.
     pub fn path(&self) -> &str {
         &self.path
     }
 
-    /// The probed URL: the upstream's base URL followed by [`HealthProbe::path`].
+    /// The probed URL: the upstream's base URL followed by [`HealthProbe::path`], `.` and `..`
+    /// segments resolved (`/../health` of `http://h:8000/v1` is `http://h:8000/health`).
     pub fn url(&self) -> &Uri {
         &self.url
     }
