@@ -68,6 +68,44 @@
 //! `http://h:8000/health` (vLLM's health endpoint). A replica that does not answer 2xx within
 //! `timeout` takes no traffic until a probe succeeds.
 //!
+//! ## `[server]` and `[validation]`
+//!
+//! Both tables are optional, and so is each key; a file without them gets the library's
+//! defaults. [`Config::serve_config`] and [`Config::validate_config`] hand them to
+//! [`serve_with`](crate::gateway::serve_with) and the [`Gateway`](crate::gateway::Gateway).
+//!
+//! ```toml
+//! [server]
+//! header_read_timeout = "30s"   # longest wait for an HTTP/1 request head
+//! shutdown_grace = "30s"        # how long requests and streams in flight may finish on shutdown
+//! max_header_bytes = "64KiB"    # largest request head (HTTP/1 buffer, HTTP/2 header list)
+//!
+//! [validation]
+//! max_body = "4MiB"             # largest request body (413 above)
+//! max_depth = 64                # deepest JSON nesting (422 above)
+//! strict = false                # also enforce OpenAI's semantic rules (400)
+//! apply_defaults = true         # write absent `temperature` and `n` into the forwarded body
+//! body_timeout = "30s"          # longest wait for the whole body, or "none"
+//! ```
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `server.header_read_timeout` | `"30s"` | [`ServeConfig::header_read_timeout`] |
+//! | `server.shutdown_grace` | `"30s"` | [`ServeConfig::shutdown_grace`] |
+//! | `server.max_header_bytes` | `"64KiB"` | [`ServeConfig::max_header_bytes`]; 8 KiB (hyper's smallest HTTP/1 buffer) to 4 GiB |
+//! | `validation.max_body` | `"4MiB"` | [`ValidateConfig::max_body`] |
+//! | `validation.max_depth` | `64` | [`ValidateConfig::max_depth`]; 1 to 128 |
+//! | `validation.strict` | `false` | [`ValidateConfig::strict`] |
+//! | `validation.apply_defaults` | `true` | [`ValidateConfig::apply_defaults`] |
+//! | `validation.body_timeout` | `"30s"` | [`ValidateConfig::body_timeout`]; `"none"` waits forever |
+//!
+//! Sizes are a number of bytes (`65536`) or a string with a binary unit: `"512B"`, `"64KiB"`,
+//! `"4MiB"`, `"1GiB"`. `"MB"` and friends are refused as ambiguous (1000 or 1024?). Sizes and
+//! durations must be greater than zero.
+//!
+//! The `[server]` settings take effect at start; a reload (SIGHUP) applies `[validation]` and
+//! the models, and reports a changed `[server]` or `listen` as needing a restart.
+//!
 //! ## Durations
 //!
 //! Durations are strings: one or more `<integer><unit>` groups with the unit `ms`, `s`, `m`
@@ -98,8 +136,8 @@
 //! ## Later sections
 //!
 //! Each top-level section is an optional field of the private raw document and an accessor on
-//! [`Config`]; `[[keys]]`, `[limits]`, `[usage]` and `[[prices]]` will be added that way, so
-//! existing files keep parsing.
+//! [`Config`] (as `[server]` and `[validation]` are); `[[keys]]`, `[limits]`, `[usage]` and
+//! `[[prices]]` will be added that way, so existing files keep parsing.
 //!
 //! # Example
 //!
@@ -153,6 +191,7 @@ mod credentials;
 mod error;
 mod model;
 mod raw;
+mod server;
 #[cfg(test)]
 mod tests;
 
@@ -161,6 +200,9 @@ pub use error::ConfigError;
 use error::{ErrorKind, Position};
 pub use model::{Backend, Builtin, Health, HealthProbe, Model, Timeouts, Upstream};
 use raw::{RawConfig, Source};
+
+use crate::gateway::ServeConfig;
+use crate::validate::ValidateConfig;
 
 /// The address the proxy listens on when the file sets none: `127.0.0.1:8080`.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
@@ -181,6 +223,8 @@ use crate::route::{
 #[derive(Clone, Debug)]
 pub struct Config {
     listen: SocketAddr,
+    serve: ServeConfig,
+    validate: ValidateConfig,
     models: Vec<Model>,
 }
 
@@ -215,6 +259,8 @@ impl Config {
     pub fn default_embedded() -> Self {
         Self {
             listen: DEFAULT_LISTEN,
+            serve: ServeConfig::default(),
+            validate: ValidateConfig::default(),
             models: vec![Model {
                 name: "echo".to_owned(),
                 backend: Backend::Builtin(Builtin::Echo),
@@ -227,6 +273,18 @@ impl Config {
     /// The address to listen on (`listen`, default [`DEFAULT_LISTEN`]).
     pub fn listen(&self) -> SocketAddr {
         self.listen
+    }
+
+    /// The HTTP server's settings (`[server]`; each key defaults to [`ServeConfig::default`]'s
+    /// value), for [`serve_with`](crate::gateway::serve_with).
+    pub fn serve_config(&self) -> ServeConfig {
+        self.serve.clone()
+    }
+
+    /// The validation layer's settings (`[validation]`; each key defaults to
+    /// [`ValidateConfig::default`]'s value), for [`Gateway`](crate::gateway::Gateway).
+    pub fn validate_config(&self) -> ValidateConfig {
+        self.validate.clone()
     }
 
     /// The models, in file order (never empty).

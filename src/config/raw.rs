@@ -1,5 +1,6 @@
 //! The TOML document as deserialized (spans kept) and its validation into [`Config`](super::Config).
 
+use super::server::{RawServer, RawValidation};
 use super::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -10,6 +11,8 @@ use super::*;
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     listen: Option<Spanned<String>>,
+    server: Option<RawServer>,
+    validation: Option<RawValidation>,
     #[serde(default)]
     models: Vec<RawModel>,
 }
@@ -79,7 +82,7 @@ pub(super) struct RawHealthCheck {
 /// A duration string (see the module docs), checked while deserializing so the error carries
 /// the value's position.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Dur(Duration);
+pub(super) struct Dur(pub(super) Duration);
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -232,7 +235,12 @@ impl Source<'_> {
             .iter()
             .map(|m| self.model(m, &names))
             .collect::<Result<_, _>>()?;
-        Ok(Config { listen, models })
+        Ok(Config {
+            listen,
+            serve: self.serve_config(raw.server.as_ref())?,
+            validate: self.validate_config(raw.validation.as_ref())?,
+            models,
+        })
     }
 
     pub(super) fn model(
