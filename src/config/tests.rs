@@ -745,7 +745,7 @@ fn sizes_parse() {
     }
     assert!(
         parse_size("4MB")
-            .unwrap_err()
+            .expect_err("ambiguous")
             .contains("ambiguous; use KiB, MiB or GiB")
     );
 }
