@@ -1,13 +1,12 @@
 //! Upstream proxying end to end on loopback: a hyper gateway (`ValidateLayer` + `ModelRouter`),
-//! a hyper-util client, and mock OpenAI upstreams (`support/upstream_mock.rs`).
+//! a hyper-util client, and mock OpenAI upstreams (`support/mock_upstream`).
 //!
 //! No test sleeps to synchronise: the mocks hold their streams on channels until the test says
 //! so. Timeout tests use short timeouts (100–300 ms) and only assert generous upper bounds.
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "support/upstream_mock.rs"]
-mod upstream_mock;
+mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,9 +16,10 @@ use bytes::Bytes;
 use chatgate::EchoModel;
 use chatgate::route::{HealthCheck, ModelRouter, RouteConfig, RoutedModel};
 use chatgate::upstream::UpstreamConfig;
+use support::mock_upstream::*;
+use support::{chat, client, gateway, next_chunk, post, text};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
-use upstream_mock::*;
 
 /// Hang detection: every test finishes well within this.
 const BOUND: Duration = Duration::from_secs(30);
@@ -81,7 +81,7 @@ async fn alias_is_rewritten_and_only_the_upstream_key_is_sent() {
         let seen = mock.seen();
         assert_eq!(seen.len(), 1);
         let s = &seen[0];
-        assert_eq!(s.path, "/v1/chat/completions");
+        assert_eq!(s.path(), "/v1/chat/completions");
         assert_eq!(s.json()["model"], "real-model");
         assert_eq!(s.json()["messages"][0]["content"], "hi");
         let auth: Vec<_> = s.headers.get_all("authorization").iter().collect();
@@ -120,7 +120,7 @@ async fn upstream_connections_are_kept_alive() {
 #[tokio::test]
 async fn http2_prior_knowledge_streams_over_one_connection() {
     bounded(async {
-        let mock = Mock::start(|s: Seen| async move {
+        let mock = Mock::start(|s: RecordedRequest| async move {
             assert_eq!(s.version, http::Version::HTTP_2);
             let (tx, _d, res) = sse();
             tokio::spawn(async move {
@@ -892,7 +892,7 @@ async fn active_health_check_takes_a_replica_out_and_back() {
             let p = p.clone();
             async move {
                 // The default path is relative to the base URL (`…/v1`), not to the host root.
-                if s.path == "/v1/models" {
+                if s.path() == "/v1/models" {
                     assert_eq!(s.method, http::Method::GET);
                     assert_eq!(s.headers["authorization"], "Bearer k");
                     p.notify_one();
@@ -941,7 +941,7 @@ async fn probe_paths_are_relative_to_the_base_url() {
             let mock = Mock::start(move |s| {
                 let tx = tx.clone();
                 async move {
-                    let _ = tx.send(s.path.clone());
+                    let _ = tx.send(s.path().to_owned());
                     json(200, serde_json::json!({}))
                 }
             })
