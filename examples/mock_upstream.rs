@@ -7,10 +7,10 @@
 //! ```
 //!
 //! It answers `POST /v1/chat/completions` and `GET /v1/models` as described in
-//! `tests/support/mock_upstream.rs`, prints `listening on http://ADDR` once bound, and runs until
+//! `tests/support/mock_upstream/`, prints `listening on http://ADDR` once bound, and runs until
 //! interrupted. Requests are not recorded unless `--record` is given (nobody could read them).
 
-#[path = "../tests/support/mock_upstream.rs"]
+#[path = "../tests/support/mock_upstream/mod.rs"]
 mod mock_upstream;
 
 use std::error::Error;

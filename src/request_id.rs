@@ -239,8 +239,7 @@ mod tests {
         assert!(!ok("has space"));
         assert!(!ok("quote\""));
         assert!(
-            RequestId::from_client(&HeaderValue::from_bytes(b"caf\xc3\xa9").expect("hv"))
-                .is_none()
+            RequestId::from_client(&HeaderValue::from_bytes(b"caf\xc3\xa9").expect("hv")).is_none()
         );
     }
 }

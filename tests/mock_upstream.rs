@@ -1,8 +1,7 @@
-//! Tests of the mock upstream itself (`tests/support/mock_upstream.rs`), which later tests and the
+//! Tests of the mock upstream itself (`tests/support/mock_upstream/`), which later tests and the
 //! load benchmark rely on.
 
-#[path = "support/mock_upstream.rs"]
-mod mock_upstream;
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -13,8 +12,8 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use mock_upstream::{MockHandle, MockUpstream};
 use serde_json::{Value, json};
+use support::mock_upstream::{MockHandle, MockUpstream};
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
@@ -73,7 +72,7 @@ async fn non_streamed_completion_is_valid_and_recorded() -> TestResult {
     assert_eq!(last.method, Method::POST);
     assert_eq!(last.uri.path(), "/v1/chat/completions");
     assert_eq!(last.headers["authorization"], "Bearer test-key");
-    assert_eq!(last.json()?, body);
+    assert_eq!(last.json(), body);
     Ok(())
 }
 

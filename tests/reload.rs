@@ -3,9 +3,6 @@
 
 mod support;
 
-#[path = "support/mock_upstream.rs"]
-mod mock_upstream;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,7 +14,7 @@ use chatgate::gateway::Gateway;
 use chatgate::validate::ValidateConfig;
 use http::Request;
 use http_body_util::{BodyExt, Full};
-use mock_upstream::MockUpstream;
+use support::mock_upstream::MockUpstream;
 
 fn config(upstream_a: &str, upstream_b: &str, weight_b: u32) -> Config {
     let text = format!(

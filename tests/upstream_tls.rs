@@ -1,6 +1,6 @@
 //! HTTPS upstreams end to end on loopback: a private CA and a `localhost`/127.0.0.1 server
 //! certificate generated at test time (rcgen), a TLS mock upstream (tokio-rustls, ring), and the
-//! gateway of `support/upstream_mock.rs` (`ValidateLayer` + `ModelRouter` + `Upstream`).
+//! gateway of `support::gateway` (`ValidateLayer` + `ModelRouter` + `Upstream`).
 //!
 //! With the CA in [`UpstreamConfig::root_certificates`] the exchange succeeds; with the bundled
 //! webpki roots alone the certificate is untrusted, which is a connect failure (502
@@ -8,8 +8,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "support/upstream_mock.rs"]
-mod upstream_mock;
+mod support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -29,12 +28,13 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
+use support::mock_upstream::*;
+use support::{chat, client, gateway, post, text};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-use upstream_mock::*;
 
 /// Hang detection: every test finishes well within this.
 const BOUND: Duration = Duration::from_secs(30);
@@ -118,10 +118,10 @@ impl TlsMock {
                             let body = body.collect().await.unwrap().to_bytes();
                             hits.fetch_add(1, Ordering::SeqCst);
                             versions.lock().unwrap().push(parts.version);
-                            let seen = Seen {
-                                version: parts.version,
+                            let seen = RecordedRequest {
                                 method: parts.method,
-                                path: parts.uri.path().to_owned(),
+                                uri: parts.uri,
+                                version: parts.version,
                                 headers: parts.headers,
                                 body,
                             };
@@ -149,8 +149,8 @@ impl TlsMock {
     }
 }
 
-fn answer(seen: &Seen) -> http::Response<MockBody> {
-    if seen.path != "/v1/chat/completions" {
+fn answer(seen: &RecordedRequest) -> http::Response<MockBody> {
+    if seen.path() != "/v1/chat/completions" {
         return json(404, serde_json::json!({"error": {"message": "not found"}}));
     }
     if seen.json()["stream"] != true {

@@ -24,7 +24,7 @@
 //! model = "Qwen/Qwen2.5-7B-Instruct" # optional: the name sent upstream (default: `name`)
 //! api_key_env = "QWEN_KEY"           # optional: the variable holding the upstream's key
 //! weight = 1                          # optional: share of the traffic, >= 1
-//! health_check = { path = "/models", interval = "10s" }  # optional active probe
+//! health_check = { path = "/models", interval = "10s" }  # optional active probe of …/v1/models
 //! # ca_file = "certs/internal-ca.pem"  # optional, https only: trust this private CA instead
 //! ```
 //!
@@ -46,6 +46,12 @@
 //! the model's value); builtin models ignore them. `health_check` is replaced as a whole, not
 //! merged key by key.
 //!
+//! The health keys (`eject_after`, `readmit_after`, `health_check`) describe the model's
+//! replica set as a whole, so every replica of a model must end up with the same values: a file
+//! where one replica's differ from the first replica's is refused (at load, `--check` and
+//! reload) with the position of the overriding key, never loaded with some values dropped. Set
+//! them on the `[[models]]` table.
+//!
 //! | key | default | meaning |
 //! |---|---|---|
 //! | `connect_timeout` | `"5s"` | establishing the connection (TCP and TLS) |
@@ -54,7 +60,51 @@
 //! | `total_timeout` | `"10m"` | the whole exchange, body included |
 //! | `eject_after` | `3` | consecutive failures before a replica is ejected; >= 1 |
 //! | `readmit_after` | `"5s"` | base backoff before an ejected replica is tried again |
-//! | `health_check` | none | `{ path = "/models", interval = "10s", timeout = "5s" }`: an active probe, `GET url + path`; each key optional with the default shown |
+//! | `health_check` | none | `{ path = "/models", interval = "10s", timeout = "5s" }`: an active probe, `GET url + path`; each key optional with the default shown (the library's [`HealthCheck`](crate::route::HealthCheck) defaults) |
+//!
+//! The probe's `path` starts with `/` and is relative to the upstream's base URL: `/models` of
+//! `http://h:8000/v1` is `http://h:8000/v1/models`. `.` and `..` segments are resolved as in any
+//! URL, which reaches the host's root: `/../health` of `http://h:8000/v1` is
+//! `http://h:8000/health` (vLLM's health endpoint). A replica that does not answer 2xx within
+//! `timeout` takes no traffic until a probe succeeds.
+//!
+//! ## `[server]` and `[validation]`
+//!
+//! Both tables are optional, and so is each key; a file without them gets the library's
+//! defaults. [`Config::serve_config`] and [`Config::validate_config`] hand them to
+//! [`serve_with`](crate::gateway::serve_with) and the [`Gateway`](crate::gateway::Gateway).
+//!
+//! ```toml
+//! [server]
+//! header_read_timeout = "30s"   # longest wait for an HTTP/1 request head
+//! shutdown_grace = "30s"        # how long requests and streams in flight may finish on shutdown
+//! max_header_bytes = "64KiB"    # largest request head (HTTP/1 buffer, HTTP/2 header list)
+//!
+//! [validation]
+//! max_body = "4MiB"             # largest request body (413 above)
+//! max_depth = 64                # deepest JSON nesting (422 above)
+//! strict = false                # also enforce OpenAI's semantic rules (400)
+//! apply_defaults = true         # write absent `temperature` and `n` into the forwarded body
+//! body_timeout = "30s"          # longest wait for the whole body, or "none"
+//! ```
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `server.header_read_timeout` | `"30s"` | [`ServeConfig::header_read_timeout`] |
+//! | `server.shutdown_grace` | `"30s"` | [`ServeConfig::shutdown_grace`] |
+//! | `server.max_header_bytes` | `"64KiB"` | [`ServeConfig::max_header_bytes`]; 8 KiB (hyper's smallest HTTP/1 buffer) to 4 GiB |
+//! | `validation.max_body` | `"4MiB"` | [`ValidateConfig::max_body`] |
+//! | `validation.max_depth` | `64` | [`ValidateConfig::max_depth`]; 1 to 128 |
+//! | `validation.strict` | `false` | [`ValidateConfig::strict`] |
+//! | `validation.apply_defaults` | `true` | [`ValidateConfig::apply_defaults`] |
+//! | `validation.body_timeout` | `"30s"` | [`ValidateConfig::body_timeout`]; `"none"` waits forever |
+//!
+//! Sizes are a number of bytes (`65536`) or a string with a binary unit: `"512B"`, `"64KiB"`,
+//! `"4MiB"`, `"1GiB"`. `"MB"` and friends are refused as ambiguous (1000 or 1024?). Sizes and
+//! durations must be greater than zero.
+//!
+//! The `[server]` settings take effect at start; a reload (SIGHUP) applies `[validation]` and
+//! the models, and reports a changed `[server]` or `listen` as needing a restart.
 //!
 //! ## Durations
 //!
@@ -86,8 +136,8 @@
 //! ## Later sections
 //!
 //! Each top-level section is an optional field of the private raw document and an accessor on
-//! [`Config`]; `[[keys]]`, `[limits]`, `[usage]` and `[[prices]]` will be added that way, so
-//! existing files keep parsing.
+//! [`Config`] (as `[server]` and `[validation]` are); `[[keys]]`, `[limits]`, `[usage]` and
+//! `[[prices]]` will be added that way, so existing files keep parsing.
 //!
 //! # Example
 //!
@@ -126,33 +176,44 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::ffi::OsString;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use http::{HeaderValue, Uri};
+use http::Uri;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use toml::Spanned;
 
+mod credentials;
+mod error;
+mod model;
 mod raw;
+mod server;
 #[cfg(test)]
 mod tests;
 
+pub use credentials::{ApiKey, ApiKeyEnv, CaFile};
+pub use error::ConfigError;
+use error::{ErrorKind, Position};
+pub use model::{Backend, Builtin, Health, HealthProbe, Model, Timeouts, Upstream};
 use raw::{RawConfig, Source};
+
+use crate::gateway::ServeConfig;
+use crate::validate::ValidateConfig;
 
 /// The address the proxy listens on when the file sets none: `127.0.0.1:8080`.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 
-const DEFAULT_MAX_ATTEMPTS: u32 = 2;
-const DEFAULT_EJECT_AFTER: u32 = 3;
-const DEFAULT_READMIT_AFTER: Duration = Duration::from_secs(5);
-const DEFAULT_PROBE_PATH: &str = "/models";
-const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(10);
-const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+// The library's defaults, so the file and the library never disagree.
+use crate::route::{
+    DEFAULT_EJECT_AFTER, DEFAULT_HEALTH_CHECK_INTERVAL as DEFAULT_PROBE_INTERVAL,
+    DEFAULT_HEALTH_CHECK_PATH as DEFAULT_PROBE_PATH,
+    DEFAULT_HEALTH_CHECK_TIMEOUT as DEFAULT_PROBE_TIMEOUT, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_READMIT_AFTER,
+};
 
 // ---------------------------------------------------------------------------------------------
 // The validated configuration
@@ -162,6 +223,8 @@ const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone, Debug)]
 pub struct Config {
     listen: SocketAddr,
+    serve: ServeConfig,
+    validate: ValidateConfig,
     models: Vec<Model>,
 }
 
@@ -196,6 +259,8 @@ impl Config {
     pub fn default_embedded() -> Self {
         Self {
             listen: DEFAULT_LISTEN,
+            serve: ServeConfig::default(),
+            validate: ValidateConfig::default(),
             models: vec![Model {
                 name: "echo".to_owned(),
                 backend: Backend::Builtin(Builtin::Echo),
@@ -210,6 +275,18 @@ impl Config {
         self.listen
     }
 
+    /// The HTTP server's settings (`[server]`; each key defaults to [`ServeConfig::default`]'s
+    /// value), for [`serve_with`](crate::gateway::serve_with).
+    pub fn serve_config(&self) -> ServeConfig {
+        self.serve.clone()
+    }
+
+    /// The validation layer's settings (`[validation]`; each key defaults to
+    /// [`ValidateConfig::default`]'s value), for [`Gateway`](crate::gateway::Gateway).
+    pub fn validate_config(&self) -> ValidateConfig {
+        self.validate.clone()
+    }
+
     /// The models, in file order (never empty).
     pub fn models(&self) -> &[Model] {
         &self.models
@@ -221,414 +298,6 @@ impl Config {
     }
 }
 
-/// One `[[models]]` entry: a public model name and what serves it.
-#[derive(Clone, Debug)]
-pub struct Model {
-    name: String,
-    backend: Backend,
-    fallback: Vec<String>,
-    max_attempts: u32,
-}
-
-impl Model {
-    /// The public name clients send in `model`.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// What serves the model.
-    pub fn backend(&self) -> &Backend {
-        &self.backend
-    }
-
-    /// The builtin serving the model, if it is one.
-    pub fn builtin(&self) -> Option<Builtin> {
-        match &self.backend {
-            Backend::Builtin(b) => Some(*b),
-            Backend::Upstreams(_) => None,
-        }
-    }
-
-    /// The replicas serving the model (empty for a builtin).
-    pub fn upstreams(&self) -> &[Upstream] {
-        match &self.backend {
-            Backend::Builtin(_) => &[],
-            Backend::Upstreams(u) => u,
-        }
-    }
-
-    /// Configured models to try, in order, when this one is unavailable. Not transitive: only
-    /// this list is tried, never the fallbacks' own fallbacks.
-    pub fn fallback(&self) -> &[String] {
-        &self.fallback
-    }
-
-    /// Tries per request across this model's replicas (`max_attempts`, default 2 = one retry
-    /// on another replica); at least 1.
-    pub fn max_attempts(&self) -> u32 {
-        self.max_attempts
-    }
-}
-
-/// What serves a model.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub enum Backend {
-    /// An in-process model (`builtin = "…"`).
-    Builtin(Builtin),
-    /// One or more OpenAI-compatible servers (`[[models.upstreams]]`); never empty.
-    Upstreams(Vec<Upstream>),
-}
-
-/// The in-process models.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Builtin {
-    /// `"echo"`: answers with the last user message.
-    Echo,
-}
-
-impl Builtin {
-    /// The name used in the file.
-    pub fn name(self) -> &'static str {
-        match self {
-            Builtin::Echo => "echo",
-        }
-    }
-}
-
-/// One replica of a model: an OpenAI-compatible server (`[[models.upstreams]]`).
-#[derive(Clone, Debug)]
-pub struct Upstream {
-    url: Uri,
-    chat_completions_url: Uri,
-    model: String,
-    api_key_env: Option<ApiKeyEnv>,
-    ca_file: Option<CaFile>,
-    weight: u32,
-    timeouts: Timeouts,
-    health: Health,
-}
-
-impl Upstream {
-    /// The base URL (`url`), `http` or `https`, without a trailing `/`, query or fragment.
-    pub fn url(&self) -> &Uri {
-        &self.url
-    }
-
-    /// The URL requests are sent to: the base URL with `/chat/completions` appended.
-    pub fn chat_completions_url(&self) -> &Uri {
-        &self.chat_completions_url
-    }
-
-    /// The model name sent upstream (`model`, default: the public name).
-    pub fn model(&self) -> &str {
-        &self.model
-    }
-
-    /// The variable holding this upstream's key, if it needs one (`api_key_env`).
-    pub fn api_key_env(&self) -> Option<&ApiKeyEnv> {
-        self.api_key_env.as_ref()
-    }
-
-    /// The private CA bundle this `https` upstream is verified against, if any (`ca_file`).
-    pub fn ca_file(&self) -> Option<&CaFile> {
-        self.ca_file.as_ref()
-    }
-
-    /// This replica's share of the model's traffic relative to the others (`weight`, default 1).
-    pub fn weight(&self) -> u32 {
-        self.weight
-    }
-
-    /// The effective timeouts (upstream value, else model value, else default).
-    pub fn timeouts(&self) -> &Timeouts {
-        &self.timeouts
-    }
-
-    /// The effective health settings (upstream value, else model value, else default).
-    pub fn health(&self) -> &Health {
-        &self.health
-    }
-}
-
-/// How long each phase of an upstream exchange may take. All are greater than zero.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Timeouts {
-    /// Establishing the connection, TCP and TLS (`connect_timeout`, default 5 s).
-    pub connect: Duration,
-    /// From sending the request to receiving the response head (`first_byte_timeout`,
-    /// default 60 s).
-    pub first_byte: Duration,
-    /// Longest gap between two chunks of the response body (`idle_timeout`, default 60 s).
-    pub idle: Duration,
-    /// The whole exchange, body included (`total_timeout`, default 10 min).
-    pub total: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Self {
-            connect: Duration::from_secs(5),
-            first_byte: Duration::from_secs(60),
-            idle: Duration::from_secs(60),
-            total: Duration::from_secs(10 * 60),
-        }
-    }
-}
-
-/// When a replica is taken out of rotation and brought back.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Health {
-    /// Consecutive failures before the replica is ejected (`eject_after`, default 3); >= 1.
-    pub eject_after: u32,
-    /// Base backoff before an ejected replica is tried again (`readmit_after`, default 5 s).
-    pub readmit_after: Duration,
-    /// The active probe (`health_check`), if any.
-    pub probe: Option<HealthProbe>,
-}
-
-impl Default for Health {
-    fn default() -> Self {
-        Self {
-            eject_after: DEFAULT_EJECT_AFTER,
-            readmit_after: DEFAULT_READMIT_AFTER,
-            probe: None,
-        }
-    }
-}
-
-/// An active health probe: `GET` on [`HealthProbe::url`] every [`HealthProbe::interval`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HealthProbe {
-    path: String,
-    url: Uri,
-    interval: Duration,
-    timeout: Duration,
-}
-
-impl HealthProbe {
-    /// The probed path relative to the upstream's base URL (`path`, default `/models`).
-    pub fn path(&self) -> &str {
-        &self.path
-    }
-
-    /// The probed URL: the upstream's base URL followed by [`HealthProbe::path`].
-    pub fn url(&self) -> &Uri {
-        &self.url
-    }
-
-    /// Time between two probes (`interval`, default 10 s).
-    pub fn interval(&self) -> Duration {
-        self.interval
-    }
-
-    /// How long one probe may take (`timeout`, default 5 s).
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-}
-
-/// The name of the environment variable holding an upstream's key (`api_key_env`).
-///
-/// Only the name is kept; [`ApiKeyEnv::resolve`] reads the variable when it is called.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ApiKeyEnv {
-    name: String,
-    model: String,
-    file: PathBuf,
-    position: Position,
-}
-
-impl ApiKeyEnv {
-    /// The variable's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Reads the variable now.
-    ///
-    /// # Errors
-    /// The variable is unset, empty, not UTF-8, or holds characters other than printable ASCII
-    /// without spaces. The error names the variable and where the file names it, never its
-    /// value; [`ConfigError::is_env`] is true.
-    pub fn resolve(&self) -> Result<ApiKey, ConfigError> {
-        self.resolve_from(std::env::var_os(&self.name))
-    }
-
-    fn resolve_from(&self, value: Option<OsString>) -> Result<ApiKey, ConfigError> {
-        let fail = |why: &str| ConfigError {
-            kind: ErrorKind::Env,
-            file: Some(self.file.clone()),
-            position: Some(self.position),
-            problem: format!(
-                "environment variable `{}` (api_key_env of model {:?}) {why}",
-                self.name, self.model
-            ),
-        };
-        let value = value.ok_or_else(|| fail("is not set"))?;
-        let value = value
-            .into_string()
-            .map_err(|_| fail("is not valid UTF-8"))?;
-        if value.is_empty() {
-            return Err(fail("is empty"));
-        }
-        if !value.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(fail(
-                "holds characters other than printable ASCII (spaces and newlines included)",
-            ));
-        }
-        let mut header = HeaderValue::try_from(format!("Bearer {value}"))
-            .map_err(|_| fail("cannot be sent in an HTTP header"))?;
-        header.set_sensitive(true);
-        Ok(ApiKey { value, header })
-    }
-}
-
-/// A PEM file of CA certificates an `https` upstream is verified against, instead of the
-/// bundled roots (`ca_file`).
-///
-/// Only the path is kept; [`CaFile::read`] reads and checks the file when it is called.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CaFile {
-    path: PathBuf,
-    file: PathBuf,
-    position: Position,
-}
-
-impl CaFile {
-    /// The path, resolved against the configuration file's directory when it was relative.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Reads the file now and checks that it holds at least one usable PEM certificate.
-    ///
-    /// # Errors
-    /// The file cannot be read, holds malformed PEM or no certificate, or a certificate that
-    /// cannot be a trust anchor; the error names the configuration file and the position of
-    /// `ca_file`.
-    pub fn read(&self) -> Result<bytes::Bytes, ConfigError> {
-        let fail = |why: String| ConfigError {
-            kind: ErrorKind::Invalid,
-            file: Some(self.file.clone()),
-            position: Some(self.position),
-            problem: format!("ca_file {:?}: {why}", self.path.display().to_string()),
-        };
-        let pem = std::fs::read(&self.path).map_err(|e| fail(format!("cannot read: {e}")))?;
-        crate::upstream::check_root_certificates(&pem).map_err(fail)?;
-        Ok(pem.into())
-    }
-}
-
-/// An upstream's key, read by [`ApiKeyEnv::resolve`]. Its `Debug` output is redacted.
-#[derive(Clone)]
-pub struct ApiKey {
-    value: String,
-    header: HeaderValue,
-}
-
-impl ApiKey {
-    /// The key itself. Keep it out of logs.
-    pub fn expose(&self) -> &str {
-        &self.value
-    }
-
-    /// The `Authorization: Bearer …` header value, marked sensitive.
-    pub fn authorization(&self) -> &HeaderValue {
-        &self.header
-    }
-}
-
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ApiKey(<redacted>)")
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Errors
-// ---------------------------------------------------------------------------------------------
-
-/// Why a configuration could not be loaded, or a key not resolved.
-///
-/// Its `Display` is one line, `file:line:column: problem` (or `file: problem` when no position
-/// applies), and never contains a credential. For an unreadable file it includes the I/O error.
-#[derive(Debug)]
-pub struct ConfigError {
-    kind: ErrorKind,
-    file: Option<PathBuf>,
-    position: Option<Position>,
-    problem: String,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ErrorKind {
-    /// The file could not be read.
-    Io,
-    /// Not TOML, or not the expected shape (unknown key, wrong type, missing key).
-    Syntax,
-    /// Well-formed but invalid (bad URL, duplicate model, unknown fallback…).
-    Invalid,
-    /// An `api_key_env` variable could not be resolved.
-    Env,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Position {
-    line: usize,
-    column: usize,
-}
-
-impl ConfigError {
-    /// Whether the file could not be read.
-    pub fn is_io(&self) -> bool {
-        self.kind == ErrorKind::Io
-    }
-
-    /// Whether an `api_key_env` variable could not be resolved.
-    pub fn is_env(&self) -> bool {
-        self.kind == ErrorKind::Env
-    }
-
-    /// The configuration file concerned.
-    pub fn file(&self) -> Option<&Path> {
-        self.file.as_deref()
-    }
-
-    /// The 1-based line of the problem.
-    pub fn line(&self) -> Option<usize> {
-        self.position.map(|p| p.line)
-    }
-
-    /// The 1-based column (in characters) of the problem.
-    pub fn column(&self) -> Option<usize> {
-        self.position.map(|p| p.column)
-    }
-
-    /// The problem alone, without file and position.
-    pub fn problem(&self) -> &str {
-        &self.problem
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(file) = &self.file {
-            write!(f, "{}:", file.display())?;
-            if let Some(p) = self.position {
-                write!(f, "{}:{}:", p.line, p.column)?;
-            }
-            f.write_str(" ")?;
-        }
-        f.write_str(&self.problem)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
 impl Config {
     /// Builds the [`ModelRouter`](crate::route::ModelRouter) this configuration describes:
     /// builtin models as in-process services, upstream models as routes of
@@ -638,7 +307,7 @@ impl Config {
     /// request.
     ///
     /// A route's health settings (`eject_after`, `readmit_after`, `health_check`) apply to all
-    /// its replicas; when replicas override them differently, the first replica's are used.
+    /// its replicas; loading refuses a file where replicas set them differently.
     ///
     /// Starts the active health probes, so it must run inside a Tokio runtime.
     ///

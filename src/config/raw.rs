@@ -1,5 +1,6 @@
 //! The TOML document as deserialized (spans kept) and its validation into [`Config`](super::Config).
 
+use super::server::{RawServer, RawValidation};
 use super::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -10,6 +11,8 @@ use super::*;
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     listen: Option<Spanned<String>>,
+    server: Option<RawServer>,
+    validation: Option<RawValidation>,
     #[serde(default)]
     models: Vec<RawModel>,
 }
@@ -46,9 +49,26 @@ pub(super) struct RawUpstream {
     first_byte_timeout: Option<Dur>,
     idle_timeout: Option<Dur>,
     total_timeout: Option<Dur>,
+    // Spanned, unlike the model's: a replica whose health settings differ from the others' is
+    // reported at its own key.
     eject_after: Option<Spanned<u32>>,
-    readmit_after: Option<Dur>,
-    health_check: Option<RawHealthCheck>,
+    readmit_after: Option<Spanned<Dur>>,
+    health_check: Option<Spanned<RawHealthCheck>>,
+}
+
+impl RawUpstream {
+    /// Where the replica sets a health key (`eject_after`, `readmit_after`, `health_check`),
+    /// the first of them in the file.
+    fn health_span(&self) -> Option<Range<usize>> {
+        [
+            self.eject_after.as_ref().map(Spanned::span),
+            self.readmit_after.as_ref().map(Spanned::span),
+            self.health_check.as_ref().map(Spanned::span),
+        ]
+        .into_iter()
+        .flatten()
+        .min_by_key(|s| s.start)
+    }
 }
 
 #[derive(Deserialize)]
@@ -62,7 +82,7 @@ pub(super) struct RawHealthCheck {
 /// A duration string (see the module docs), checked while deserializing so the error carries
 /// the value's position.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Dur(Duration);
+pub(super) struct Dur(pub(super) Duration);
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -215,7 +235,12 @@ impl Source<'_> {
             .iter()
             .map(|m| self.model(m, &names))
             .collect::<Result<_, _>>()?;
-        Ok(Config { listen, models })
+        Ok(Config {
+            listen,
+            serve: self.serve_config(raw.server.as_ref())?,
+            validate: self.validate_config(raw.validation.as_ref())?,
+            models,
+        })
     }
 
     pub(super) fn model(
@@ -246,12 +271,15 @@ impl Source<'_> {
                 );
                 return Err(self.invalid(&m.name, msg));
             }
-            (None, false) => Backend::Upstreams(
-                m.upstreams
+            (None, false) => {
+                let upstreams: Vec<Upstream> = m
+                    .upstreams
                     .iter()
                     .map(|u| self.upstream(m, u))
-                    .collect::<Result<_, _>>()?,
-            ),
+                    .collect::<Result<_, _>>()?;
+                self.same_health(m, &upstreams)?;
+                Backend::Upstreams(upstreams)
+            }
         };
 
         let mut fallback: Vec<String> = Vec::with_capacity(m.fallback.len());
@@ -357,13 +385,15 @@ impl Source<'_> {
             total: pick(u.total_timeout, m.total_timeout, d.total),
         };
         let eject_after = u.eject_after.as_ref().or(m.eject_after.as_ref()).cloned();
-        let probe = match u.health_check.as_ref().or(m.health_check.as_ref()) {
+        let check = u.health_check.as_ref().map(Spanned::get_ref);
+        let probe = match check.or(m.health_check.as_ref()) {
             None => None,
-            Some(h) => Some(self.probe(h, &base)?),
+            Some(h) => Some(self.probe(h, &url)?),
         };
+        let readmit_after = u.readmit_after.as_ref().map(|d| *d.get_ref());
         let health = Health {
             eject_after: self.at_least_one(&eject_after, "eject_after", DEFAULT_EJECT_AFTER)?,
-            readmit_after: pick(u.readmit_after, m.readmit_after, DEFAULT_READMIT_AFTER),
+            readmit_after: pick(readmit_after, m.readmit_after, DEFAULT_READMIT_AFTER),
             probe,
         };
 
@@ -415,7 +445,34 @@ impl Source<'_> {
         Ok((url, base))
     }
 
-    pub(super) fn probe(&self, h: &RawHealthCheck, base: &str) -> Result<HealthProbe, ConfigError> {
+    /// Refuses a model whose replicas end up with different health settings: the router applies
+    /// one set per model, and silently using the first replica's would drop the others'.
+    fn same_health(&self, m: &RawModel, upstreams: &[Upstream]) -> Result<(), ConfigError> {
+        let Some(first) = upstreams.first() else {
+            return Ok(());
+        };
+        for (i, up) in upstreams.iter().enumerate().skip(1) {
+            if up.health.same_for_route(&first.health) {
+                continue;
+            }
+            // At this replica's own health key, else at the first replica's (one of the two
+            // overrides the model's settings, or they would agree).
+            let span = m.upstreams[i]
+                .health_span()
+                .or_else(|| m.upstreams[0].health_span());
+            let problem = format!(
+                "model {:?}: replica {} has other health settings than replica 1 \
+                 (eject_after, readmit_after, health_check); they apply to the whole model: \
+                 set them on the [[models]] table, or the same on every replica",
+                m.name.get_ref(),
+                i + 1
+            );
+            return Err(self.error(ErrorKind::Invalid, span, problem));
+        }
+        Ok(())
+    }
+
+    pub(super) fn probe(&self, h: &RawHealthCheck, base: &Uri) -> Result<HealthProbe, ConfigError> {
         let (path, at) = match &h.path {
             None => (DEFAULT_PROBE_PATH, None),
             Some(p) => (p.get_ref().as_str(), Some(p)),
@@ -433,7 +490,10 @@ impl Source<'_> {
         if path.contains('#') {
             return Err(fail("must not have a fragment (#…)"));
         }
-        let url = format!("{base}{path}")
+        let scheme = base.scheme_str().unwrap_or("http");
+        let authority = base.authority().map_or("", |a| a.as_str());
+        let resolved = crate::upstream::probe_path(base.path(), path);
+        let url = format!("{scheme}://{authority}{resolved}")
             .parse()
             .map_err(|e| fail(&format!("{e}")))?;
         Ok(HealthProbe {

@@ -10,6 +10,16 @@ pub const DEFAULT_EJECT_AFTER: u32 = 3;
 pub const DEFAULT_READMIT_AFTER: Duration = Duration::from_secs(5);
 /// Default [`RouteConfig::max_readmit_after`]: 5 min.
 pub const DEFAULT_MAX_READMIT_AFTER: Duration = Duration::from_secs(300);
+/// Default [`HealthCheck::path`]: `/models`, relative to the replica's base URL
+/// (`http://h:8000/v1` is probed at `http://h:8000/v1/models`): every OpenAI-compatible server
+/// (OpenAI, vLLM, TGI, llama.cpp, Ollama) serves it, where `/health` is vLLM's own.
+pub const DEFAULT_HEALTH_CHECK_PATH: &str = "/models";
+/// Default [`HealthCheck::interval`]: 10 s.
+pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+/// Default [`HealthCheck::timeout`]: 5 s, the default connect timeout: a listing of models is
+/// cheap, but a loaded server may queue it behind generation work, and a probe that times out
+/// takes the replica out of rotation.
+pub const DEFAULT_HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A model served by one or more upstream replicas. See the [module docs](crate::route).
 ///
@@ -22,7 +32,7 @@ pub const DEFAULT_MAX_READMIT_AFTER: Duration = Duration::from_secs(300);
 /// let route = RouteConfig::new()
 ///     .replica(UpstreamConfig::new("http://10.0.0.1:8000/v1".parse().unwrap()))
 ///     .replica(UpstreamConfig::new("http://10.0.0.2:8000/v1".parse().unwrap()).weight(3))
-///     .health_check(HealthCheck::new("/health").interval(Duration::from_secs(5)))
+///     .health_check(HealthCheck::default().interval(Duration::from_secs(5)))
 ///     .fallback("small-model");
 /// assert_eq!(route.max_attempts, 2);
 /// assert_eq!(route.eject_after, 3);
@@ -117,32 +127,56 @@ impl RouteConfig {
 /// An active health probe: a background task `GET`s `path` on every replica each `interval`;
 /// a replica that does not answer 2xx within `timeout` takes no traffic until it does.
 ///
-/// `path` is absolute on the replica's host (`/health` of `http://h:8000/v1` is
-/// `http://h:8000/health`) and is sent with the replica's API key.
+/// # The path
+///
+/// `path` starts with `/` and is **relative to the replica's base URL**: it is appended to the
+/// base URL's path, so `/models` of `http://h:8000/v1` is `http://h:8000/v1/models` (the
+/// default, which every OpenAI-compatible server serves). `.` and `..` segments are then
+/// resolved as in any URL ([RFC 3986 §5.2.4]), which is how a path at the host's root is
+/// reached: `/../health` of `http://h:8000/v1` is `http://h:8000/health` (vLLM's health
+/// endpoint). `..` never climbs above the root, so `/../../health` reaches the same place. The
+/// base URL's query, if any, is not added; a query in `path` is sent as written. The probe is
+/// sent with the replica's API key.
+///
+/// [RFC 3986 §5.2.4]: https://www.rfc-editor.org/rfc/rfc3986#section-5.2.4
+///
+/// ```
+/// use std::time::Duration;
+/// use chatgate::route::HealthCheck;
+/// let check = HealthCheck::default();
+/// assert_eq!(check.path, "/models");
+/// assert_eq!(check.interval, Duration::from_secs(10));
+/// assert_eq!(check.timeout, Duration::from_secs(5));
+/// // vLLM's /health, at the root of a replica whose base URL is http://h:8000/v1:
+/// let root = HealthCheck::new("/../health");
+/// # let _ = root;
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HealthCheck {
-    /// The path to `GET` (default `/health`).
+    /// The path to `GET`, relative to the base URL (default [`DEFAULT_HEALTH_CHECK_PATH`],
+    /// `/models`).
     pub path: String,
-    /// Time between probes (default 10 s).
+    /// Time between probes (default [`DEFAULT_HEALTH_CHECK_INTERVAL`], 10 s).
     pub interval: Duration,
-    /// Longest wait for an answer (default 2 s).
+    /// Longest wait for an answer (default [`DEFAULT_HEALTH_CHECK_TIMEOUT`], 5 s).
     pub timeout: Duration,
 }
 
 impl Default for HealthCheck {
     fn default() -> Self {
-        Self::new("/health")
+        Self::new(DEFAULT_HEALTH_CHECK_PATH)
     }
 }
 
 impl HealthCheck {
-    /// A probe of `path` with the default interval (10 s) and timeout (2 s).
+    /// A probe of `path` (relative to each replica's base URL) with the default interval (10 s)
+    /// and timeout (5 s).
     pub fn new(path: impl Into<String>) -> Self {
         Self {
             path: path.into(),
-            interval: Duration::from_secs(10),
-            timeout: Duration::from_secs(2),
+            interval: DEFAULT_HEALTH_CHECK_INTERVAL,
+            timeout: DEFAULT_HEALTH_CHECK_TIMEOUT,
         }
     }
 

@@ -27,8 +27,9 @@
 //!   every further ejection without a success in between (up to
 //!   [`max_readmit_after`](RouteConfig::max_readmit_after)); a re-admitted replica that fails
 //!   before succeeding once is ejected again at once.
-//! * **Active health** (optional, [`HealthCheck`]): a background task probes each replica; a
-//!   replica whose probe fails takes no traffic until a probe succeeds. The task is spawned by
+//! * **Active health** (optional, [`HealthCheck`]): a background task probes each replica
+//!   (`GET` of a path relative to the replica's base URL, `/models` by default); a replica
+//!   whose probe fails takes no traffic until a probe succeeds. The task is spawned by
 //!   [`ModelRouterBuilder::try_build`] and stops when the router is dropped.
 //! * **Unavailable.** When no replica is available, the [fallbacks](RouteConfig::fallback) are
 //!   tried in order (the first with an available replica, or an in-process service, serves the
@@ -93,8 +94,9 @@ mod pool;
 mod service;
 
 pub use config::{
-    DEFAULT_EJECT_AFTER, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_READMIT_AFTER, DEFAULT_READMIT_AFTER,
-    HealthCheck, RouteConfig,
+    DEFAULT_EJECT_AFTER, DEFAULT_HEALTH_CHECK_INTERVAL, DEFAULT_HEALTH_CHECK_PATH,
+    DEFAULT_HEALTH_CHECK_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_READMIT_AFTER,
+    DEFAULT_READMIT_AFTER, HealthCheck, RouteConfig,
 };
 pub use error::BuildError;
 pub use service::{ModelRouter, ModelRouterBuilder, ResponseFuture, RouteService};

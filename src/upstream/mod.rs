@@ -84,6 +84,7 @@ mod config;
 mod error;
 mod future;
 mod headers;
+mod probe;
 mod service;
 mod tls;
 
@@ -95,6 +96,7 @@ pub use config::{
 pub use error::{UpstreamConfigError, UpstreamFailure};
 pub(crate) use future::SendFuture;
 pub use future::{ResponseBody, ResponseFuture};
+pub(crate) use probe::probe_path;
 pub use service::Upstream;
 
 /// Checks PEM bytes as [`UpstreamConfig::root_certificates`] would be checked; the error is

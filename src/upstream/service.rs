@@ -211,11 +211,12 @@ impl Upstream {
         )
     }
 
-    /// `GET <scheme>://<host><path>` with the upstream's credential: whether it answered 2xx
-    /// within `timeout`.
+    /// `GET` of `path` relative to the base URL (see [`super::probe_path`]) with the
+    /// upstream's credential: whether it answered 2xx within `timeout`.
     pub(crate) async fn probe(&self, path: &str, timeout: Duration) -> bool {
         let s = &*self.shared;
-        let Ok(pq) = PathAndQuery::try_from(path) else {
+        let base = s.endpoint.path().strip_suffix("/chat/completions");
+        let Ok(pq) = PathAndQuery::try_from(super::probe_path(base.unwrap_or(""), path)) else {
             return false;
         };
         let Ok(uri) = Uri::builder()

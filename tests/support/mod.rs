@@ -1,19 +1,27 @@
-//! Shared helpers for the integration tests: a gateway on 127.0.0.1:0 and a real HTTP client.
-#![allow(dead_code, unreachable_pub)]
+//! Shared helpers for the integration tests: the mock upstream ([`mock_upstream`]), a gateway on
+//! 127.0.0.1:0 (the whole [`Gateway`], or `ValidateLayer` + a router) and a real HTTP client.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+pub mod mock_upstream;
 
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use chatgate::EchoModel;
 use chatgate::gateway::Gateway;
 use chatgate::route::ModelRouter;
 use chatgate::validate::ValidateConfig;
-use http::{HeaderMap, Request, StatusCode};
+use chatgate::{EchoModel, ValidateLayer};
+use http::{HeaderMap, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tower::{ServiceBuilder, ServiceExt};
 
 /// A running gateway; stops when dropped.
 pub struct Server {
@@ -126,4 +134,72 @@ impl http_body::Body for ChannelBody {
 
 pub fn channel_client() -> Client<HttpConnector, ChannelBody> {
     Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// The gateway under test: `ValidateLayer` + `router`, served by hyper on 127.0.0.1:0.
+pub async fn gateway(router: ModelRouter) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind gateway");
+    let addr = listener.local_addr().expect("gateway addr");
+    let svc = ServiceBuilder::new()
+        .layer(ValidateLayer::new())
+        .service(router);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let _ = stream.set_nodelay(true);
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                let hyper_svc = service_fn(move |req: Request<Incoming>| svc.clone().oneshot(req));
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), hyper_svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+pub type TestClient = HttpClient;
+
+/// `POST /v1/chat/completions` with `body` and optional extra headers.
+pub async fn post(
+    client: &TestClient,
+    gateway: SocketAddr,
+    body: serde_json::Value,
+    headers: &[(&str, &str)],
+) -> Response<Incoming> {
+    let mut req = Request::post(format!("http://{gateway}/v1/chat/completions"))
+        .header(header::CONTENT_TYPE, "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(Full::new(Bytes::from(serde_json::to_vec(&body).unwrap())))
+        .unwrap();
+    client.request(req).await.expect("gateway reachable")
+}
+
+/// A minimal valid chat request for `model`.
+pub fn chat(model: &str, stream: bool) -> serde_json::Value {
+    serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream})
+}
+
+/// The whole body as text.
+pub async fn text(res: Response<Incoming>) -> String {
+    let b = res.into_body().collect().await.expect("body").to_bytes();
+    String::from_utf8(b.to_vec()).expect("utf-8")
+}
+
+/// The next data chunk of a body (`None` at the end).
+pub async fn next_chunk(body: &mut Incoming) -> Option<Bytes> {
+    loop {
+        let frame = body.frame().await?.expect("body frame");
+        if let Ok(data) = frame.into_data() {
+            return Some(data);
+        }
+    }
 }

@@ -1,55 +1,21 @@
-//! A mock OpenAI-compatible upstream, for integration tests and the load benchmark.
-//!
-//! This file is a plain module, included where it is needed with
-//!
-//! ```ignore
-//! #[path = "support/mock_upstream.rs"]
-//! mod mock_upstream;
-//! ```
-//!
-//! by integration tests and by `examples/mock_upstream.rs` (the benchmark's upstream).
-//!
-//! It serves, over HTTP/1.1 and HTTP/2 on one port (hyper-util's auto builder):
-//!
-//! * `POST …/chat/completions`: a fixed `chat.completion` with usage, or, when the request has
-//!   `"stream": true`, exactly N `chat.completion.chunk` events (N is the request's extra member
-//!   `"mock_chunks"`, else [`Builder::default_chunks`], 50 unless set), then the usage chunk when
-//!   `stream_options.include_usage` is true, then `data: [DONE]`; every event is its own body frame;
-//! * `GET …/models`: a model list naming [`Builder::model`].
-//!
-//! Knobs for tests: a delay before the response head, a delay between chunks, an injected status or a
-//! connection closed without an answer (optionally for the first N requests only), a request counter and
-//! a copy of the last request.
-//!
-//! The per-request path is kept cheap, since the benchmark measures proxies against it: the response
-//! bytes are built once by [`Builder::start`], a request costs one small JSON parse, and recording the
-//! last request (a header map clone and a lock) can be switched off with [`Builder::record_requests`].
-//!
-//! # Example
-//!
-//! ```ignore
-//! let (addr, mock) = MockUpstream::builder().chunk_delay(Duration::from_millis(5)).start("127.0.0.1:0").await?;
-//! // … point the gateway at format!("http://{addr}/v1") …
-//! assert_eq!(mock.request_count(), 1);
-//! ```
+//! The scripted mock: configured once by a [`Builder`], cheap per request (the benchmark's
+//! upstream).
 
-// Every includer uses a different subset of the knobs.
-#![allow(dead_code)]
-
-use std::convert::Infallible;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+
+use super::sse::{Phase, Sse};
+use super::{MockBody, RecordedRequest};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
-use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -68,7 +34,7 @@ const COMPLETION_ID: &str = "chatcmpl-mock";
 /// The content of each streamed chunk.
 const CHUNK_CONTENT: &str = "lorem ";
 /// The event that ends every stream.
-const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
+pub(super) const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
 
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 const TEXT_EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
@@ -248,32 +214,6 @@ impl Builder {
     }
 }
 
-/// A copy of a request the mock received.
-#[derive(Clone, Debug)]
-pub(crate) struct RecordedRequest {
-    /// The request method.
-    pub(crate) method: Method,
-    /// The request target, as received.
-    pub(crate) uri: Uri,
-    /// The HTTP version.
-    pub(crate) version: Version,
-    /// All request headers.
-    pub(crate) headers: HeaderMap,
-    /// The whole request body.
-    pub(crate) body: Bytes,
-}
-
-impl RecordedRequest {
-    /// The body parsed as JSON.
-    ///
-    /// # Errors
-    ///
-    /// When the body is not JSON.
-    pub(crate) fn json(&self) -> serde_json::Result<serde_json::Value> {
-        serde_json::from_slice(&self.body)
-    }
-}
-
 /// Owns a running mock upstream; dropping it stops the server and its connections.
 #[derive(Debug)]
 pub(crate) struct MockHandle {
@@ -323,9 +263,9 @@ impl Drop for MockHandle {
 
 /// State shared by the handle and all connections: configuration, prebuilt bytes, counters.
 #[derive(Debug)]
-struct Shared {
+pub(super) struct Shared {
     header_delay: Duration,
-    chunk_delay: Duration,
+    pub(super) chunk_delay: Duration,
     default_chunks: usize,
     prompt_tokens: u64,
     fault: Option<Fault>,
@@ -341,13 +281,13 @@ struct Shared {
     /// The error envelope sent with an injected status.
     fault_body: Bytes,
     /// Chunk events, indexed by [`chunk_index`].
-    chunks: [Bytes; 8],
+    pub(super) chunks: [Bytes; 8],
     requests: AtomicU64,
     last: Mutex<Option<RecordedRequest>>,
 }
 
 /// The index in [`Shared::chunks`] of a chunk event with these properties.
-fn chunk_index(with_usage_member: bool, first: bool, last: bool) -> usize {
+pub(super) fn chunk_index(with_usage_member: bool, first: bool, last: bool) -> usize {
     usize::from(with_usage_member) * 4 + usize::from(first) * 2 + usize::from(last)
 }
 
@@ -428,7 +368,7 @@ impl Shared {
     }
 
     /// The final usage-only chunk event of a stream of `chunks` chunks.
-    fn usage_event(&self, chunks: usize) -> Bytes {
+    pub(super) fn usage_event(&self, chunks: usize) -> Bytes {
         sse_event(&format!(
             concat!(
                 r#"{{"id":"{id}","object":"chat.completion.chunk","created":{created},"#,
@@ -641,7 +581,7 @@ fn chat_completions(shared: &Arc<Shared>, body: &[u8]) -> Response<MockBody> {
         sleep: None,
         waiting: false,
     };
-    let mut response = Response::new(MockBody(Kind::Sse(Box::new(sse))));
+    let mut response = Response::new(MockBody::sse(sse));
     response
         .headers_mut()
         .insert(CONTENT_TYPE, TEXT_EVENT_STREAM);
@@ -650,115 +590,10 @@ fn chat_completions(shared: &Arc<Shared>, body: &[u8]) -> Response<MockBody> {
 }
 
 fn json_response(status: StatusCode, body: Bytes) -> Response<MockBody> {
-    let mut response = Response::new(MockBody(Kind::Full(Some(body))));
+    let mut response = Response::new(MockBody::full(body));
     *response.status_mut() = status;
     response
         .headers_mut()
         .insert(CONTENT_TYPE, APPLICATION_JSON);
     response
-}
-
-/// The response body of the mock: a single buffer, or an SSE stream written frame by frame.
-#[derive(Debug)]
-pub(crate) struct MockBody(Kind);
-
-#[derive(Debug)]
-enum Kind {
-    Full(Option<Bytes>),
-    Sse(Box<Sse>),
-}
-
-/// Where a stream is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Chunks,
-    Usage,
-    Done,
-    End,
-}
-
-#[derive(Debug)]
-struct Sse {
-    shared: Arc<Shared>,
-    total: usize,
-    next: usize,
-    include_usage: bool,
-    phase: Phase,
-    /// The timer between chunks, allocated on first use and reset afterwards.
-    sleep: Option<Pin<Box<Sleep>>>,
-    /// Whether `sleep` must elapse before the next chunk.
-    waiting: bool,
-}
-
-impl Sse {
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        loop {
-            match self.phase {
-                Phase::Chunks if self.next < self.total => {
-                    if self.waiting {
-                        if let Some(sleep) = &mut self.sleep {
-                            ready!(sleep.as_mut().poll(cx));
-                        }
-                        self.waiting = false;
-                    }
-                    let (first, last) = (self.next == 0, self.next + 1 == self.total);
-                    let event =
-                        self.shared.chunks[chunk_index(self.include_usage, first, last)].clone();
-                    self.next += 1;
-                    let delay = self.shared.chunk_delay;
-                    if !last && !delay.is_zero() {
-                        let deadline = Instant::now() + delay;
-                        match &mut self.sleep {
-                            Some(sleep) => sleep.as_mut().reset(deadline),
-                            None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
-                        }
-                        self.waiting = true;
-                    }
-                    return Poll::Ready(Some(event));
-                }
-                Phase::Chunks => self.phase = Phase::Usage,
-                Phase::Usage => {
-                    self.phase = Phase::Done;
-                    if self.include_usage {
-                        return Poll::Ready(Some(self.shared.usage_event(self.total)));
-                    }
-                }
-                Phase::Done => {
-                    self.phase = Phase::End;
-                    return Poll::Ready(Some(Bytes::from_static(DONE_EVENT)));
-                }
-                Phase::End => return Poll::Ready(None),
-            }
-        }
-    }
-}
-
-impl Body for MockBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let next = match &mut self.get_mut().0 {
-            Kind::Full(data) => Poll::Ready(data.take()),
-            Kind::Sse(sse) => sse.poll_next(cx),
-        };
-        next.map(|data| data.map(|data| Ok(Frame::data(data))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.0 {
-            Kind::Full(data) => data.is_none(),
-            Kind::Sse(sse) => sse.phase == Phase::End,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.0 {
-            Kind::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
-            Kind::Sse(_) => SizeHint::default(),
-        }
-    }
 }
