@@ -30,6 +30,9 @@ use std::process::ExitCode;
 
 use chatgate::config::Config;
 use chatgate::gateway::{Gateway, ServeConfig, serve_with};
+use chatgate::route::ModelRouter;
+use chatgate::validate::{Validate, ValidateLayer};
+use tower::ServiceBuilder;
 
 #[derive(Debug, Default, PartialEq)]
 struct Args {
@@ -148,9 +151,26 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// Re-reads the configuration on every SIGHUP and swaps the gateway's routing.
+/// The chat stack, assembled from the library's layers, outermost first: this is where a layer
+/// is added or left out. (State that must outlive a reload would be made once in `main` and
+/// passed in here; see the `chatgate::gateway` docs.)
+fn chat_stack(config: &Config, router: ModelRouter) -> ChatStack {
+    ServiceBuilder::new()
+        .layer(ValidateLayer::with_config(config.validate_config()))
+        .service(router)
+}
+
+/// The type of [`chat_stack`].
+type ChatStack = Validate<ModelRouter>;
+
+/// Re-reads the configuration on every SIGHUP and swaps the gateway's stack.
 #[cfg(unix)]
-fn reload_on_sighup(gateway: Gateway, path: PathBuf, listen: SocketAddr, server: ServeConfig) {
+fn reload_on_sighup(
+    gateway: Gateway<ChatStack>,
+    path: PathBuf,
+    listen: SocketAddr,
+    server: ServeConfig,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         eprintln!("SIGHUP reload unavailable");
@@ -172,7 +192,8 @@ fn reload_on_sighup(gateway: Gateway, path: PathBuf, listen: SocketAddr, server:
                     if !same_server(&config.serve_config(), &server) {
                         eprintln!("reload: [server] changed; a restart is needed to apply it");
                     }
-                    gateway.reload(router, config.validate_config());
+                    let models = router.models().to_vec();
+                    gateway.reload_stack(chat_stack(&config, router), models);
                     eprintln!(
                         "reloaded {} (models: {})",
                         path.display(),
@@ -256,7 +277,8 @@ async fn run(args: Args) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let listen = args.listen.unwrap_or_else(|| config.listen());
-    let gateway = Gateway::new(router, config.validate_config());
+    let models = router.models().to_vec();
+    let gateway = Gateway::with_stack(chat_stack(&config, router), models);
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
