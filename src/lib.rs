@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod auth;
 pub mod body;
 #[cfg(feature = "config")]
 pub mod config;
@@ -11,6 +12,7 @@ pub mod gateway;
 mod json;
 mod macros;
 pub mod request_id;
+pub mod rate_limit;
 pub mod route;
 pub mod sse;
 pub mod upstream;
