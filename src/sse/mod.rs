@@ -3,6 +3,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+mod decoder;
+pub use decoder::{DEFAULT_MAX_EVENT_BYTES, Event, EventDecoder};
+
 /// The event that ends a successful stream.
 pub const DONE: &[u8] = b"data: [DONE]\n\n";
 
