@@ -5,6 +5,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 mod decoder;
 pub use decoder::{DEFAULT_MAX_EVENT_BYTES, Event, EventDecoder};
+mod observe;
+pub use observe::{Observed, SseObserver};
 
 /// The event that ends a successful stream.
 pub const DONE: &[u8] = b"data: [DONE]\n\n";
