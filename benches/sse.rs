@@ -11,6 +11,8 @@
 //! * `copy` — the same, also copying each frame into a buffer (a plain copy of the bytes);
 //! * `EventScanner` — `chatgate::sse::SseEnding`, the existing 16-byte line scanner, for
 //!   reference;
+//! * `Observed, no-op` — `chatgate::sse::Observed` with an observer that does nothing: the
+//!   cost of decoding the events;
 //! * `Observed` — `chatgate::sse::Observed` with an observer that looks at every event's
 //!   payload (`is_usage_only_chunk`, which parses only the usage chunk);
 //! * `Filtered` — `chatgate::sse::Filtered` dropping the usage-only chunk.
@@ -179,6 +181,17 @@ fn bench(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("EventScanner", name), |b| {
             b.iter_batched(
                 || SseEnding::new(body()),
+                |mut body| (drain(&mut body, |d| drop(black_box(d))), body),
+                BatchSize::SmallInput,
+            )
+        });
+        group.bench_function(BenchmarkId::new("Observed, no-op", name), |b| {
+            b.iter_batched(
+                || {
+                    Observed::new(body(), |e: &Event<'_>| {
+                        black_box(e);
+                    })
+                },
                 |mut body| (drain(&mut body, |d| drop(black_box(d))), body),
                 BatchSize::SmallInput,
             )

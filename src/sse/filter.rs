@@ -38,7 +38,10 @@ pub fn is_usage_only_chunk(data: &[u8]) -> bool {
         usage: Option<IgnoredAny>,
     }
 
-    if memchr::memmem::find(data, b"\"usage\"").is_none() {
+    // `memmem::find` would build its searcher on every call.
+    static USAGE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
+    if USAGE.find(data).is_none() {
         return false;
     }
     serde_json::from_slice::<Chunk<'_>>(data).is_ok_and(|c| {
@@ -170,40 +173,40 @@ where
             start = end;
         });
         // `frame[start..]` is the start of an event that has not ended yet (or the rest of
-        // `held`'s, if nothing ended in this frame).
-        let mut prefix = None;
+        // `held`'s, if nothing ended in this frame). The held bytes to forward first, if any:
+        let mut prefix = 0;
         match held_dropped {
             Some(true) => held.clear(),
-            Some(false) => prefix = Some(held.split()),
+            Some(false) => prefix = held.len(),
             None => {}
         }
         let mut keep_end = frame.len();
         if start < frame.len() && !*passing {
-            if held.len() + (frame.len() - start) > max {
+            if held.len() - prefix + (frame.len() - start) > max {
                 // Too long to hold: forward it as it comes.
                 *passing = true;
-                if !held.is_empty() {
-                    prefix = Some(held.split());
-                }
+                prefix = held.len();
             } else {
-                held.extend_from_slice(&frame[start..]);
                 keep_end = start;
             }
         }
-        if prefix.is_none() && drops.is_empty() {
+        if prefix == 0 && drops.is_empty() {
+            if keep_end < frame.len() {
+                held.extend_from_slice(&frame[keep_end..]);
+            }
             return match keep_end {
                 0 => None,
                 n if n == frame.len() => Some(frame),
                 n => Some(frame.slice(..n)),
             };
         }
-        let mut out = match prefix {
-            Some(mut p) => {
-                p.reserve(keep_end);
-                p
-            }
-            None => BytesMut::with_capacity(keep_end),
-        };
+        // A new buffer; `held` keeps its own for the next partial event.
+        let mut out = BytesMut::with_capacity(prefix + keep_end);
+        out.extend_from_slice(&held[..prefix]);
+        held.clear();
+        if keep_end < frame.len() {
+            held.extend_from_slice(&frame[keep_end..]);
+        }
         let mut at = 0;
         for r in drops {
             out.extend_from_slice(&frame[at..r.start]);
