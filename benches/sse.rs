@@ -3,7 +3,8 @@
 //! `cargo bench --bench sse -- --warm-up-time 1 --measurement-time 3`
 //!
 //! The stream is a realistic chat-completions stream: a role chunk, 200 content chunks of
-//! ~200 bytes, a finish chunk, the usage-only chunk and `data: [DONE]` (~43 KB). It is fed in
+//! ~250 bytes, a finish chunk, the usage-only chunk and `data: [DONE]` (204 events, 50.9 KB).
+//! It is fed in
 //! three framings: one event per frame; 16 KiB frames and 1 KiB frames cut at arbitrary bytes (as
 //! reads of a coalesced stream). Every case drains the same body-polling loop (`drain`):
 //!
