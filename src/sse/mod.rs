@@ -1,7 +1,21 @@
 //! Server-sent events as the contract frames them (docs/contract.md, streaming): `data: <json>\n\n`, and
 //! a final `data: [DONE]\n\n`; and [`EventScanner`], which watches a stream pass through.
+//!
+//! For observers that need whole events (usage accounting), [`EventDecoder`] decodes a stream
+//! cut at any byte without keeping it, [`Observed`] runs one beside a pass-through body, and
+//! [`EventFilter`] / [`Filtered`] drop chosen events (e.g. [`is_usage_only_chunk`]) inside
+//! coalesced frames. Why not `eventsource-stream` or `sse-stream`: they turn the bytes into owned
+//! events, which a proxy would have to re-encode, with unbounded buffers and no byte positions
+//! (details on [`EventDecoder`]).
 
 use bytes::{BufMut, Bytes, BytesMut};
+
+mod decoder;
+pub use decoder::{DEFAULT_MAX_EVENT_BYTES, Event, EventDecoder};
+mod observe;
+pub use observe::{Observed, SseObserver};
+mod filter;
+pub use filter::{EventFilter, Filtered, is_usage_only_chunk};
 
 /// The event that ends a successful stream.
 pub const DONE: &[u8] = b"data: [DONE]\n\n";

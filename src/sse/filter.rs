@@ -1,0 +1,549 @@
+//! [`EventFilter`] and [`Filtered`]: drop chosen events from an event stream, at event boundaries
+//! inside frames; and [`is_usage_only_chunk`], the usual choice.
+
+use std::fmt;
+use std::ops::Range;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame};
+
+use super::{Event, EventDecoder};
+
+/// Whether an event's payload is an OpenAI `chat.completion.chunk` that carries only usage:
+/// `"choices":[]` and a non-null `"usage"` — the last chunk of a stream made with
+/// `stream_options.include_usage`, which a client that did not ask for it should not see.
+///
+/// Only payloads that contain `"usage"` are parsed (with `serde_json`, skipping the values it
+/// does not need); anything that is not such a chunk, garbage included, is `false`.
+///
+/// ```
+/// use chatgate::sse::is_usage_only_chunk;
+/// assert!(is_usage_only_chunk(br#"{"id":"c1","object":"chat.completion.chunk","choices":[],"usage":{"total_tokens":9}}"#));
+/// assert!(!is_usage_only_chunk(br#"{"object":"chat.completion.chunk","choices":[{"index":0}],"usage":{"total_tokens":9}}"#));
+/// assert!(!is_usage_only_chunk(br#"{"object":"chat.completion.chunk","choices":[],"usage":null}"#));
+/// assert!(!is_usage_only_chunk(b"[DONE]"));
+/// ```
+pub fn is_usage_only_chunk(data: &[u8]) -> bool {
+    use serde::de::IgnoredAny;
+    use std::borrow::Cow;
+
+    #[derive(serde::Deserialize)]
+    struct Chunk<'a> {
+        #[serde(borrow)]
+        object: Cow<'a, str>,
+        // `IgnoredAny` has no size: the vector never allocates.
+        choices: Vec<IgnoredAny>,
+        usage: Option<IgnoredAny>,
+    }
+
+    // `memmem::find` would build its searcher on every call.
+    static USAGE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
+    if USAGE.find(data).is_none() {
+        return false;
+    }
+    serde_json::from_slice::<Chunk<'_>>(data).is_ok_and(|c| {
+        c.object == "chat.completion.chunk" && c.choices.is_empty() && c.usage.is_some()
+    })
+}
+
+/// A sans-IO filter that drops chosen events from an event stream, at event boundaries inside
+/// frames, and forwards everything else byte for byte.
+///
+/// Feed it the stream's frames with [`push`](Self::push), which returns what to forward now; at
+/// the end of the stream, [`finish`](Self::finish) returns what it still holds. `drop` is asked
+/// about every complete event (decoded by an [`EventDecoder`]) and returns `true` to drop it:
+/// its bytes are removed, from the end of the previous blank line to the end of its own (so a
+/// comment line just before the event goes with it).
+///
+/// A frame that drops nothing and ends on an event boundary is forwarded as it is (the same
+/// `Bytes`). The bytes of an event whose end has not arrived yet are held back until it does
+/// (only that event's: what comes before it is forwarded with [`Bytes::slice`]); a frame that
+/// completes a held event, or in which an event is dropped, is forwarded as a new buffer. Held
+/// bytes are bounded by the decoder's [`max_event_bytes`](EventDecoder::max_event_bytes): an
+/// event that goes over is forwarded as it comes and never dropped. Oversized events are never
+/// dropped, and `drop` is not asked about them.
+///
+/// ```
+/// use bytes::Bytes;
+/// use chatgate::sse::{EventFilter, is_usage_only_chunk};
+/// let mut f = EventFilter::new(|e: &chatgate::sse::Event<'_>| is_usage_only_chunk(e.data()));
+/// let out = f.push(Bytes::from_static(
+///     b"data: {\"object\":\"chat.completion.chunk\",\"choices\":[],\"usage\":{}}\n\ndata: [DONE]\n\n",
+/// ));
+/// assert_eq!(out.as_deref(), Some(&b"data: [DONE]\n\n"[..]));
+/// assert_eq!(f.dropped(), 1);
+/// assert_eq!(f.finish(), None);
+/// ```
+pub struct EventFilter<P> {
+    decoder: EventDecoder,
+    drop: P,
+    /// The start of the current event, when it began in an earlier frame.
+    held: BytesMut,
+    /// The current event went over the bound: it is forwarded as it comes.
+    passing: bool,
+    /// The last frame ended with the `\r` of a blank line: a `\n` first in the next frame belongs
+    /// to that event, which was dropped (`Some(true)`) or kept.
+    lf_of: Option<bool>,
+    dropped: u64,
+}
+
+impl<P> fmt::Debug for EventFilter<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventFilter")
+            .field("decoder", &self.decoder)
+            .field("held", &self.held.len())
+            .field("dropped", &self.dropped)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P> EventFilter<P>
+where
+    P: FnMut(&Event<'_>) -> bool,
+{
+    /// A filter that drops the events for which `drop` returns `true`; events of up to
+    /// [`DEFAULT_MAX_EVENT_BYTES`](super::DEFAULT_MAX_EVENT_BYTES) can be dropped.
+    pub fn new(drop: P) -> Self {
+        Self::with_decoder(EventDecoder::new(), drop)
+    }
+
+    /// A filter that decodes the stream with `decoder` (e.g. with another bound).
+    pub fn with_decoder(decoder: EventDecoder, drop: P) -> Self {
+        Self {
+            decoder,
+            drop,
+            held: BytesMut::new(),
+            passing: false,
+            lf_of: None,
+            dropped: 0,
+        }
+    }
+
+    /// The next frame of the stream; returns what to forward now, if anything.
+    pub fn push(&mut self, frame: Bytes) -> Option<Bytes> {
+        if frame.is_empty() {
+            return None;
+        }
+        let max = self.decoder.max_event_bytes();
+        let Self {
+            decoder,
+            drop: pred,
+            held,
+            passing,
+            lf_of,
+            dropped,
+        } = self;
+        // Ranges of `frame` to remove, in order.
+        let mut drops: Vec<Range<usize>> = Vec::new();
+        // Where the current event starts in `frame`.
+        let mut start = 0;
+        if let Some(was_dropped) = lf_of.take()
+            && frame[0] == b'\n'
+        {
+            if was_dropped {
+                drops.push(0..1);
+            }
+            start = 1;
+        }
+        // What becomes of `held` (the start of the first event in this frame), if it ends here.
+        let had_held = !held.is_empty();
+        let mut held_dropped = None;
+        decoder.feed_blocks(&frame, |end, event| {
+            // The `\n` of a `\r\n` belongs to this event.
+            let end = if frame[end - 1] == b'\r' && frame.get(end) == Some(&b'\n') {
+                end + 1
+            } else {
+                end
+            };
+            let drop_it = !*passing && event.is_some_and(|e| !e.is_oversized() && pred(&e));
+            if drop_it {
+                *dropped += 1;
+                drops.push(start..end);
+            }
+            if had_held && held_dropped.is_none() {
+                held_dropped = Some(drop_it);
+            }
+            if end == frame.len() && frame[end - 1] == b'\r' {
+                *lf_of = Some(drop_it);
+            }
+            *passing = false;
+            start = end;
+        });
+        // `frame[start..]` is the start of an event that has not ended yet (or the rest of
+        // `held`'s, if nothing ended in this frame). The held bytes to forward first, if any:
+        let mut prefix = 0;
+        match held_dropped {
+            Some(true) => held.clear(),
+            Some(false) => prefix = held.len(),
+            None => {}
+        }
+        let mut keep_end = frame.len();
+        if start < frame.len() && !*passing {
+            if held.len() - prefix + (frame.len() - start) > max {
+                // Too long to hold: forward it as it comes.
+                *passing = true;
+                prefix = held.len();
+            } else {
+                keep_end = start;
+            }
+        }
+        if prefix == 0 && drops.is_empty() {
+            if keep_end < frame.len() {
+                held.extend_from_slice(&frame[keep_end..]);
+            }
+            return match keep_end {
+                0 => None,
+                n if n == frame.len() => Some(frame),
+                n => Some(frame.slice(..n)),
+            };
+        }
+        // A new buffer; `held` keeps its own for the next partial event.
+        let mut out = BytesMut::with_capacity(prefix + keep_end);
+        out.extend_from_slice(&held[..prefix]);
+        held.clear();
+        if keep_end < frame.len() {
+            held.extend_from_slice(&frame[keep_end..]);
+        }
+        let mut at = 0;
+        for r in drops {
+            out.extend_from_slice(&frame[at..r.start]);
+            at = r.end;
+        }
+        if at < keep_end {
+            out.extend_from_slice(&frame[at..keep_end]);
+        }
+        (!out.is_empty()).then(|| out.freeze())
+    }
+
+    /// The end of the stream: returns the bytes of an event that had not ended, if any, to be
+    /// forwarded as they are.
+    pub fn finish(&mut self) -> Option<Bytes> {
+        (!self.held.is_empty()).then(|| self.held.split().freeze())
+    }
+
+    /// How many events were dropped.
+    pub const fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// The decoder, with the state of the stream so far.
+    pub const fn decoder(&self) -> &EventDecoder {
+        &self.decoder
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An event-stream body with the events that a predicate chooses dropped (see
+    /// [`EventFilter`]); everything else is forwarded byte for byte, and frames that drop
+    /// nothing and end on an event boundary as they are.
+    ///
+    /// At the end of the inner body (or before its trailers or its error), the bytes of an event
+    /// that had not ended are forwarded as they are. The size hint is unknown (bytes may be
+    /// dropped).
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use chatgate::sse::{Event, Filtered, is_usage_only_chunk};
+    /// use http_body_util::{BodyExt, Full};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let upstream = Full::new(Bytes::from_static(
+    ///     b"data: {\"object\":\"chat.completion.chunk\",\"choices\":[],\"usage\":{}}\n\ndata: [DONE]\n\n",
+    /// ));
+    /// let body = Filtered::new(upstream, |e: &Event<'_>| is_usage_only_chunk(e.data()));
+    /// assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"data: [DONE]\n\n");
+    /// # });
+    /// ```
+    pub struct Filtered<B: Body, P> {
+        #[pin]
+        inner: B,
+        filter: EventFilter<P>,
+        // Trailers or an error of `inner`, returned after the held bytes.
+        after: Option<Result<Frame<Bytes>, B::Error>>,
+        ended: bool,
+    }
+}
+
+impl<B: Body, P> Filtered<B, P>
+where
+    P: FnMut(&Event<'_>) -> bool,
+{
+    /// Wraps an event-stream body; `drop` returns `true` for the events to drop.
+    pub fn new(inner: B, drop: P) -> Self {
+        Self::with_filter(inner, EventFilter::new(drop))
+    }
+
+    /// Wraps an event-stream body with a filter (e.g. one made with another bound).
+    pub fn with_filter(inner: B, filter: EventFilter<P>) -> Self {
+        Self {
+            inner,
+            filter,
+            after: None,
+            ended: false,
+        }
+    }
+
+    /// The filter, with the state of the stream so far.
+    pub fn filter(&self) -> &EventFilter<P> {
+        &self.filter
+    }
+}
+
+impl<B: Body + fmt::Debug, P> fmt::Debug for Filtered<B, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Filtered")
+            .field("inner", &self.inner)
+            .field("filter", &self.filter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B, P> Body for Filtered<B, P>
+where
+    B: Body<Data = Bytes>,
+    P: FnMut(&Event<'_>) -> bool,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let mut this = self.project();
+        if let Some(after) = this.after.take() {
+            return Poll::Ready(Some(after));
+        }
+        if *this.ended {
+            return Poll::Ready(None);
+        }
+        loop {
+            let item = match ready!(this.inner.as_mut().poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => match this.filter.push(data) {
+                        Some(out) => return Poll::Ready(Some(Ok(Frame::data(out)))),
+                        None => continue,
+                    },
+                    Err(frame) => Ok(frame),
+                },
+                Some(Err(e)) => Err(e),
+                None => {
+                    *this.ended = true;
+                    return Poll::Ready(this.filter.finish().map(|b| Ok(Frame::data(b))));
+                }
+            };
+            // Trailers or an error: after what is held.
+            return Poll::Ready(Some(match this.filter.finish() {
+                Some(held) => {
+                    *this.after = Some(item);
+                    Ok(Frame::data(held))
+                }
+                None => item,
+            }));
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.after.is_none()
+            && (self.ended || (self.inner.is_end_stream() && self.filter.held.is_empty()))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::collections::VecDeque;
+
+    const CHUNK: &str = r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#;
+    const USAGE: &str = r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}"#;
+
+    fn usage_filter(max: usize) -> EventFilter<impl FnMut(&Event<'_>) -> bool> {
+        EventFilter::with_decoder(EventDecoder::with_max_event_bytes(max), |e: &Event<'_>| {
+            is_usage_only_chunk(e.data())
+        })
+    }
+
+    /// Pushes `parts` in order, checking the bound on held bytes; all that is forwarded.
+    fn run<P: FnMut(&Event<'_>) -> bool>(f: &mut EventFilter<P>, parts: &[&[u8]]) -> Vec<u8> {
+        let max = f.decoder().max_event_bytes();
+        let mut out = Vec::new();
+        for p in parts {
+            if let Some(b) = f.push(Bytes::copy_from_slice(p)) {
+                assert!(!b.is_empty());
+                out.extend_from_slice(&b);
+            }
+            assert!(f.held.len() <= max);
+        }
+        if let Some(b) = f.finish() {
+            out.extend_from_slice(&b);
+        }
+        out
+    }
+
+    #[test]
+    fn drops_the_usage_chunk_from_a_coalesced_frame_split_anywhere() {
+        let stream = format!("data: {CHUNK}\n\ndata: {USAGE}\n\ndata: [DONE]\n\n");
+        let expected = format!("data: {CHUNK}\n\ndata: [DONE]\n\n");
+        let stream = stream.as_bytes();
+        let mut f = usage_filter(1 << 20);
+        let frame = Bytes::copy_from_slice(stream);
+        assert_eq!(f.push(frame).as_deref(), Some(expected.as_bytes()));
+        assert_eq!(f.dropped(), 1);
+        for i in 0..=stream.len() {
+            for j in i..=stream.len() {
+                let mut f = usage_filter(1 << 20);
+                let out = run(&mut f, &[&stream[..i], &stream[i..j], &stream[j..]]);
+                assert_eq!(out, expected.as_bytes(), "split {i} {j}");
+                assert_eq!(f.dropped(), 1);
+                assert!(f.decoder().saw_done());
+            }
+        }
+    }
+
+    #[test]
+    fn line_ends_comments_and_crlf_split_anywhere() {
+        let stream: &[u8] = b": hi\r\ndata: keep1\r\n\r\ndata: drop\r\n\r\ndata: keep2\r\r\
+            data: drop\n\n: note\nevent: x\ndata: drop\r\n\r\n\r\ndata: [DONE]\r\n\r\n";
+        let expected: &[u8] = b": hi\r\ndata: keep1\r\n\r\ndata: keep2\r\r\r\ndata: [DONE]\r\n\r\n";
+        for i in 0..=stream.len() {
+            for j in i..=stream.len() {
+                let mut f = EventFilter::new(|e: &Event<'_>| e.data() == b"drop");
+                let out = run(&mut f, &[&stream[..i], &stream[i..j], &stream[j..]]);
+                assert_eq!(
+                    String::from_utf8_lossy(&out),
+                    String::from_utf8_lossy(expected),
+                    "split {i} {j}"
+                );
+                assert_eq!(f.dropped(), 3);
+            }
+        }
+    }
+
+    #[test]
+    fn frames_with_nothing_dropped_are_the_same_bytes() {
+        let mut f = usage_filter(1 << 20);
+        let frame = Bytes::from(format!("data: {CHUNK}\n\ndata: {CHUNK}\n\n"));
+        let out = f.push(frame.clone()).unwrap();
+        assert_eq!((out.as_ptr(), out.len()), (frame.as_ptr(), frame.len()));
+        // Ending inside an event: what comes before it is a slice of the frame.
+        let frame = Bytes::from(format!("data: {CHUNK}\n\ndata: {{\"par"));
+        let out = f.push(frame.clone()).unwrap();
+        assert_eq!(out.as_ptr(), frame.as_ptr());
+        assert_eq!(out.len(), CHUNK.len() + 8);
+        // A frame that is all inside one event: nothing yet.
+        assert_eq!(f.push(Bytes::from_static(b"tial\":")), None);
+        assert_eq!(
+            f.push(Bytes::from_static(b"1}\n\n")).as_deref(),
+            Some(&b"data: {\"partial\":1}\n\n"[..])
+        );
+        assert_eq!(f.finish(), None);
+    }
+
+    #[test]
+    fn events_over_the_bound_pass_through_undropped() {
+        let long = format!("data: {USAGE}\n\n");
+        let max = long.len() / 2;
+        let stream = format!("data: {CHUNK}\n\n{long}data: [DONE]\n\n");
+        let stream = stream.as_bytes();
+        let mut f = usage_filter(max);
+        // In one frame: the decoder reports it oversized, it is not dropped.
+        assert_eq!(run(&mut f, &[stream]), stream);
+        for i in 0..=stream.len() {
+            let mut f = usage_filter(max);
+            assert_eq!(
+                run(&mut f, &[&stream[..i], &stream[i..]]),
+                stream,
+                "split {i}"
+            );
+            assert_eq!(f.dropped(), 0);
+        }
+        // With a bound that fits, it is dropped.
+        let mut f = usage_filter(long.len());
+        let out = run(&mut f, &[&stream[..40], &stream[40..200], &stream[200..]]);
+        assert_eq!(out, format!("data: {CHUNK}\n\ndata: [DONE]\n\n").as_bytes());
+    }
+
+    #[test]
+    fn usage_only_chunks() {
+        assert!(is_usage_only_chunk(USAGE.as_bytes()));
+        assert!(!is_usage_only_chunk(CHUNK.as_bytes()));
+        let cases: &[&[u8]] = &[
+            br#"{"object":"chat.completion","choices":[],"usage":{}}"#,
+            br#"{"choices":[],"usage":{}}"#,
+            br#"{"object":"chat.completion.chunk","choices":[],"usage":null}"#,
+            br#"{"object":"chat.completion.chunk","choices":[]}"#,
+            br#"{"object":"chat.completion.chunk","choices":[],"usage":{},"usage":{}}"#,
+            br#"{"object":"chat.completion.chunk","choices":[],"usage":{}"#,
+            br#"["usage"]"#,
+            b"\"usage\"",
+            b"\xff\"usage\"\xfe",
+            b"",
+        ];
+        for c in cases {
+            assert!(!is_usage_only_chunk(c), "{}", String::from_utf8_lossy(c));
+        }
+        assert!(is_usage_only_chunk(
+            br#" {"object":"chat.\u0063ompletion.chunk","choices":[ ],"usage":{"x":[1,{"y":null}]},"extra":1} "#
+        ));
+        // Every prefix of a usage chunk: no panic, and no match until it is whole.
+        for i in 0..USAGE.len() {
+            assert!(!is_usage_only_chunk(&USAGE.as_bytes()[..i]));
+        }
+    }
+
+    /// A body that yields the given frames, trailers or errors, in order.
+    struct Script(VecDeque<Result<Frame<Bytes>, &'static str>>);
+
+    impl Body for Script {
+        type Data = Bytes;
+        type Error = &'static str;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, &'static str>>> {
+            Poll::Ready(self.0.pop_front())
+        }
+    }
+
+    fn data(b: &'static [u8]) -> Result<Frame<Bytes>, &'static str> {
+        Ok(Frame::data(Bytes::from_static(b)))
+    }
+
+    #[tokio::test]
+    async fn filtered_body_forwards_held_bytes_before_trailers_and_errors() {
+        let drop_x = |e: &Event<'_>| e.data() == b"x";
+        let script = Script(
+            [
+                data(b"data: a\n\ndata: x\n\nda"),
+                data(b""),
+                data(b"ta"),
+                Ok(Frame::trailers(http::HeaderMap::new())),
+            ]
+            .into(),
+        );
+        let mut body = Filtered::new(script, drop_x);
+        let next = |f: Option<Result<Frame<Bytes>, &str>>| f.unwrap().unwrap();
+        assert_eq!(
+            &next(body.frame().await).into_data().unwrap()[..],
+            b"data: a\n\n"
+        );
+        assert_eq!(&next(body.frame().await).into_data().unwrap()[..], b"data");
+        assert!(next(body.frame().await).is_trailers());
+        assert!(body.frame().await.is_none());
+        assert!(body.is_end_stream());
+
+        let script = Script([data(b"data: x\n\ndata: {"), Err("reset")].into());
+        let mut body = Filtered::new(script, drop_x);
+        assert_eq!(
+            &next(body.frame().await).into_data().unwrap()[..],
+            b"data: {"
+        );
+        assert_eq!(body.frame().await.unwrap().unwrap_err(), "reset");
+        assert_eq!(body.filter().dropped(), 1);
+    }
+}

@@ -1,0 +1,229 @@
+//! [`Observed`]: an event-stream body passed through unchanged while an observer sees its events.
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+use super::{Event, EventDecoder};
+
+/// Sees the events of a stream that passes through an [`Observed`] body.
+///
+/// Any `FnMut(&Event<'_>) + Send` closure is one.
+pub trait SseObserver: Send {
+    /// An event went by (also an [oversized](Event::is_oversized) one, without its data).
+    fn on_event(&mut self, event: &Event<'_>);
+
+    /// The stream ended: cleanly (`failed == false`) or with an error of the inner body. The
+    /// decoder tells how: [`saw_done`](EventDecoder::saw_done),
+    /// [`saw_error`](EventDecoder::saw_error), [`is_mid_event`](EventDecoder::is_mid_event).
+    /// Called at most once; not called when the body is dropped before its end.
+    fn on_end(&mut self, decoder: &EventDecoder, failed: bool) {
+        let _ = (decoder, failed);
+    }
+}
+
+impl<F> SseObserver for F
+where
+    F: FnMut(&Event<'_>) + Send,
+{
+    fn on_event(&mut self, event: &Event<'_>) {
+        self(event)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An event-stream body that passes every frame of the inner body through unchanged (the
+    /// same `Bytes`, not copied) while an [`SseObserver`] sees each event, decoded by an
+    /// [`EventDecoder`] from the frames as they go by.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use chatgate::sse::{Event, Observed};
+    /// use http_body_util::{BodyExt, Full};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let upstream = Full::new(Bytes::from_static(b"data: {\"a\":1}\n\ndata: [DONE]\n\n"));
+    /// let mut events = 0;
+    /// let mut body = Observed::new(upstream, |_: &Event<'_>| events += 1);
+    /// let frame = body.frame().await.unwrap().unwrap();
+    /// assert_eq!(&frame.into_data().unwrap()[..], b"data: {\"a\":1}\n\ndata: [DONE]\n\n");
+    /// assert!(body.frame().await.is_none());
+    /// assert!(body.decoder().saw_done());
+    /// drop(body);
+    /// assert_eq!(events, 2);
+    /// # });
+    /// ```
+    pub struct Observed<B, O> {
+        #[pin]
+        inner: B,
+        decoder: EventDecoder,
+        observer: O,
+        ended: bool,
+    }
+}
+
+impl<B, O> Observed<B, O> {
+    /// Wraps an event-stream body; events of up to
+    /// [`DEFAULT_MAX_EVENT_BYTES`](super::DEFAULT_MAX_EVENT_BYTES) are decoded.
+    pub const fn new(inner: B, observer: O) -> Self {
+        Self::with_decoder(inner, EventDecoder::new(), observer)
+    }
+
+    /// Wraps an event-stream body, decoding it with `decoder` (e.g. with another bound).
+    pub const fn with_decoder(inner: B, decoder: EventDecoder, observer: O) -> Self {
+        Self {
+            inner,
+            decoder,
+            observer,
+            ended: false,
+        }
+    }
+
+    /// The decoder, with the state of the stream so far.
+    pub const fn decoder(&self) -> &EventDecoder {
+        &self.decoder
+    }
+
+    /// The observer.
+    pub const fn observer(&self) -> &O {
+        &self.observer
+    }
+
+    /// The inner body and the observer.
+    pub fn into_parts(self) -> (B, O) {
+        (self.inner, self.observer)
+    }
+}
+
+impl<B: fmt::Debug, O> fmt::Debug for Observed<B, O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Observed")
+            .field("inner", &self.inner)
+            .field("decoder", &self.decoder)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B, O> Body for Observed<B, O>
+where
+    B: Body<Data = Bytes>,
+    O: SseObserver,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let item = ready!(this.inner.poll_frame(cx));
+        match &item {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    let observer = this.observer;
+                    this.decoder.feed(data, |e| observer.on_event(&e));
+                }
+            }
+            Some(Err(_)) | None => {
+                if !std::mem::replace(this.ended, true) {
+                    this.observer.on_end(this.decoder, item.is_some());
+                }
+            }
+        }
+        Poll::Ready(item)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::collections::VecDeque;
+
+    /// A body that yields the given frames, then maybe an error.
+    struct Script(VecDeque<Result<Bytes, &'static str>>);
+
+    impl Body for Script {
+        type Data = Bytes;
+        type Error = &'static str;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, &'static str>>> {
+            Poll::Ready(self.0.pop_front().map(|r| r.map(Frame::data)))
+        }
+    }
+
+    #[derive(Default)]
+    struct Log {
+        events: Vec<String>,
+        end: Option<(bool, bool, bool, bool)>,
+    }
+
+    impl SseObserver for Log {
+        fn on_event(&mut self, event: &Event<'_>) {
+            self.events
+                .push(String::from_utf8_lossy(event.data()).into_owned());
+        }
+        fn on_end(&mut self, d: &EventDecoder, failed: bool) {
+            assert!(self.end.is_none(), "on_end once");
+            self.end = Some((failed, d.saw_done(), d.saw_error(), d.is_mid_event()));
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_pass_through_unchanged_and_events_are_seen() {
+        let stream: &'static [u8] = b"data: {\"a\":1}\n\ndata: {\"b\":2}\n\ndata: [DONE]\n\n";
+        for cut in 0..=stream.len() {
+            let frames = [
+                Bytes::from_static(&stream[..cut]),
+                Bytes::from_static(&stream[cut..]),
+            ];
+            let ptrs: Vec<_> = frames.iter().map(|b| b.as_ptr()).collect();
+            let mut body =
+                Observed::new(Script(frames.into_iter().map(Ok).collect()), Log::default());
+            for ptr in ptrs {
+                let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
+                assert_eq!(data.as_ptr(), ptr, "the same bytes");
+            }
+            assert!(body.frame().await.is_none());
+            let (_, log) = body.into_parts();
+            assert_eq!(
+                log.events,
+                ["{\"a\":1}", "{\"b\":2}", "[DONE]"],
+                "cut {cut}"
+            );
+            assert_eq!(log.end, Some((false, true, false, false)));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_end_state_is_reported_once() {
+        let script = Script(
+            [
+                Ok(Bytes::from_static(b"data: {\"error\":{}}\n\ndata: {")),
+                Err("reset"),
+            ]
+            .into(),
+        );
+        let mut body = Observed::new(script, Log::default());
+        assert!(body.frame().await.unwrap().is_ok());
+        assert!(body.frame().await.unwrap().is_err());
+        assert!(body.frame().await.is_none());
+        assert!(body.decoder().saw_error());
+        assert_eq!(body.observer().end, Some((true, false, true, true)));
+    }
+}
