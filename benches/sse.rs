@@ -10,7 +10,7 @@
 //!
 //! * `pass-through` — the baseline: the frames body itself, each frame handed to `black_box`;
 //! * `copy` — the same, also copying each frame into a buffer (a plain copy of the bytes);
-//! * `EventScanner` — `chatgate::sse::SseEnding`, the existing 16-byte line scanner, for
+//! * `EventScanner` — `chatgate::sse::ending` (the stream ending on the end-of-response hook, with the 16-byte line scanner), for
 //!   reference;
 //! * `Observed, no-op` — `chatgate::sse::Observed` with an observer that does nothing: the
 //!   cost of decoding the events;
@@ -25,7 +25,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use chatgate::sse::{Event, Filtered, Observed, SseEnding, is_usage_only_chunk};
+use chatgate::sse::{Event, Filtered, Observed, is_usage_only_chunk};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http_body::{Body, Frame};
 
@@ -181,7 +181,7 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_function(BenchmarkId::new("EventScanner", name), |b| {
             b.iter_batched(
-                || SseEnding::new(body()),
+                || chatgate::sse::ending(body()),
                 |mut body| (drain(&mut body, |d| drop(black_box(d))), body),
                 BatchSize::SmallInput,
             )
