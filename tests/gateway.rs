@@ -396,3 +396,46 @@ async fn a_model_can_be_retrieved() {
     let v: Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(v["error"]["code"], "model_not_found");
 }
+
+#[tokio::test]
+async fn extra_routes_are_served_and_survive_a_reload() {
+    use chatgate::gateway::RouteBody;
+    let router = || {
+        ModelRouter::builder()
+            .service("echo", EchoModel::new())
+            .build()
+    };
+    let admin = tower::service_fn(|req: Request<RouteBody>| async move {
+        let path = req.uri().path().to_owned();
+        let body = req.into_body().collect().await.expect("body").to_bytes();
+        let text = format!("{path}:{}", String::from_utf8_lossy(&body));
+        Ok::<_, Infallible>(Response::new(
+            Full::new(Bytes::from(text))
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        ))
+    });
+    let gateway = Gateway::new(router(), ValidateConfig::default()).with_route("/admin/", admin);
+    let server = support::start_with(gateway.clone()).await;
+    let client = support::client();
+    let post = |path: &str| {
+        Request::post(format!("http://{}{path}", server.addr))
+            .body(Full::new(Bytes::from_static(b"payload")))
+            .expect("request")
+    };
+    let (status, _, body) = support::send(&client, post("/admin/keys")).await;
+    assert_eq!(
+        (status.as_u16(), &body[..]),
+        (200, &b"/admin/keys:payload"[..])
+    );
+    gateway.reload(router(), ValidateConfig::default());
+    let (status, _, body) = support::send(&client, post("/admin/x")).await;
+    assert_eq!(
+        (status.as_u16(), &body[..]),
+        (200, &b"/admin/x:payload"[..])
+    );
+    // Not a prefix match without the slash; the chat path is untouched.
+    let (status, _, _) = support::send(&client, post("/adminx")).await;
+    assert_eq!(status, 404);
+    assert_eq!(support::post_json(&client, server.addr, HI).await.0, 200);
+}

@@ -62,15 +62,17 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::Body;
+use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
 use tower::Service;
-use tower::util::Oneshot;
+use tower::util::{BoxCloneSyncService, Oneshot};
 
 pub use serve::{ServeConfig, serve, serve_with};
 
+use crate::BoxError;
 use crate::body::{ResponseBody, full_into_bytes};
 use crate::error::{ApiError, json_response};
-use crate::route::ModelRouter;
+use crate::route::{BoxBody, ModelRouter};
 use crate::validate::{Validate, ValidateConfig};
 
 /// The paths the chat-completions endpoint is mounted at.
@@ -113,15 +115,23 @@ fn model_object(id: &str) -> serde_json::Value {
 #[derive(Debug)]
 pub struct Gateway<S = DefaultStack> {
     stack: Arc<ArcSwap<Stack<S>>>,
+    routes: Arc<[(String, Route)]>,
 }
 
 impl<S> Clone for Gateway<S> {
     fn clone(&self) -> Self {
         Self {
             stack: Arc::clone(&self.stack),
+            routes: Arc::clone(&self.routes),
         }
     }
 }
+
+/// The request body an extra route gets (the client's body, boxed).
+pub type RouteBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// An extra route of the gateway ([`Gateway::with_route`]): admin endpoints, `/metrics`, …
+pub type Route = BoxCloneSyncService<Request<RouteBody>, Response<BoxBody>, Infallible>;
 
 impl Gateway<DefaultStack> {
     /// The default stack: `ValidateLayer` (with `validate`) around `router`.
@@ -144,7 +154,46 @@ impl<S> Gateway<S> {
         let models = models.into_iter().map(Into::into).collect();
         Self {
             stack: Arc::new(ArcSwap::from_pointee(Stack::new(chat, models))),
+            routes: Arc::new([]),
         }
+    }
+
+    /// Serves `route` at `path` (exactly), or at every path under it when `path` ends with
+    /// `/`. Extra routes are checked before the built-in ones, live outside the reloadable
+    /// stack (a reload keeps them) and get the client's body boxed.
+    ///
+    /// ```
+    /// use chatgate::gateway::{Gateway, RouteBody};
+    /// use chatgate::{route::ModelRouter, EchoModel};
+    /// use http::{Request, Response};
+    /// use http_body_util::BodyExt;
+    ///
+    /// let router = ModelRouter::builder().service("echo", EchoModel::new()).build();
+    /// let gateway = Gateway::new(router, Default::default()).with_route(
+    ///     "/admin/",
+    ///     tower::service_fn(|_req: Request<RouteBody>| async {
+    ///         Ok(Response::new(
+    ///             http_body_util::Full::new(bytes::Bytes::from("hi"))
+    ///                 .map_err(|never| match never {})
+    ///                 .boxed_unsync(),
+    ///         ))
+    ///     }),
+    /// );
+    /// # let _ = gateway;
+    /// ```
+    pub fn with_route<R>(mut self, path: impl Into<String>, route: R) -> Self
+    where
+        R: Service<Request<RouteBody>, Response = Response<BoxBody>, Error = Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        R::Future: Send + 'static,
+    {
+        let mut routes = self.routes.to_vec();
+        routes.push((path.into(), BoxCloneSyncService::new(route)));
+        self.routes = routes.into();
+        self
     }
 
     /// Replaces the stack for new requests; requests in flight finish on the old one. See
@@ -210,7 +259,74 @@ pin_project! {
         S: Service<Request<B>>,
     {
         Chat { #[pin] future: Oneshot<S, Request<B>> },
+        Route { #[pin] future: Oneshot<Route, Request<RouteBody>> },
         Ready { response: Option<Response<ResponseBody<Never>>> },
+    }
+}
+
+pin_project! {
+    /// The response body of [`Gateway`]: the chat stack's, or an extra route's, or the
+    /// gateway's own.
+    #[derive(Debug)]
+    pub struct GatewayBody<B> {
+        #[pin]
+        kind: BodyKind<B>,
+    }
+}
+
+pin_project! {
+    #[project = BodyKindProj]
+    #[derive(Debug)]
+    enum BodyKind<B> {
+        Chat { #[pin] body: ResponseBody<B> },
+        Route { #[pin] body: BoxBody },
+    }
+}
+
+impl<B> GatewayBody<B> {
+    fn chat(body: ResponseBody<B>) -> Self {
+        Self {
+            kind: BodyKind::Chat { body },
+        }
+    }
+
+    fn route(body: BoxBody) -> Self {
+        Self {
+            kind: BodyKind::Route { body },
+        }
+    }
+}
+
+impl<B> http_body::Body for GatewayBody<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        match self.project().kind.project() {
+            BodyKindProj::Chat { body } => body.poll_frame(cx).map_err(Into::into),
+            BodyKindProj::Route { body } => body.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            BodyKind::Chat { body } => body.is_end_stream(),
+            BodyKind::Route { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match &self.kind {
+            BodyKind::Chat { body } => body.size_hint(),
+            BodyKind::Route { body } => body.size_hint(),
+        }
     }
 }
 
@@ -230,16 +346,20 @@ impl<S, B, ResBody> Future for ResponseFuture<S, B>
 where
     S: Service<Request<B>, Response = Response<ResBody>, Error = Infallible>,
 {
-    type Output = Result<Response<ResponseBody<ResBody>>, Infallible>;
+    type Output = Result<Response<GatewayBody<ResBody>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let chat = GatewayBody::chat;
         match self.project().kind.project() {
             KindProj::Chat { future } => future
                 .poll(cx)
-                .map(|r| r.map(|res| res.map(ResponseBody::inner))),
+                .map(|r| r.map(|res| res.map(|b| chat(ResponseBody::inner(b))))),
+            KindProj::Route { future } => future
+                .poll(cx)
+                .map(|r| r.map(|res| res.map(GatewayBody::route))),
             KindProj::Ready { response } => {
                 let res = response.take().expect("future polled after completion");
-                Poll::Ready(Ok(res.map(ResponseBody::retype)))
+                Poll::Ready(Ok(res.map(|b| chat(ResponseBody::retype(b)))))
             }
         }
     }
@@ -248,9 +368,10 @@ where
 impl<S, B, ResBody> Service<Request<B>> for Gateway<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>, Error = Infallible> + Clone,
-    B: Body,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
 {
-    type Response = Response<ResponseBody<ResBody>>;
+    type Response = Response<GatewayBody<ResBody>>;
     type Error = Infallible;
     type Future = ResponseFuture<S, B>;
 
@@ -266,6 +387,18 @@ where
                 response: Some(response),
             },
         };
+        if let Some((_, route)) = self
+            .routes
+            .iter()
+            .find(|(p, _)| p == path || (p.ends_with('/') && path.starts_with(p.as_str())))
+        {
+            let req = req.map(|b| b.map_err(Into::into).boxed_unsync());
+            return ResponseFuture {
+                kind: Kind::Route {
+                    future: Oneshot::new(route.clone(), req),
+                },
+            };
+        }
         if CHAT_PATHS.contains(&path) {
             let chat = self.stack.load().chat.clone();
             // `Oneshot` waits for `poll_ready` before `call` (tower's contract).
