@@ -94,9 +94,49 @@ def models_list():
     assert "echo" in ids, ids
 
 
+def model_retrieve():
+    m = client.models.retrieve("echo")
+    assert m.id == "echo" and m.object == "model", m
+    try:
+        client.models.retrieve("nope")
+    except openai.NotFoundError:
+        return
+    raise AssertionError("no error for an unknown model")
+
+
+def max_completion_tokens():
+    r = client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "a b c d"}],
+                                       max_completion_tokens=1)
+    assert r.choices[0].finish_reason == "length" and r.choices[0].message.content == "a", r
+
+
+def agent_loop_terminates():
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    messages = [{"role": "user", "content": 'call get_weather {"city":"Paris"}'}]
+    for _ in range(5):
+        r = client.chat.completions.create(model="echo", tools=tools, messages=messages)
+        msg = r.choices[0].message
+        if not msg.tool_calls:
+            assert "sunny" in (msg.content or ""), msg
+            return
+        messages.append(msg.model_dump(exclude_none=True))
+        for call in msg.tool_calls:
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": "sunny"})
+    raise AssertionError("the loop did not end")
+
+
+def request_id_header():
+    raw = client.chat.completions.with_raw_response.create(
+        model="echo", messages=[{"role": "user", "content": "hi"}], extra_headers={"x-request-id": "conf-1"})
+    assert raw.headers.get("x-request-id") == "conf-1", raw.headers
+
+
 for name, fn in [("plain", plain), ("mlflow path, n=2", mlflow_path), ("stream with usage", stream_with_usage),
                  ("max_tokens", max_tokens_length), ("tool call", tool_call), ("404", unknown_model_404),
-                 ("422", invalid_422), ("models", models_list)]:
+                 ("422", invalid_422), ("models", models_list), ("models.retrieve", model_retrieve),
+                 ("max_completion_tokens", max_completion_tokens), ("agent loop", agent_loop_terminates),
+                 ("x-request-id", request_id_header)]:
     check(name, fn)
 print(f"openai-python: {passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
