@@ -16,7 +16,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-TARGET_ORDER = ["direct", "passthrough", "chatgate", "nginx"]
+TARGET_ORDER = ["direct", "passthrough", "chatgate_base", "chatgate", "nginx"]
 SCENARIO_NAMES = {"nonstream": "non-streamed", "stream": "streamed, 50 chunks"}
 DEADLINE = "aborted due to deadline"
 

@@ -11,6 +11,8 @@
 #                included when both exist. This script writes bench/load/chatgate.toml first (listen
 #                port, model "mock" routed to the mock), so the proxy is started with that config; in
 #                the arguments, @PORT@ and @UPSTREAM_PORT@ stand for the proxy's and the mock's ports.
+#   chatgate_base  a second chatgate proxy binary ($CHATGATE_BASE_BIN, e.g. the previous commit's), with
+#                the same configuration on its own port: before/after comparisons in one run
 #   nginx        Debian's nginx as a plain reverse proxy (bench/load/nginx.conf), 1 worker process
 # Scenarios: non-streamed completions, and streamed ones of 50 chunks (+ usage chunk + [DONE]).
 # For each scenario and target, interleaved in rounds (direct, passthrough, chatgate, nginx, direct…):
@@ -46,7 +48,12 @@ RATE_NONSTREAM=${RATE_NONSTREAM:-auto}
 RATE_STREAM=${RATE_STREAM:-auto}
 RATE_FRACTION=${RATE_FRACTION:-0.25}
 PROXY_THREADS=${PROXY_THREADS:-1}
-TARGETS=${TARGETS:-direct,passthrough,chatgate,nginx}
+CHATGATE_BASE_BIN=${CHATGATE_BASE_BIN:-}
+if [[ -n $CHATGATE_BASE_BIN ]]; then
+    TARGETS=${TARGETS:-direct,passthrough,chatgate_base,chatgate,nginx}
+else
+    TARGETS=${TARGETS:-direct,passthrough,chatgate,nginx}
+fi
 CHATGATE_PATH=${CHATGATE_PATH:-/v1/chat/completions}
 CHUNKS=50
 RESULTS_DIR=${RESULTS_DIR:-target/loadbench/$(date +%Y%m%d-%H%M%S)}
@@ -113,9 +120,9 @@ fi
 [[ -x $EXAMPLES/mock_upstream && -x $EXAMPLES/passthrough ]] || die "release examples missing in $EXAMPLES"
 
 # --- ports, configs, request bodies ----------------------------------------------------------------
-read -r MOCK_PORT PT_PORT CG_PORT NGINX_PORT < <(python3 -c '
+read -r MOCK_PORT PT_PORT CG_PORT NGINX_PORT CGB_PORT < <(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(4)]
+socks = [socket.socket() for _ in range(5)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))
@@ -131,6 +138,8 @@ name = "mock"
 [[models.upstreams]]
 url = "http://127.0.0.1:$MOCK_PORT/v1"
 EOF
+
+sed -e "s|127.0.0.1:$CG_PORT|127.0.0.1:$CGB_PORT|" bench/load/chatgate.toml >"$TMP/chatgate_base.toml"
 
 sed -e "s|@PREFIX@|$TMP|g" -e "s|@UPSTREAM_PORT@|$MOCK_PORT|g" -e "s|@LISTEN_PORT@|$NGINX_PORT|g" \
     bench/load/nginx.conf >"$TMP/nginx.conf"
@@ -192,6 +201,14 @@ if wants chatgate; then
             "$CHATGATE_PROXY_BIN" $args && ACTIVE+=(chatgate)
     else
         log "chatgate skipped: needs $CHATGATE_PROXY_BIN and CHATGATE_PROXY_ARGS (e.g. --config bench/load/chatgate.toml)"
+    fi
+fi
+if wants chatgate_base; then
+    if [[ -x $CHATGATE_BASE_BIN ]]; then
+        TOKIO_WORKER_THREADS=$PROXY_THREADS start chatgate_base "$CGB_PORT" "$CHATGATE_PATH" \
+            "$CHATGATE_BASE_BIN" --config "$TMP/chatgate_base.toml" && ACTIVE+=(chatgate_base)
+    else
+        log "chatgate_base skipped: CHATGATE_BASE_BIN ($CHATGATE_BASE_BIN) is not an executable"
     fi
 fi
 if wants nginx; then
