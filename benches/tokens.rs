@@ -99,7 +99,10 @@ fn bench(c: &mut Criterion) {
             let hostile = name.contains("MB") || name.contains("MiB");
             group.throughput(Throughput::Bytes(text.len() as u64));
             let n = count_text(family, text);
-            eprintln!("{fname}/{name}: {} bytes, count_text {n} tokens", text.len());
+            eprintln!(
+                "{fname}/{name}: {} bytes, count_text {n} tokens",
+                text.len()
+            );
             group.bench_with_input(
                 BenchmarkId::new(format!("count_text/{fname}"), name),
                 text,

@@ -195,6 +195,10 @@ pub(super) mod tests {
             })
             .collect();
         for f in [Family::O200k, Family::Cl100k] {
+            // tiktoken-rs panics on this one (regex backtracking stack overflow); bpe-openai's
+            // automaton counts it whole.
+            let n = exact(f, &spaces[..1 << 20]);
+            assert!((1..=(1 << 20) / 8).contains(&n), "{f}: {n}");
             // One token per 8 'a's in both vocabularies.
             let n = count_text(f, &run);
             assert!((N as u64 / 9..=N as u64 / 7).contains(&n), "{f}: {n}");
@@ -206,7 +210,7 @@ pub(super) mod tests {
             assert!((N as u64 / 4..=N as u64 / 2).contains(&n), "{f}: {n}");
             // Random letters: roughly 2 bytes per token.
             let n = count_text(f, &random);
-            assert!((N as u64 / 3..=N as u64 / 1).contains(&n), "{f}: {n}");
+            assert!((N as u64 / 3..=N as u64).contains(&n), "{f}: {n}");
         }
     }
 
