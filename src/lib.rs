@@ -15,6 +15,7 @@ pub mod rate_limit;
 pub mod request_id;
 pub mod route;
 pub mod sse;
+pub mod tokens;
 pub mod upstream;
 pub mod validate;
 
