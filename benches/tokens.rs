@@ -5,7 +5,7 @@
 //! Texts (the token count of each is printed once at start, to turn times into tokens/µs):
 //!
 //! * `english` — the first 10 KB of `docs/contract.md` (English technical prose, markdown);
-//! * `code` — the first 10 KB of `src/json.rs` (Rust);
+//! * `code` — the first 10 KB of `src/json/mod.rs` (Rust);
 //! * `run-1MB` — 1 MiB of `a`: a single pre-token (the hostile case for BPE merging);
 //! * `random-1MB` — 1 MiB of random `a`–`z` without spaces: also one pre-token, and the slowest
 //!   input measured per byte (about 2 bytes per token);
@@ -80,7 +80,7 @@ fn bench(c: &mut Criterion) {
     preload(Family::Cl100k);
     const MIB: usize = 1 << 20;
     let english = prefix(include_str!("../docs/contract.md"), 10_000).to_owned();
-    let code = prefix(include_str!("../src/json.rs"), 10_000).to_owned();
+    let code = prefix(include_str!("../src/json/mod.rs"), 10_000).to_owned();
     let texts = [
         ("english", english),
         ("code", code),

@@ -147,7 +147,7 @@ pub(super) mod tests {
     #[test]
     fn short_texts_are_exact() {
         let english = english();
-        let code = include_str!("../json.rs");
+        let code = include_str!("../json/mod.rs");
         for f in [Family::O200k, Family::Cl100k] {
             for text in [
                 prefix(&english, EXACT_LIMIT),
@@ -164,7 +164,7 @@ pub(super) mod tests {
         let english = english();
         assert!(english.len() > EXACT_LIMIT);
         let code = [
-            include_str!("../json.rs"),
+            include_str!("../json/mod.rs"),
             include_str!("../contract/request.rs"),
         ]
         .concat();
@@ -229,7 +229,7 @@ pub(super) mod tests {
     fn unknown_estimate_error() {
         for (name, text) in [
             ("english (docs/contract.md + README.md)", english().as_str()),
-            ("rust (src/json.rs)", include_str!("../json.rs")),
+            ("rust (src/json/mod.rs)", include_str!("../json/mod.rs")),
             (
                 "python (tests/conformance)",
                 include_str!("../../tests/conformance/openai_client.py"),
