@@ -16,6 +16,7 @@ pub mod request_id;
 pub mod route;
 pub mod sse;
 pub mod upstream;
+pub mod usage;
 pub mod validate;
 
 pub use echo::EchoModel;
