@@ -90,7 +90,7 @@ pub use layer::{DEFAULT_MAX_BODY, UsageLayer, UsageMeterLayer};
 pub use memory::{MemorySink, UsageRoute, UsageRow};
 pub use metrics::{MetricsRoute, MetricsSink};
 #[cfg(feature = "postgres")]
-pub use postgres::{PgSink, PgWrite};
+pub use postgres::{MIGRATION, PgSink, PgWrite};
 pub use prices::{Price, Prices};
 pub use record::UsageRecord;
 pub use service::{Usage, UsageMeter};
