@@ -145,7 +145,13 @@ fn events(body: &str) -> Vec<Option<serde_json::Value>> {
 async fn non_streamed_counts_are_the_models() {
     let mut env = Env::new(None).await;
     let body = serde_json::json!({"model": "qwen", "messages": [{"role": "user", "content": "Hello there, general Kenobi"}], "n": 3});
-    let res = post(&env.client, env.server.addr, body, &[("x-request-id", "req-1")]).await;
+    let res = post(
+        &env.client,
+        env.server.addr,
+        body,
+        &[("x-request-id", "req-1")],
+    )
+    .await;
     assert_eq!(res.status(), 200);
     let v: serde_json::Value = serde_json::from_str(&text(res).await).unwrap();
     let r = env.record().await;
@@ -179,7 +185,10 @@ async fn streams_are_metered_exactly_and_the_usage_chunk_is_hidden_unless_asked(
     assert!(r.streamed && !r.estimated && !r.partial && r.ttft_ms.is_some());
 
     // Not asked for (absent, then false): the same counts, no usage chunk, `[DONE]` last.
-    for options in [serde_json::Value::Null, serde_json::json!({"include_usage": false})] {
+    for options in [
+        serde_json::Value::Null,
+        serde_json::json!({"include_usage": false}),
+    ] {
         let mut req = serde_json::json!({"model": "echo", "stream": true, "n": 2,
             "messages": [{"role": "user", "content": msg}]});
         if !options.is_null() {
@@ -189,8 +198,11 @@ async fn streams_are_metered_exactly_and_the_usage_chunk_is_hidden_unless_asked(
         let ev = events(&body);
         assert_eq!(ev.last(), Some(&None), "ends with [DONE]: {body}");
         for e in ev.iter().flatten() {
-            assert!(e.get("usage").is_none() || e["usage"].is_null() && !e["choices"].as_array().unwrap().is_empty(),
-                "no usage chunk: {e}");
+            assert!(
+                e.get("usage").is_none()
+                    || e["usage"].is_null() && !e["choices"].as_array().unwrap().is_empty(),
+                "no usage chunk: {e}"
+            );
             assert_ne!(e["choices"], serde_json::json!([]), "no usage chunk: {e}");
         }
         let r = env.record().await;
@@ -231,7 +243,9 @@ async fn an_upstream_without_usage_is_estimated() {
             for w in ["a", "b", "c"] {
                 tx.send(Ok(chunk(w))).await.ok();
             }
-            tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await.ok();
+            tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n")))
+                .await
+                .ok();
         });
         res
     })
@@ -240,7 +254,10 @@ async fn an_upstream_without_usage_is_estimated() {
     let body = text(post(&env.client, env.server.addr, support::chat("up", true), &[]).await).await;
     assert!(body.ends_with("data: [DONE]\n\n"));
     // The upstream was asked for usage although the client was not.
-    assert_eq!(mock.seen()[0].json()["stream_options"]["include_usage"], true);
+    assert_eq!(
+        mock.seen()[0].json()["stream_options"]["include_usage"],
+        true
+    );
     let r = env.record().await;
     assert!(r.estimated && !r.partial);
     assert_eq!(r.completion_tokens, 3);
@@ -258,7 +275,13 @@ async fn a_200_that_is_not_a_completion_is_a_502() {
     })
     .await;
     let mut env = Env::new(Some(&mock)).await;
-    let res = post(&env.client, env.server.addr, support::chat("up", false), &[]).await;
+    let res = post(
+        &env.client,
+        env.server.addr,
+        support::chat("up", false),
+        &[],
+    )
+    .await;
     assert_eq!(res.status(), 502);
     let v: serde_json::Value = serde_json::from_str(&text(res).await).unwrap();
     assert_eq!(v["error"]["type"], "server_error");
@@ -359,7 +382,12 @@ async fn concurrent_load_leaves_one_record_per_request_and_exact_sums() {
             _ => assert_eq!(status, 200),
         }
         requests += if kind.starts_with("stream") { 2 } else { 1 };
-        expected_sum += 2 * usage.2 - if kind.starts_with("stream") { 0 } else { usage.2 };
+        expected_sum += 2 * usage.2
+            - if kind.starts_with("stream") {
+                0
+            } else {
+                usage.2
+            };
     }
     env.handle.flush().await;
     let mut records = Vec::new();
@@ -386,17 +414,34 @@ async fn concurrent_load_leaves_one_record_per_request_and_exact_sums() {
             .filter(|s| s.metric == name)
             .filter(|s| label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
             .map(|s| match s.value {
-                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) | prometheus_parse::Value::Gauge(v) => v,
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Untyped(v)
+                | prometheus_parse::Value::Gauge(v) => v,
                 prometheus_parse::Value::Histogram(ref h) => h.last().map_or(0.0, |b| b.count),
                 _ => 0.0,
             })
             .sum()
     };
     assert_eq!(value("chatgate_requests_total", None) as usize, requests);
-    assert_eq!(value("chatgate_rejections_total", Some(("reason", "invalid"))) as usize, N / 6);
-    assert_eq!(value("chatgate_rejections_total", Some(("reason", "model_not_found"))) as usize, N / 6);
-    assert_eq!(value("chatgate_upstream_failures_total", None) as usize, N / 6);
-    assert_eq!(value("chatgate_usage_records_total", None) as usize, requests);
+    assert_eq!(
+        value("chatgate_rejections_total", Some(("reason", "invalid"))) as usize,
+        N / 6
+    );
+    assert_eq!(
+        value(
+            "chatgate_rejections_total",
+            Some(("reason", "model_not_found"))
+        ) as usize,
+        N / 6
+    );
+    assert_eq!(
+        value("chatgate_upstream_failures_total", None) as usize,
+        N / 6
+    );
+    assert_eq!(
+        value("chatgate_usage_records_total", None) as usize,
+        requests
+    );
     assert_eq!(value("chatgate_usage_records_dropped_total", None), 0.0);
     // The token histogram's sums are the records' sums.
     let token_sum: f64 = metrics
@@ -405,11 +450,19 @@ async fn concurrent_load_leaves_one_record_per_request_and_exact_sums() {
         .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
         .sum();
     assert_eq!(token_sum as u64, expected_sum);
-    assert!(scrape.samples.iter().any(|s| s.metric == "gen_ai_client_token_usage"
-        && matches!(s.value, prometheus_parse::Value::Histogram(_))));
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "gen_ai_client_token_usage"
+                && matches!(s.value, prometheus_parse::Value::Histogram(_)))
+    );
     assert!(metrics.contains("gen_ai_server_request_duration_seconds_bucket"));
     assert!(metrics.contains("gen_ai_token_type=\"input\""));
-    assert!(metrics.contains("gen_ai_request_model=\"other\""), "unknown models share `other`");
+    assert!(
+        metrics.contains("gen_ai_request_model=\"other\""),
+        "unknown models share `other`"
+    );
 
     // /v1/usage: admin only, with the spend.
     assert_eq!(env.get("/v1/usage", None).await.0, 401);
@@ -429,7 +482,13 @@ async fn concurrent_load_leaves_one_record_per_request_and_exact_sums() {
 async fn a_body_over_the_limit_is_a_recorded_413() {
     let mut env = Env::new(None).await;
     let big = "x".repeat(8000);
-    let res = post(&env.client, env.server.addr, serde_json::json!({"model": "echo", "messages": [{"role": "user", "content": big}]}), &[]).await;
+    let res = post(
+        &env.client,
+        env.server.addr,
+        serde_json::json!({"model": "echo", "messages": [{"role": "user", "content": big}]}),
+        &[],
+    )
+    .await;
     assert_eq!(res.status(), 413);
     let _ = res.into_body().collect().await;
     let r = env.record().await;
@@ -448,7 +507,9 @@ async fn a_jsonl_file_gets_every_record() {
     let _ = std::fs::remove_file(&path);
     let sink = Arc::new(JsonlSink::open(&path, FlushPolicy::EveryBatch).unwrap());
     let handle = UsageHandle::builder().sink(sink).build();
-    let router = ModelRouter::builder().service("echo", EchoModel::new()).build();
+    let router = ModelRouter::builder()
+        .service("echo", EchoModel::new())
+        .build();
     let chat = ServiceBuilder::new()
         .layer(UsageLayer::new(handle.clone()))
         .layer(ValidateLayer::new())
@@ -457,7 +518,9 @@ async fn a_jsonl_file_gets_every_record() {
     use tower::ServiceExt;
     for _ in 0..3 {
         let req = Request::post("/v1/chat/completions")
-            .body(Full::new(Bytes::from(r#"{"model":"echo","messages":[{"role":"user","content":"hi"}]}"#)))
+            .body(Full::new(Bytes::from(
+                r#"{"model":"echo","messages":[{"role":"user","content":"hi"}]}"#,
+            )))
             .unwrap();
         let res = chat.clone().oneshot(req).await.unwrap();
         let _ = res.into_body().collect().await.unwrap();
@@ -467,9 +530,18 @@ async fn a_jsonl_file_gets_every_record() {
     std::fs::rename(&path, &rotated).unwrap();
     handle.reopen().await;
     let req = Request::post("/v1/chat/completions")
-        .body(Full::new(Bytes::from(r#"{"model":"echo","messages":[{"role":"user","content":"hi"}]}"#)))
+        .body(Full::new(Bytes::from(
+            r#"{"model":"echo","messages":[{"role":"user","content":"hi"}]}"#,
+        )))
         .unwrap();
-    let _ = chat.clone().oneshot(req).await.unwrap().into_body().collect().await;
+    let _ = chat
+        .clone()
+        .oneshot(req)
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await;
     handle.close().await;
     let old = std::fs::read_to_string(&rotated).unwrap();
     let new = std::fs::read_to_string(&path).unwrap();
@@ -497,7 +569,9 @@ async fn without_a_place_in_the_channel_records_are_dropped_and_counted() {
         .batch(1)
         .sink_queue(1)
         .build();
-    let router = ModelRouter::builder().service("echo", EchoModel::new()).build();
+    let router = ModelRouter::builder()
+        .service("echo", EchoModel::new())
+        .build();
     let chat = ServiceBuilder::new()
         .layer(UsageLayer::new(handle.clone()))
         .layer(ValidateLayer::new())
@@ -506,9 +580,18 @@ async fn without_a_place_in_the_channel_records_are_dropped_and_counted() {
     use tower::ServiceExt;
     for _ in 0..10 {
         let req = Request::post("/v1/chat/completions")
-            .body(Full::new(Bytes::from(r#"{"model":"echo","messages":[{"role":"user","content":"hi"}]}"#)))
+            .body(Full::new(Bytes::from(
+                r#"{"model":"echo","messages":[{"role":"user","content":"hi"}]}"#,
+            )))
             .unwrap();
-        let _ = chat.clone().oneshot(req).await.unwrap().into_body().collect().await;
+        let _ = chat
+            .clone()
+            .oneshot(req)
+            .await
+            .unwrap()
+            .into_body()
+            .collect()
+            .await;
         tokio::task::yield_now().await;
     }
     assert_eq!(handle.emitted() + handle.dropped(), 10);

@@ -217,9 +217,9 @@ mod error;
 mod model;
 mod raw;
 mod server;
-mod usage;
 #[cfg(test)]
 mod tests;
+mod usage;
 
 pub use credentials::{ApiKey, ApiKeyEnv, CaFile};
 pub use error::ConfigError;

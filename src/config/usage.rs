@@ -109,7 +109,10 @@ impl Source<'_> {
         }
         if let Some(a) = &raw.admin_sha256 {
             c.admin_sha256 = Some(KeyDigest::from_hex(a.get_ref()).ok_or_else(|| {
-                self.invalid(a, "admin_sha256: expected 64 hex digits (a SHA-256 digest)".into())
+                self.invalid(
+                    a,
+                    "admin_sha256: expected 64 hex digits (a SHA-256 digest)".into(),
+                )
             })?);
         }
         if let Some(o) = &raw.on_full {
@@ -117,7 +120,9 @@ impl Source<'_> {
                 "drop" => Overflow::Drop,
                 "wait" => Overflow::Wait,
                 other => {
-                    return Err(self.invalid(o, format!(r#"on_full: {other:?} is not "drop" or "wait""#)));
+                    return Err(
+                        self.invalid(o, format!(r#"on_full: {other:?} is not "drop" or "wait""#))
+                    );
                 }
             };
         }
@@ -142,7 +147,10 @@ impl Source<'_> {
                 }
             }
             if prices.get(p.model.get_ref()).is_some() {
-                return Err(self.invalid(&p.model, format!("duplicate price for {:?}", p.model.get_ref())));
+                return Err(self.invalid(
+                    &p.model,
+                    format!("duplicate price for {:?}", p.model.get_ref()),
+                ));
             }
             prices = prices.with(
                 p.model.get_ref().clone(),
@@ -161,9 +169,11 @@ impl Source<'_> {
             Some(f) => match f.get_ref().as_str() {
                 "text" => Ok(LogFormat::Text),
                 "json" => Ok(LogFormat::Json),
-                other => Err(self.invalid(f, format!(r#"log format {other:?} is not "text" or "json""#))),
+                other => Err(self.invalid(
+                    f,
+                    format!(r#"log format {other:?} is not "text" or "json""#),
+                )),
             },
         }
     }
 }
-

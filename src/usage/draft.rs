@@ -109,10 +109,7 @@ struct ErrorBody<'a> {
 /// `code`, else `type`, of an OpenAI error envelope.
 pub(crate) fn error_code(data: &[u8]) -> Option<String> {
     let e: ErrorWire<'_> = serde_json::from_slice(data).ok()?;
-    e.error
-        .code
-        .or(e.error.kind)
-        .map(|c| c.into_owned())
+    e.error.code.or(e.error.kind).map(|c| c.into_owned())
 }
 
 impl Observed {

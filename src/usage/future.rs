@@ -185,9 +185,10 @@ where
                         let mut tally = Tally::new(draft);
                         let res = if *this.hide_usage {
                             res.map(|b| {
-                                boxed(Filtered::new(b.map_err(Into::<BoxError>::into), move |e: &Event<'_>| {
-                                    tally.event(e)
-                                }))
+                                boxed(Filtered::new(
+                                    b.map_err(Into::<BoxError>::into),
+                                    move |e: &Event<'_>| tally.event(e),
+                                ))
                             })
                         } else {
                             res.map(|b| {
@@ -245,14 +246,19 @@ where
                             let ok = draft.inner().observed.completion(&body);
                             this.state.set(State::Done);
                             if !ok {
-                                if let Some(d) = this.draft.as_ref() { d.inner().error = Some("invalid_response".into()); }
+                                if let Some(d) = this.draft.as_ref() {
+                                    d.inner().error = Some("invalid_response".into());
+                                }
                                 this.draft.take();
                                 return Poll::Ready(Ok(bad_gateway(
                                     "The upstream's answer is not a chat completion.",
                                 )));
                             }
                             this.draft.take();
-                            return Poll::Ready(Ok(Response::from_parts(parts, boxed(Full::new(body)))));
+                            return Poll::Ready(Ok(Response::from_parts(
+                                parts,
+                                boxed(Full::new(body)),
+                            )));
                         }
                     }
                 }

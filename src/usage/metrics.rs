@@ -28,8 +28,20 @@ type Hist = Family<Labels, Histogram, fn() -> Histogram>;
 
 /// OpenTelemetry's advised buckets for `gen_ai.client.token.usage`.
 const TOKEN_BUCKETS: [f64; 14] = [
-    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262_144.0, 1_048_576.0,
-    4_194_304.0, 16_777_216.0, 67_108_864.0,
+    1.0,
+    4.0,
+    16.0,
+    64.0,
+    256.0,
+    1024.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+    16_777_216.0,
+    67_108_864.0,
 ];
 /// OpenTelemetry's advised buckets for `gen_ai.server.request.duration` (seconds).
 const DURATION_BUCKETS: [f64; 14] = [
@@ -209,20 +221,14 @@ impl MetricsSink {
         self.registry
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .register_collector(Box::new(StatsCollector(Arc::clone(
-                &handle.shared.stats,
-            ))));
+            .register_collector(Box::new(StatsCollector(Arc::clone(&handle.shared.stats))));
     }
 
     /// Adds one record.
     pub fn add(&self, r: &UsageRecord) {
         let b = &self.bounds;
         let request_model = b.model(r.model.as_deref());
-        let response_model = b.model(
-            r.response_model
-                .as_deref()
-                .or(r.routed_model.as_deref()),
-        );
+        let response_model = b.model(r.response_model.as_deref().or(r.routed_model.as_deref()));
         let status = r.status.to_string();
         let common: Labels = vec![
             ("gen_ai_operation_name", "chat".to_owned()),

@@ -2,8 +2,8 @@
 //! the database going away.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -59,7 +59,8 @@ pub enum PgWrite {
     Copy,
 }
 
-/// One record as the row's values.
+/// One record as the row's values (a tuple, so `params` can lend them in column order).
+#[allow(clippy::type_complexity)]
 struct Row {
     v: (
         Option<String>,
@@ -160,7 +161,12 @@ impl PgSink {
     ///
     /// # Errors
     /// The URL or the table name is invalid.
-    pub fn new(url: &str, table: &str, mode: PgWrite, max_buffer: usize) -> Result<Self, SinkError> {
+    pub fn new(
+        url: &str,
+        table: &str,
+        mode: PgWrite,
+        max_buffer: usize,
+    ) -> Result<Self, SinkError> {
         if table.is_empty()
             || !table
                 .bytes()
@@ -202,18 +208,21 @@ impl PgSink {
         let client = self.pool.get().await.map_err(pg)?;
         let index = self.table.replace('.', "_");
         let sql = MIGRATION
-            .replace(
-                "ON usage_records (",
-                &format!("ON {} (", self.table),
-            )
+            .replace("ON usage_records (", &format!("ON {} (", self.table))
             .replace("usage_records_key_started", &format!("{index}_key_started"))
-            .replace("EXISTS usage_records (", &format!("EXISTS {} (", self.table));
+            .replace(
+                "EXISTS usage_records (",
+                &format!("EXISTS {} (", self.table),
+            );
         client.batch_execute(&sql).await.map_err(pg)
     }
 
     /// Records waiting for the database.
     pub fn buffered(&self) -> usize {
-        *self.buffered.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        *self
+            .buffered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Records dropped because the buffer was full while the database was away.
@@ -254,7 +263,10 @@ impl PgSink {
             }
             PgWrite::Copy => {
                 let sink = client
-                    .copy_in(&format!("COPY {} ({COLUMNS}) FROM STDIN BINARY", self.table))
+                    .copy_in(&format!(
+                        "COPY {} ({COLUMNS}) FROM STDIN BINARY",
+                        self.table
+                    ))
                     .await
                     .map_err(pg)?;
                 let writer = BinaryCopyInWriter::new(sink, &TYPES);
@@ -269,7 +281,10 @@ impl PgSink {
     }
 
     fn note(&self, n: usize) {
-        *self.buffered.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = n;
+        *self
+            .buffered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = n;
     }
 }
 

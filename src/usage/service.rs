@@ -13,10 +13,10 @@ use tokio::sync::mpsc::OwnedPermit;
 use tokio::sync::mpsc::error::TrySendError;
 use tower::Service;
 
+use super::UsageHandle;
 use super::draft::Draft;
 use super::future::{MeterFuture, ResponseFuture};
 use super::sink::{Msg, Overflow};
-use super::UsageHandle;
 use crate::BoxError;
 use crate::auth::Principal;
 use crate::request_id::RequestId;
@@ -99,7 +99,9 @@ where
                 }
             }
             if let Some(r) = &mut self.reserving {
-                let fut = r.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let fut = r
+                    .get_mut()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 match fut.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(p) => {
@@ -127,8 +129,7 @@ where
         if let Some(p) = req.extensions().get::<Principal>() {
             draft.outer().key_id = Some(p.id().to_owned());
         }
-        req.extensions_mut()
-            .insert(UsageTicket(Arc::clone(&draft)));
+        req.extensions_mut().insert(UsageTicket(Arc::clone(&draft)));
         let future = {
             let _entered = span.enter();
             self.inner.call(req)

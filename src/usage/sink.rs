@@ -67,6 +67,8 @@ pub enum Overflow {
     Wait,
 }
 
+// Records are nearly every message: boxing them would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Msg {
     Record(UsageRecord),
     Flush(oneshot::Sender<()>),
