@@ -28,9 +28,15 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use chatgate::config::Config;
+use std::sync::Arc;
+
+use chatgate::config::{Config, LogFormat};
 use chatgate::gateway::{Gateway, ServeConfig, serve_with};
 use chatgate::route::ModelRouter;
+use chatgate::usage::{
+    JsonlSink, MemorySink, MetricsRoute, MetricsSink, Usage, UsageHandle, UsageLayer, UsageMeter,
+    UsageMeterLayer, UsageRoute,
+};
 use chatgate::validate::{Validate, ValidateLayer};
 use tower::ServiceBuilder;
 
@@ -152,16 +158,88 @@ async fn shutdown_signal() {
 }
 
 /// The chat stack, assembled from the library's layers, outermost first: this is where a layer
-/// is added or left out. (State that must outlive a reload would be made once in `main` and
-/// passed in here; see the `chatgate::gateway` docs.)
-fn chat_stack(config: &Config, router: ModelRouter) -> ChatStack {
+/// is added or left out. State that must outlive a reload (the usage sinks) is made once in
+/// `run` and passed in here; see the `chatgate::gateway` docs.
+fn chat_stack(config: &Config, router: ModelRouter, usage: &UsageHandle) -> ChatStack {
     ServiceBuilder::new()
+        // Outermost: one usage record per request, rejections included.
+        .layer(UsageLayer::new(usage.clone()))
         .layer(ValidateLayer::with_config(config.validate_config()))
+        // After validation: tokens from the answers, usage asked for on every stream.
+        .layer(UsageMeterLayer::new())
         .service(router)
 }
 
 /// The type of [`chat_stack`].
-type ChatStack = Validate<ModelRouter>;
+type ChatStack = Usage<Validate<UsageMeter<ModelRouter>>>;
+
+/// Logging: one line per request (target `chatgate::usage`), level from `RUST_LOG` (default
+/// `info`), format from `[log] format`.
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// The usage sinks and the routes that show them, made once (they survive reloads).
+struct Accounting {
+    handle: UsageHandle,
+    memory: Arc<MemorySink>,
+    metrics: Arc<MetricsSink>,
+}
+
+async fn accounting(config: &Config) -> Result<Accounting, String> {
+    let usage = config.usage_config();
+    // Metrics label only configured model names (public and upstream): bounded cardinality.
+    let mut names: Vec<String> = Vec::new();
+    for m in config.models() {
+        names.push(m.name().to_owned());
+        names.extend(m.upstreams().iter().map(|u| u.model().to_owned()));
+    }
+    let memory = Arc::new(MemorySink::new());
+    let metrics = Arc::new(MetricsSink::new(names, usage.metrics_max_keys));
+    let mut builder = UsageHandle::builder()
+        .sink(memory.clone())
+        .sink(metrics.clone())
+        .overflow(usage.overflow)
+        .capacity(usage.capacity)
+        .prices(config.prices().clone());
+    if let Some(path) = &usage.jsonl {
+        let sink = JsonlSink::open(path, usage.jsonl_flush)
+            .map_err(|e| format!("usage jsonl {}: {e}", path.display()))?;
+        builder = builder.sink(Arc::new(sink));
+    }
+    if let Some(url) = &usage.postgres {
+        #[cfg(feature = "postgres")]
+        {
+            use chatgate::usage::{PgSink, PgWrite};
+            let sink = PgSink::new(url, &usage.postgres_table, PgWrite::Copy, 100_000)
+                .map_err(|e| format!("usage postgres: {e}"))?;
+            if let Err(e) = sink.migrate().await {
+                eprintln!("usage postgres: {e} (records are kept until it is reachable)");
+            }
+            builder = builder.sink(Arc::new(sink));
+        }
+        #[cfg(not(feature = "postgres"))]
+        {
+            let _ = url;
+            return Err("[usage] postgres needs the proxy built with --features postgres".into());
+        }
+    }
+    let handle = builder.build();
+    metrics.watch(&handle);
+    Ok(Accounting {
+        handle,
+        memory,
+        metrics,
+    })
+}
 
 /// Re-reads the configuration on every SIGHUP and swaps the gateway's stack.
 #[cfg(unix)]
@@ -170,6 +248,7 @@ fn reload_on_sighup(
     path: PathBuf,
     listen: SocketAddr,
     server: ServeConfig,
+    usage: UsageHandle,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
@@ -178,6 +257,8 @@ fn reload_on_sighup(
     };
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
+            // Log rotation: the usage files are reopened whatever the configuration says.
+            usage.reopen().await;
             let built = Config::load(&path)
                 .and_then(|c| c.router().map(|r| (c, r)))
                 .map_err(|e| e.to_string());
@@ -193,7 +274,8 @@ fn reload_on_sighup(
                         eprintln!("reload: [server] changed; a restart is needed to apply it");
                     }
                     let models = router.models().to_vec();
-                    gateway.reload_stack(chat_stack(&config, router), models);
+                    usage.set_prices(config.prices().clone());
+                    gateway.reload_stack(chat_stack(&config, router, &usage), models);
                     eprintln!(
                         "reloaded {} (models: {})",
                         path.display(),
@@ -276,9 +358,22 @@ async fn run(args: Args) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    init_logging(config.log_format());
     let listen = args.listen.unwrap_or_else(|| config.listen());
     let models = router.models().to_vec();
-    let gateway = Gateway::with_stack(chat_stack(&config, router), models);
+    let usage = match accounting(&config).await {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let gateway = Gateway::with_stack(chat_stack(&config, router, &usage.handle), models)
+        .with_route("/metrics", MetricsRoute::new(usage.metrics.clone()))
+        .with_route(
+            "/v1/usage",
+            UsageRoute::new(usage.memory.clone(), config.usage_config().admin_sha256),
+        );
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -294,6 +389,7 @@ async fn run(args: Args) -> ExitCode {
             path,
             config.listen(),
             config.serve_config(),
+            usage.handle.clone(),
         );
     }
     eprintln!(
@@ -304,7 +400,10 @@ async fn run(args: Args) -> ExitCode {
     // runtime's worker threads (`TOKIO_WORKER_THREADS`, default one per core), and the main
     // thread only waits.
     let server = serve_with(listener, gateway, shutdown_signal(), config.serve_config());
-    match tokio::spawn(server).await {
+    let served = tokio::spawn(server).await;
+    // Every record of the requests served reaches the sinks before exit.
+    usage.handle.close().await;
+    match served {
         Ok(Ok(())) => {
             eprintln!("chatgate stopped");
             ExitCode::SUCCESS

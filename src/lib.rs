@@ -17,6 +17,7 @@ pub mod route;
 pub mod sse;
 pub mod tokens;
 pub mod upstream;
+pub mod usage;
 pub mod validate;
 
 pub use echo::EchoModel;

@@ -133,6 +133,31 @@
 //! needs the key, and an [`ApiKey`] never shows its value in `Debug` or in an error. URLs with
 //! `user:password@` are rejected for the same reason.
 //!
+//! ## `[usage]`, `[[prices]]` and `[log]`
+//!
+//! ```toml
+//! [usage]
+//! jsonl = "usage.jsonl"            # append one JSON record per request (relative to this file)
+//! jsonl_flush = "batch"            # or a duration: flush at most that often ("1s")
+//! # postgres = "postgres://postgres@127.0.0.1:5432/test"   # feature `postgres`
+//! # postgres_table = "usage_records"
+//! admin_sha256 = "…"               # SHA-256 (hex) of the admin key that may GET /v1/usage
+//! on_full = "drop"                 # or "wait": when the sinks fall behind
+//! capacity = 8192                  # records queued before on_full applies
+//! metrics_max_keys = 100           # key ids with their own /metrics label; others: "other"
+//!
+//! [[prices]]
+//! model = "qwen"
+//! input_per_million = 0.15
+//! output_per_million = 0.60
+//!
+//! [log]
+//! format = "text"                  # or "json"; the level comes from RUST_LOG
+//! ```
+//!
+//! Sinks are made once at start: a reload applies new prices, and reports other `[usage]`
+//! changes as needing a restart.
+//!
 //! ## Later sections
 //!
 //! Each top-level section is an optional field of the private raw document and an accessor on
@@ -194,12 +219,14 @@ mod raw;
 mod server;
 #[cfg(test)]
 mod tests;
+mod usage;
 
 pub use credentials::{ApiKey, ApiKeyEnv, CaFile};
 pub use error::ConfigError;
 use error::{ErrorKind, Position};
 pub use model::{Backend, Builtin, Health, HealthProbe, Model, Timeouts, Upstream};
 use raw::{RawConfig, Source};
+pub use usage::{LogFormat, UsageConfig};
 
 use crate::gateway::ServeConfig;
 use crate::validate::ValidateConfig;
@@ -226,6 +253,9 @@ pub struct Config {
     serve: ServeConfig,
     validate: ValidateConfig,
     models: Vec<Model>,
+    usage: UsageConfig,
+    prices: crate::usage::Prices,
+    log: LogFormat,
 }
 
 impl Config {
@@ -267,7 +297,25 @@ impl Config {
                 fallback: Vec::new(),
                 max_attempts: DEFAULT_MAX_ATTEMPTS,
             }],
+            usage: UsageConfig::default(),
+            prices: crate::usage::Prices::new(),
+            log: LogFormat::Text,
         }
+    }
+
+    /// Usage accounting's settings (`[usage]`; see [`UsageConfig`]).
+    pub fn usage_config(&self) -> &UsageConfig {
+        &self.usage
+    }
+
+    /// The models' prices (`[[prices]]`: `model`, `input_per_million`, `output_per_million`).
+    pub fn prices(&self) -> &crate::usage::Prices {
+        &self.prices
+    }
+
+    /// The proxy's log format (`[log] format = "text" | "json"`).
+    pub fn log_format(&self) -> LogFormat {
+        self.log
     }
 
     /// The address to listen on (`listen`, default [`DEFAULT_LISTEN`]).

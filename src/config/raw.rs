@@ -1,6 +1,7 @@
 //! The TOML document as deserialized (spans kept) and its validation into [`Config`](super::Config).
 
 use super::server::{RawServer, RawValidation};
+use super::usage::{RawLog, RawPrice, RawUsage};
 use super::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -15,6 +16,10 @@ pub(super) struct RawConfig {
     validation: Option<RawValidation>,
     #[serde(default)]
     models: Vec<RawModel>,
+    usage: Option<RawUsage>,
+    #[serde(default)]
+    prices: Vec<RawPrice>,
+    log: Option<RawLog>,
 }
 
 #[derive(Deserialize)]
@@ -240,6 +245,9 @@ impl Source<'_> {
             serve: self.serve_config(raw.server.as_ref())?,
             validate: self.validate_config(raw.validation.as_ref())?,
             models,
+            usage: self.usage_config(raw.usage.as_ref())?,
+            prices: self.prices(&raw.prices)?,
+            log: self.log_format(raw.log.as_ref())?,
         })
     }
 

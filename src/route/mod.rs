@@ -121,5 +121,22 @@ impl RoutedModel {
     }
 }
 
+/// The upstream replica that answered (its host and port), in the response extensions of an
+/// upstream route (for usage accounting).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamName(std::sync::Arc<str>);
+
+impl UpstreamName {
+    /// An upstream name.
+    pub fn new(name: impl Into<std::sync::Arc<str>>) -> Self {
+        Self(name.into())
+    }
+
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The response body of routed services: boxed, because routes differ in body type.
 pub type BoxBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, crate::BoxError>;

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::config::{HealthCheck, RouteConfig};
 use super::error::BuildError;
-use super::{BoxBody, RoutedModel};
+use super::{BoxBody, RoutedModel, UpstreamName};
 use crate::body::{End, EndKind, OnEnd, OnEndBody};
 use crate::sse::SseEnding;
 use crate::upstream::{self, Upstream, UpstreamFailure};
@@ -28,6 +28,8 @@ use crate::validate::ValidatedRequest;
 #[derive(Debug)]
 struct Replica {
     upstream: Upstream,
+    /// Its host and port, for the response extensions.
+    name: UpstreamName,
     weight: u64,
     /// Requests sent and not finished (response body not yet ended or dropped).
     outstanding: AtomicU64,
@@ -88,8 +90,14 @@ impl Pool {
             .into_iter()
             .map(|c| {
                 let weight = u64::from(c.weight.max(1));
+                let upstream = Upstream::new(c).map_err(|e| BuildError::upstream(model, e))?;
+                let name = upstream
+                    .endpoint()
+                    .authority()
+                    .map_or_else(String::new, ToString::to_string);
                 Ok(Replica {
-                    upstream: Upstream::new(c).map_err(|e| BuildError::upstream(model, e))?,
+                    name: UpstreamName::new(name),
+                    upstream,
                     weight,
                     outstanding: AtomicU64::new(0),
                     failures: AtomicU32::new(0),
@@ -329,6 +337,7 @@ impl Future for Attempts {
                 continue;
             }
             let routed = pool.name.clone();
+            let upstream_name = pool.replicas[index].name.clone();
             let sse = res.body().is_event_stream();
             let health = Health {
                 guard,
@@ -340,6 +349,7 @@ impl Future for Attempts {
                 OnEndBody::new(inner, (health, sse.then(SseEnding::new))).boxed_unsync()
             });
             res.extensions_mut().insert(routed);
+            res.extensions_mut().insert(upstream_name);
             if retryable && !pool.fallback.is_empty() {
                 let (parts, body) = this.request.take().expect("future polled after completion");
                 return Poll::Ready(Err(Exhausted {

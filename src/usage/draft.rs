@@ -1,0 +1,403 @@
+//! The record of one request while it is served: filled by the outer layer, the meter and the
+//! body observers, and sent exactly once, when the last of them lets go of it (`Drop`).
+
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use tokio::sync::mpsc::OwnedPermit;
+use tokio::time::Instant;
+
+use super::record::unix_ms;
+use super::sink::Msg;
+use super::{UsageHandle, UsageRecord};
+use crate::body::EndKind;
+use crate::contract::ChatCompletionRequest;
+use crate::sse::Event;
+
+/// The usage the upstream reported (`usage` of a completion or of the last chunk).
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+pub(crate) struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+    #[serde(default)]
+    total_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+struct CompletionDetails {
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+}
+
+/// What the meter learned from a response body.
+#[derive(Debug, Default)]
+pub(crate) struct Observed {
+    pub(crate) usage: Option<WireUsage>,
+    pub(crate) response_model: Option<String>,
+    pub(crate) finish_reasons: Vec<String>,
+    /// Streamed content deltas (a delta is about one token), over all choices.
+    pub(crate) deltas: u64,
+    /// Non-streamed: the text of the answers, for an estimate.
+    pub(crate) completion_text: String,
+    pub(crate) first_content: Option<Instant>,
+    pub(crate) saw_done: bool,
+    pub(crate) saw_error: Option<String>,
+    pub(crate) oversized: bool,
+    pub(crate) unknown: bool,
+    pub(crate) invalid: bool,
+}
+
+#[derive(Deserialize)]
+struct ChunkWire<'a> {
+    #[serde(default, borrow)]
+    object: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    choices: Option<Vec<ChunkChoiceWire<'a>>>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct ChunkChoiceWire<'a> {
+    #[serde(default, borrow)]
+    delta: Option<DeltaWire<'a>>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct DeltaWire<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning_content: Option<Cow<'a, str>>,
+    #[serde(default)]
+    tool_calls: Option<Vec<IgnoredAny>>,
+}
+
+#[derive(Deserialize)]
+struct ErrorWire<'a> {
+    #[serde(borrow)]
+    error: ErrorBody<'a>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody<'a> {
+    #[serde(default, borrow)]
+    code: Option<Cow<'a, str>>,
+    #[serde(default, rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+}
+
+/// `code`, else `type`, of an OpenAI error envelope.
+pub(crate) fn error_code(data: &[u8]) -> Option<String> {
+    let e: ErrorWire<'_> = serde_json::from_slice(data).ok()?;
+    e.error.code.or(e.error.kind).map(|c| c.into_owned())
+}
+
+impl Observed {
+    /// One event of a stream; whether it is a usage-only chunk
+    /// ([`is_usage_only_chunk`](crate::sse::is_usage_only_chunk)).
+    pub(crate) fn event(&mut self, e: &Event<'_>) -> bool {
+        if e.is_oversized() {
+            self.oversized = true;
+            return false;
+        }
+        let data = e.data();
+        if e.is_done() {
+            self.saw_done = true;
+            return false;
+        }
+        if e.is_error() {
+            self.saw_error = Some(error_code(data).unwrap_or_else(|| "upstream_failed".into()));
+            return false;
+        }
+        let Ok(chunk) = serde_json::from_slice::<ChunkWire<'_>>(data) else {
+            return false;
+        };
+        let usage_only = chunk.usage.is_some()
+            && chunk.choices.as_ref().is_some_and(Vec::is_empty)
+            && chunk.object.as_deref() == Some("chat.completion.chunk");
+        if self.response_model.is_none()
+            && let Some(m) = chunk.model
+        {
+            self.response_model = Some(m.into_owned());
+        }
+        if let Some(u) = chunk.usage {
+            self.usage = Some(u);
+        }
+        for c in chunk.choices.into_iter().flatten() {
+            if let Some(d) = c.delta {
+                let content = d.content.is_some_and(|s| !s.is_empty())
+                    || d.reasoning_content.is_some_and(|s| !s.is_empty())
+                    || d.tool_calls.is_some_and(|t| !t.is_empty());
+                if content {
+                    self.deltas += 1;
+                    if self.first_content.is_none() {
+                        self.first_content = Some(Instant::now());
+                    }
+                }
+            }
+            if let Some(r) = c.finish_reason {
+                self.finish_reasons.push(r.into_owned());
+            }
+        }
+        usage_only
+    }
+
+    /// A whole non-streamed body; `false` when it is not a chat completion.
+    pub(crate) fn completion(&mut self, body: &[u8]) -> bool {
+        #[derive(Deserialize)]
+        struct Completion {
+            #[serde(default)]
+            model: Option<String>,
+            choices: Vec<Choice>,
+            #[serde(default)]
+            usage: Option<WireUsage>,
+        }
+        #[derive(Deserialize)]
+        struct Choice {
+            #[serde(default)]
+            message: Option<Message>,
+            #[serde(default)]
+            finish_reason: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Message {
+            #[serde(default)]
+            content: Option<String>,
+            #[serde(default)]
+            tool_calls: Option<serde_json::Value>,
+        }
+        let Ok(c) = serde_json::from_slice::<Completion>(body) else {
+            self.invalid = true;
+            return false;
+        };
+        self.response_model = c.model;
+        self.usage = c.usage;
+        for choice in c.choices {
+            if let Some(m) = choice.message {
+                if let Some(t) = m.content {
+                    self.completion_text.push_str(&t);
+                }
+                if let Some(calls) = m.tool_calls {
+                    self.completion_text.push_str(&calls.to_string());
+                }
+            }
+            if let Some(r) = choice.finish_reason {
+                self.finish_reasons.push(r);
+            }
+        }
+        true
+    }
+}
+
+/// What the outer layer learned.
+#[derive(Debug, Default)]
+pub(crate) struct Outer {
+    pub(crate) status: Option<u16>,
+    pub(crate) end: Option<EndKind>,
+    pub(crate) first_byte: Option<Instant>,
+    pub(crate) ended: Option<Instant>,
+    pub(crate) ended_at: Option<SystemTime>,
+    pub(crate) error: Option<String>,
+    pub(crate) routed_model: Option<String>,
+    pub(crate) upstream: Option<String>,
+    pub(crate) key_id: Option<String>,
+}
+
+/// What the meter learned from the request.
+#[derive(Debug, Default)]
+pub(crate) struct Inner {
+    pub(crate) metered: bool,
+    pub(crate) request: Option<Arc<ChatCompletionRequest>>,
+    pub(crate) streamed: bool,
+    pub(crate) key_id: Option<String>,
+    pub(crate) error: Option<String>,
+    pub(crate) observed: Observed,
+}
+
+/// One request's record in the making.
+pub(crate) struct Draft {
+    handle: UsageHandle,
+    permit: Mutex<Option<OwnedPermit<Msg>>>,
+    pub(crate) request_id: Option<String>,
+    started: Instant,
+    started_at: SystemTime,
+    pub(crate) outer: Mutex<Outer>,
+    pub(crate) inner: Mutex<Inner>,
+    pub(crate) span: tracing::Span,
+}
+
+impl std::fmt::Debug for Draft {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Draft")
+            .field("request_id", &self.request_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Draft {
+    pub(crate) fn new(
+        handle: UsageHandle,
+        permit: Option<OwnedPermit<Msg>>,
+        request_id: Option<String>,
+        span: tracing::Span,
+    ) -> Self {
+        Self {
+            handle,
+            permit: Mutex::new(permit),
+            request_id,
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            outer: Mutex::default(),
+            inner: Mutex::default(),
+            span,
+        }
+    }
+
+    pub(crate) fn outer(&self) -> std::sync::MutexGuard<'_, Outer> {
+        lock(&self.outer)
+    }
+
+    pub(crate) fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        lock(&self.inner)
+    }
+
+    /// The record, from what everyone learned.
+    fn finish(&mut self) -> UsageRecord {
+        let outer = std::mem::take(self.outer.get_mut().unwrap_or_else(PoisonError::into_inner));
+        let inner = std::mem::take(self.inner.get_mut().unwrap_or_else(PoisonError::into_inner));
+        let obs = inner.observed;
+        let ended = outer.ended.unwrap_or_else(Instant::now);
+        let ended_at = outer.ended_at.unwrap_or_else(SystemTime::now);
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        let mut r = UsageRecord {
+            request_id: self.request_id.clone(),
+            key_id: inner.key_id.or(outer.key_id),
+            model: inner.request.as_ref().map(|q| q.model.clone()),
+            routed_model: outer.routed_model,
+            response_model: obs.response_model,
+            upstream: outer.upstream,
+            streamed: inner.streamed,
+            finish_reasons: obs.finish_reasons,
+            started_at_ms: unix_ms(self.started_at),
+            ended_at_ms: unix_ms(ended_at),
+            duration_ms: ms(ended.saturating_duration_since(self.started)),
+            ttft_ms: obs
+                .first_content
+                .or(outer.first_byte)
+                .map(|t| ms(t.saturating_duration_since(self.started))),
+            ..UsageRecord::default()
+        };
+        // Status, and how it ended.
+        match outer.status {
+            Some(s) => r.status = s,
+            None => {
+                r.status = 499;
+                r.partial = inner.metered;
+                r.error = Some("client_closed".into());
+            }
+        }
+        let success = (200..300).contains(&r.status);
+        match outer.end {
+            Some(EndKind::Dropped) if success => {
+                r.partial = true;
+                r.error = Some("client_closed".into());
+            }
+            Some(EndKind::Failed) if success => {
+                r.partial = true;
+                r.error = Some("upstream_failed".into());
+            }
+            _ => {}
+        }
+        if success && inner.streamed && r.error.is_none() {
+            if let Some(code) = obs.saw_error {
+                r.partial = true;
+                r.error = Some(code);
+            } else if !obs.saw_done && outer.end.is_some() {
+                r.partial = true;
+                r.error = Some("upstream_failed".into());
+            }
+        }
+        if r.error.is_none() {
+            r.error = inner.error.or(outer.error);
+        }
+        if !success && r.error.is_none() {
+            r.error = Some(r.status.to_string());
+        }
+        // Tokens.
+        let counter = self.handle.counter();
+        if let Some(u) = obs.usage {
+            r.prompt_tokens = u.prompt_tokens.unwrap_or(0);
+            r.completion_tokens = u.completion_tokens.unwrap_or(0);
+            r.total_tokens = u
+                .total_tokens
+                .unwrap_or(r.prompt_tokens + r.completion_tokens);
+            r.cached_tokens = u.prompt_tokens_details.and_then(|d| d.cached_tokens);
+            r.reasoning_tokens = u.completion_tokens_details.and_then(|d| d.reasoning_tokens);
+        } else if obs.unknown || obs.oversized {
+            r.usage_unknown = true;
+        } else if success
+            && inner.metered
+            && !obs.invalid
+            && let Some(req) = &inner.request
+        {
+            r.estimated = true;
+            r.prompt_tokens = counter.count_prompt(req);
+            r.completion_tokens = if inner.streamed {
+                obs.deltas
+            } else {
+                counter.count_text(&req.model, &obs.completion_text)
+            };
+            r.total_tokens = r.prompt_tokens + r.completion_tokens;
+        }
+        if r.total_tokens > 0 {
+            let prices = self.handle.prices();
+            r.cost = r
+                .model
+                .as_deref()
+                .and_then(|m| prices.cost(m, r.prompt_tokens, r.completion_tokens))
+                .or_else(|| {
+                    r.routed_model
+                        .as_deref()
+                        .and_then(|m| prices.cost(m, r.prompt_tokens, r.completion_tokens))
+                });
+        }
+        r
+    }
+}
+
+impl Drop for Draft {
+    fn drop(&mut self) {
+        let record = self.finish();
+        super::trace::record(&self.span, &record);
+        let permit = self
+            .permit
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        self.handle.emit(record, permit);
+    }
+}

@@ -1,0 +1,269 @@
+//! The response futures of [`Usage`](super::Usage) and [`UsageMeter`](super::UsageMeter).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http::{Response, header};
+use http_body::Body;
+use http_body_util::{BodyExt, Full};
+use pin_project_lite::pin_project;
+
+use super::UsageEnd;
+use super::body::{Prefixed, Tally};
+use super::draft::Draft;
+use crate::BoxError;
+use crate::body::OnEndBody;
+use crate::error::ApiError;
+use crate::route::{BoxBody, RoutedModel, UpstreamName};
+use crate::sse::{Event, Filtered, Observed};
+
+pin_project! {
+    /// Response future of [`Usage`](super::Usage).
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        draft: Option<Arc<Draft>>,
+        span: tracing::Span,
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(inner: F, draft: Arc<Draft>, span: tracing::Span) -> Self {
+        Self {
+            inner,
+            draft: Some(draft),
+            span,
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Response<OnEndBody<B, UsageEnd>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = {
+            let _entered = this.span.enter();
+            ready!(this.inner.poll(cx))
+        };
+        let draft = this.draft.take().expect("future polled after completion");
+        let res = match result {
+            Ok(res) => res,
+            Err(e) => {
+                let mut o = draft.outer();
+                o.status = Some(500);
+                o.error = Some("internal_error".into());
+                return Poll::Ready(Err(e));
+            }
+        };
+        let status = res.status();
+        {
+            let mut o = draft.outer();
+            o.status = Some(status.as_u16());
+            if let Some(r) = res.extensions().get::<RoutedModel>() {
+                o.routed_model = Some(r.name().to_owned());
+            }
+            if let Some(u) = res.extensions().get::<UpstreamName>() {
+                o.upstream = Some(u.name().to_owned());
+            }
+            if o.key_id.is_none()
+                && let Some(p) = res.extensions().get::<crate::auth::Principal>()
+            {
+                o.key_id = Some(p.id().to_owned());
+            }
+        }
+        let error = !status.is_success();
+        Poll::Ready(Ok(
+            res.map(|b| OnEndBody::new(b, UsageEnd::new(draft, error)))
+        ))
+    }
+}
+
+pin_project! {
+    /// Response future of [`UsageMeter`](super::UsageMeter).
+    pub struct MeterFuture<F, B> {
+        #[pin]
+        state: State<F>,
+        _body: std::marker::PhantomData<fn() -> B>,
+        draft: Option<Arc<Draft>>,
+        hide_usage: bool,
+        max_body: usize,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Calling { #[pin] future: F },
+        Reading { parts: Option<http::response::Parts>, body: Option<BoxBody>, buf: BytesMut },
+        Done,
+    }
+}
+
+impl<F, B> std::fmt::Debug for MeterFuture<F, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeterFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, B> MeterFuture<F, B> {
+    pub(crate) fn new(
+        future: F,
+        draft: Option<Arc<Draft>>,
+        hide_usage: bool,
+        max_body: usize,
+    ) -> Self {
+        Self {
+            state: State::Calling { future },
+            _body: std::marker::PhantomData,
+            draft,
+            hide_usage,
+            max_body,
+        }
+    }
+}
+
+fn boxed<B>(b: B) -> BoxBody
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    b.map_err(Into::into).boxed_unsync()
+}
+
+fn bad_gateway(message: &'static str) -> Response<BoxBody> {
+    ApiError::bad_gateway(message)
+        .into_response()
+        .map(|b| b.map_err(|never| match never {}).boxed_unsync())
+}
+
+impl<F, B, E> Future for MeterFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Response<BoxBody>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Calling { future } => {
+                    let res = ready!(future.poll(cx))?;
+                    let Some(draft) = this.draft.as_ref() else {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Ok(res.map(boxed)));
+                    };
+                    if !res.status().is_success() {
+                        this.state.set(State::Done);
+                        this.draft.take();
+                        return Poll::Ready(Ok(res.map(boxed)));
+                    }
+                    let sse = res
+                        .headers()
+                        .get(header::CONTENT_TYPE)
+                        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+                    if sse {
+                        draft.inner().streamed = true;
+                        let draft = this.draft.take().expect("checked above");
+                        this.state.set(State::Done);
+                        let mut tally = Tally::new(draft);
+                        let res = if *this.hide_usage {
+                            res.map(|b| {
+                                boxed(Filtered::new(
+                                    b.map_err(Into::<BoxError>::into),
+                                    move |e: &Event<'_>| tally.event(e),
+                                ))
+                            })
+                        } else {
+                            res.map(|b| {
+                                boxed(Observed::new(b, move |e: &Event<'_>| {
+                                    tally.event(e);
+                                }))
+                            })
+                        };
+                        return Poll::Ready(Ok(res));
+                    }
+                    let (parts, body) = res.into_parts();
+                    let cap = body
+                        .size_hint()
+                        .exact()
+                        .map_or(8192, |n| n.min(*this.max_body as u64) as usize);
+                    this.state.set(State::Reading {
+                        parts: Some(parts),
+                        body: Some(boxed(body)),
+                        buf: BytesMut::with_capacity(cap),
+                    });
+                }
+                StateProj::Reading { parts, body, buf } => {
+                    let inner = body.as_mut().expect("body kept while reading");
+                    let frame = ready!(Pin::new(inner).poll_frame(cx));
+                    let draft = Arc::clone(this.draft.as_ref().expect("kept while reading"));
+                    match frame {
+                        Some(Ok(frame)) => {
+                            if let Ok(data) = frame.into_data() {
+                                if buf.len() + data.len() > *this.max_body {
+                                    // Too long to read: it passes through, unread.
+                                    draft.inner().observed.unknown = true;
+                                    let parts = parts.take().expect("parts kept while reading");
+                                    let rest = body.take().expect("body kept while reading");
+                                    let mut prefix = std::mem::take(buf);
+                                    prefix.extend_from_slice(&data);
+                                    this.draft.take();
+                                    this.state.set(State::Done);
+                                    let body = Prefixed::new(prefix.freeze(), rest).boxed_unsync();
+                                    return Poll::Ready(Ok(Response::from_parts(parts, body)));
+                                }
+                                buf.extend_from_slice(&data);
+                            }
+                        }
+                        Some(Err(_)) => {
+                            draft.inner().error = Some("upstream_failed".into());
+                            this.draft.take();
+                            this.state.set(State::Done);
+                            return Poll::Ready(Ok(bad_gateway(
+                                "The upstream failed while sending its answer.",
+                            )));
+                        }
+                        None => {
+                            let body = std::mem::take(buf).freeze();
+                            let parts = parts.take().expect("parts kept while reading");
+                            let ok = draft.inner().observed.completion(&body);
+                            this.state.set(State::Done);
+                            if !ok {
+                                if let Some(d) = this.draft.as_ref() {
+                                    d.inner().error = Some("invalid_response".into());
+                                }
+                                this.draft.take();
+                                return Poll::Ready(Ok(bad_gateway(
+                                    "The upstream's answer is not a chat completion.",
+                                )));
+                            }
+                            this.draft.take();
+                            return Poll::Ready(Ok(Response::from_parts(
+                                parts,
+                                boxed(Full::new(body)),
+                            )));
+                        }
+                    }
+                }
+                StateProj::Done => panic!("future polled after completion"),
+            }
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! [`JsonlSink`]: records appended to a file, one JSON object per line.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{SinkError, SinkFuture, UsageRecord, UsageSink};
+
+/// When the file is flushed to the operating system.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushPolicy {
+    /// After every batch (default): a record is in the file about as soon as it is made.
+    EveryBatch,
+    /// When this long has passed since the last flush (checked at each batch), and on
+    /// [`UsageHandle::flush`](super::UsageHandle::flush) / `close`.
+    Interval(Duration),
+}
+
+#[derive(Debug)]
+struct Open {
+    path: PathBuf,
+    writer: Option<BufWriter<File>>,
+    last_flush: Instant,
+    policy: FlushPolicy,
+}
+
+impl Open {
+    fn open(path: &Path) -> std::io::Result<BufWriter<File>> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(BufWriter::with_capacity(64 * 1024, file))
+    }
+
+    fn writer(&mut self) -> std::io::Result<&mut BufWriter<File>> {
+        if self.writer.is_none() {
+            self.writer = Some(Self::open(&self.path)?);
+        }
+        Ok(self.writer.as_mut().expect("just opened"))
+    }
+
+    fn write(&mut self, batch: &[UsageRecord]) -> std::io::Result<()> {
+        let w = self.writer()?;
+        for r in batch {
+            serde_json::to_writer(&mut *w, r)?;
+            w.write_all(b"\n")?;
+        }
+        let due = match self.policy {
+            FlushPolicy::EveryBatch => true,
+            FlushPolicy::Interval(d) => self.last_flush.elapsed() >= d,
+        };
+        if due {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if let Some(w) = &mut self.writer {
+            w.flush()?;
+        }
+        self.last_flush = Instant::now();
+        Ok(())
+    }
+
+    fn reopen(&mut self) -> std::io::Result<()> {
+        self.flush()?;
+        self.writer = Some(Self::open(&self.path)?);
+        Ok(())
+    }
+}
+
+/// Appends each record as one JSON line to a file (created if needed). The writes happen on a
+/// blocking thread, off the runtime. [`reopen`](UsageSink::reopen) (the proxy calls it on
+/// SIGHUP) reopens the path, so a log rotator can move the file away and signal.
+#[derive(Clone, Debug)]
+pub struct JsonlSink {
+    open: Arc<Mutex<Open>>,
+}
+
+impl JsonlSink {
+    /// Opens (or creates) `path` for appending.
+    ///
+    /// # Errors
+    /// The file cannot be opened.
+    pub fn open(path: impl Into<PathBuf>, policy: FlushPolicy) -> std::io::Result<Self> {
+        let path = path.into();
+        let writer = Open::open(&path)?;
+        Ok(Self {
+            open: Arc::new(Mutex::new(Open {
+                path,
+                writer: Some(writer),
+                last_flush: Instant::now(),
+                policy,
+            })),
+        })
+    }
+
+    fn blocking<F>(&self, f: F) -> SinkFuture<'_>
+    where
+        F: FnOnce(&mut Open) -> std::io::Result<()> + Send + 'static,
+    {
+        let open = Arc::clone(&self.open);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut o = open.lock().unwrap_or_else(PoisonError::into_inner);
+                f(&mut o)
+            })
+            .await
+            .map_err(|e| SinkError::new(format!("jsonl writer: {e}")))?
+            .map_err(|e| SinkError::new(format!("jsonl: {e}")))
+        })
+    }
+}
+
+impl UsageSink for JsonlSink {
+    fn write<'a>(&'a self, batch: &'a [UsageRecord]) -> SinkFuture<'a> {
+        let batch = batch.to_vec();
+        self.blocking(move |o| o.write(&batch))
+    }
+
+    fn flush(&self) -> SinkFuture<'_> {
+        self.blocking(Open::flush)
+    }
+
+    fn reopen(&self) -> SinkFuture<'_> {
+        self.blocking(Open::reopen)
+    }
+}

@@ -1,0 +1,198 @@
+//! [`MemorySink`]: usage and spend per key, model and day, served by [`UsageRoute`] at
+//! `GET /v1/usage`.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::{Ready, ready};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde::Serialize;
+
+use super::{SinkFuture, UsageRecord, UsageSink};
+use crate::auth::KeyDigest;
+use crate::error::{ApiError, ErrorType};
+use crate::gateway::RouteBody;
+use crate::route::BoxBody;
+
+/// One row of the aggregate: a key's use of a model on a day (UTC).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct UsageRow {
+    /// The key id (`""` for unauthenticated requests).
+    pub key_id: String,
+    /// The model asked for (`""` when the body was never validated).
+    pub model: String,
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    /// Requests.
+    pub requests: u64,
+    /// Requests that were not 2xx.
+    pub errors: u64,
+    /// Input tokens.
+    pub prompt_tokens: u64,
+    /// Output tokens.
+    pub completion_tokens: u64,
+    /// Their sum.
+    pub total_tokens: u64,
+    /// Requests whose counts were estimated.
+    pub estimated: u64,
+    /// Spend, from the prices.
+    pub cost: f64,
+}
+
+/// An in-memory aggregate of the records per key, model and day.
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    rows: Mutex<BTreeMap<(String, String, String), UsageRow>>,
+}
+
+impl MemorySink {
+    /// An empty aggregate.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one record.
+    pub fn add(&self, r: &UsageRecord) {
+        let key = (
+            r.key_id.clone().unwrap_or_default(),
+            r.model.clone().unwrap_or_default(),
+            r.day(),
+        );
+        let mut rows = self.rows.lock().unwrap_or_else(PoisonError::into_inner);
+        let row = rows.entry(key).or_insert_with_key(|(k, m, d)| UsageRow {
+            key_id: k.clone(),
+            model: m.clone(),
+            day: d.clone(),
+            ..UsageRow::default()
+        });
+        row.requests += 1;
+        row.errors += u64::from(r.is_error());
+        row.prompt_tokens += r.prompt_tokens;
+        row.completion_tokens += r.completion_tokens;
+        row.total_tokens += r.total_tokens;
+        row.estimated += u64::from(r.estimated);
+        row.cost += r.cost.unwrap_or(0.0);
+    }
+
+    /// The rows, ordered by key, model and day.
+    pub fn rows(&self) -> Vec<UsageRow> {
+        self.rows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+impl UsageSink for MemorySink {
+    fn write<'a>(&'a self, batch: &'a [UsageRecord]) -> SinkFuture<'a> {
+        for r in batch {
+            self.add(r);
+        }
+        Box::pin(ready(Ok(())))
+    }
+}
+
+/// `GET /v1/usage`: the [`MemorySink`]'s rows as JSON, for an admin (`Authorization: Bearer
+/// <admin key>`, checked by its SHA-256 digest). Query parameters `key`, `model` and `day`
+/// (`YYYY-MM-DD`) filter the rows; the answer also has the totals.
+///
+/// ```json
+/// {"object":"list","data":[{"key_id":"team-a","model":"qwen","day":"2025-01-01","requests":3,…,"cost":0.0012}],
+///  "total":{"requests":3,"prompt_tokens":…,"completion_tokens":…,"total_tokens":…,"cost":0.0012}}
+/// ```
+#[derive(Clone, Debug)]
+pub struct UsageRoute {
+    memory: Arc<MemorySink>,
+    admin: Option<KeyDigest>,
+}
+
+impl UsageRoute {
+    /// Serves `memory`'s rows to requests bearing the key whose digest is `admin`; with `None`,
+    /// to nobody (401).
+    pub fn new(memory: Arc<MemorySink>, admin: Option<KeyDigest>) -> Self {
+        Self { memory, admin }
+    }
+
+    fn answer(&self, req: &Request<RouteBody>) -> Response<Full<Bytes>> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return crate::error::method_not_allowed("GET, HEAD");
+        }
+        let bearer = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let allowed = match (bearer, &self.admin) {
+            (Some(key), Some(digest)) => KeyDigest::of(key) == *digest,
+            _ => false,
+        };
+        if !allowed {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorType::InvalidRequestError,
+                "An admin key is required.",
+                None,
+                Some("invalid_api_key".into()),
+            )
+            .into_response();
+        }
+        let mut key = None;
+        let mut model = None;
+        let mut day = None;
+        for pair in req.uri().query().unwrap_or("").split('&') {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = super::metrics::percent_decode(v);
+            match k {
+                "key" => key = Some(v),
+                "model" => model = Some(v),
+                "day" => day = Some(v),
+                _ => {}
+            }
+        }
+        let rows: Vec<UsageRow> = self
+            .memory
+            .rows()
+            .into_iter()
+            .filter(|r| key.as_ref().is_none_or(|k| *k == r.key_id))
+            .filter(|r| model.as_ref().is_none_or(|m| *m == r.model))
+            .filter(|r| day.as_ref().is_none_or(|d| *d == r.day))
+            .collect();
+        let total = serde_json::json!({
+            "requests": rows.iter().map(|r| r.requests).sum::<u64>(),
+            "errors": rows.iter().map(|r| r.errors).sum::<u64>(),
+            "prompt_tokens": rows.iter().map(|r| r.prompt_tokens).sum::<u64>(),
+            "completion_tokens": rows.iter().map(|r| r.completion_tokens).sum::<u64>(),
+            "total_tokens": rows.iter().map(|r| r.total_tokens).sum::<u64>(),
+            "cost": rows.iter().map(|r| r.cost).sum::<f64>(),
+        });
+        let body = serde_json::json!({"object": "list", "data": rows, "total": total});
+        crate::error::json_response(
+            StatusCode::OK,
+            Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+        )
+    }
+}
+
+impl tower::Service<Request<RouteBody>> for UsageRoute {
+    type Response = Response<BoxBody>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<BoxBody>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<RouteBody>) -> Self::Future {
+        let res = self.answer(&req);
+        ready(Ok(
+            res.map(|b| b.map_err(|never| match never {}).boxed_unsync())
+        ))
+    }
+}

@@ -1,0 +1,366 @@
+//! [`MetricsSink`]: Prometheus metrics with OpenTelemetry's GenAI semantic-convention names,
+//! served by [`MetricsRoute`] at `GET /metrics`.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::future::{Ready, ready};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::sink::Stats;
+use super::{SinkFuture, UsageHandle, UsageRecord, UsageSink};
+use crate::gateway::RouteBody;
+use crate::route::BoxBody;
+
+type Labels = Vec<(&'static str, String)>;
+type Hist = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// OpenTelemetry's advised buckets for `gen_ai.client.token.usage`.
+const TOKEN_BUCKETS: [f64; 14] = [
+    1.0,
+    4.0,
+    16.0,
+    64.0,
+    256.0,
+    1024.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+    16_777_216.0,
+    67_108_864.0,
+];
+/// OpenTelemetry's advised buckets for `gen_ai.server.request.duration` (seconds).
+const DURATION_BUCKETS: [f64; 14] = [
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+/// OpenTelemetry's advised buckets for `gen_ai.server.time_to_first_token` (seconds).
+const TTFT_BUCKETS: [f64; 16] = [
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+fn token_histogram() -> Histogram {
+    Histogram::new(TOKEN_BUCKETS)
+}
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+fn ttft_histogram() -> Histogram {
+    Histogram::new(TTFT_BUCKETS)
+}
+
+/// The label values allowed, so that the number of series stays bounded.
+#[derive(Debug)]
+struct Bounds {
+    models: HashSet<String>,
+    max_keys: usize,
+    keys: Mutex<HashSet<String>>,
+}
+
+impl Bounds {
+    fn model(&self, m: Option<&str>) -> String {
+        match m {
+            None => String::new(),
+            Some(m) if self.models.contains(m) => m.to_owned(),
+            Some(_) => "other".to_owned(),
+        }
+    }
+
+    /// The first `max_keys` key ids seen get their own label value; later ones are `other`.
+    fn key(&self, k: Option<&str>) -> String {
+        let Some(k) = k else {
+            return String::new();
+        };
+        let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        if keys.contains(k) {
+            return k.to_owned();
+        }
+        if keys.len() < self.max_keys {
+            keys.insert(k.to_owned());
+            return k.to_owned();
+        }
+        "other".to_owned()
+    }
+}
+
+/// Prometheus metrics of the records, by OpenTelemetry's GenAI semantic conventions (names
+/// translated to Prometheus as OpenTelemetry's exporters do: dots to underscores, the unit
+/// `s` as a `_seconds` suffix):
+///
+/// | metric | type | labels |
+/// |---|---|---|
+/// | `gen_ai_client_token_usage` (`{token}`) | histogram | `gen_ai_token_type` (`input`/`output`) + common |
+/// | `gen_ai_server_request_duration_seconds` | histogram | common |
+/// | `gen_ai_server_time_to_first_token_seconds` | histogram (streams) | common |
+/// | `chatgate_requests_total` | counter | `status` |
+/// | `chatgate_rejections_total` | counter | `reason` (4xx by status: `unauthenticated`, `forbidden`, `model_not_found`, `too_large`, `invalid`, `rate_limited`, `bad_request`, `other`) |
+/// | `chatgate_upstream_failures_total` | counter | `gen_ai_request_model` |
+/// | `chatgate_usage_records_total`, `chatgate_usage_records_dropped_total`, `chatgate_usage_sink_errors_total` | counter | — (after [`watch`](Self::watch)) |
+///
+/// The common labels are `gen_ai_operation_name` (`chat`), `gen_ai_request_model`,
+/// `gen_ai_response_model`, `key_id` and `status`. **Cardinality is bounded**: a model label is
+/// the model's name only when it is one of the names given to [`new`](Self::new) (configured
+/// public and upstream names), else `other`; key ids get their own value for the first
+/// `max_keys` distinct ids seen since start, later ones share `other`; statuses are HTTP codes.
+#[derive(Debug)]
+pub struct MetricsSink {
+    registry: Mutex<Registry>,
+    bounds: Bounds,
+    tokens: Hist,
+    duration: Hist,
+    ttft: Hist,
+    requests: Family<Labels, Counter>,
+    rejections: Family<Labels, Counter>,
+    upstream_failures: Family<Labels, Counter>,
+}
+
+#[derive(Debug)]
+struct StatsCollector(Arc<Stats>);
+
+impl Collector for StatsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let counters = [
+            (
+                "chatgate_usage_records",
+                "Usage records handed to the sinks.",
+                &self.0.emitted,
+            ),
+            (
+                "chatgate_usage_records_dropped",
+                "Usage records dropped because the sinks' channel was full.",
+                &self.0.dropped,
+            ),
+            (
+                "chatgate_usage_sink_errors",
+                "Batches a usage sink failed to take.",
+                &self.0.sink_errors,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let c = ConstCounter::new(value.load(Relaxed));
+            let m = encoder.encode_descriptor(name, help, None, c.metric_type())?;
+            c.encode(m)?;
+        }
+        Ok(())
+    }
+}
+
+impl MetricsSink {
+    /// Metrics with model labels limited to `models` and at most `max_keys` key-id values.
+    pub fn new(models: impl IntoIterator<Item = impl Into<String>>, max_keys: usize) -> Self {
+        let mut registry = Registry::default();
+        let tokens: Hist = Family::new_with_constructor(token_histogram);
+        let duration: Hist = Family::new_with_constructor(duration_histogram);
+        let ttft: Hist = Family::new_with_constructor(ttft_histogram);
+        let requests = Family::<Labels, Counter>::default();
+        let rejections = Family::<Labels, Counter>::default();
+        let upstream_failures = Family::<Labels, Counter>::default();
+        registry.register(
+            "gen_ai_client_token_usage",
+            "Number of input and output tokens used.",
+            tokens.clone(),
+        );
+        registry.register_with_unit(
+            "gen_ai_server_request_duration",
+            "Generative AI server request duration.",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        registry.register_with_unit(
+            "gen_ai_server_time_to_first_token",
+            "Time to generate the first token, for successful streamed responses.",
+            Unit::Seconds,
+            ttft.clone(),
+        );
+        registry.register(
+            "chatgate_requests",
+            "Chat requests by status.",
+            requests.clone(),
+        );
+        registry.register(
+            "chatgate_rejections",
+            "Chat requests rejected (4xx) by reason.",
+            rejections.clone(),
+        );
+        registry.register(
+            "chatgate_upstream_failures",
+            "Chat requests whose upstream failed (5xx, or a stream that broke).",
+            upstream_failures.clone(),
+        );
+        Self {
+            registry: Mutex::new(registry),
+            bounds: Bounds {
+                models: models.into_iter().map(Into::into).collect(),
+                max_keys,
+                keys: Mutex::default(),
+            },
+            tokens,
+            duration,
+            ttft,
+            requests,
+            rejections,
+            upstream_failures,
+        }
+    }
+
+    /// Also exports `handle`'s counters (records, drops, sink errors). Call once.
+    pub fn watch(&self, handle: &UsageHandle) {
+        self.registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .register_collector(Box::new(StatsCollector(Arc::clone(&handle.shared.stats))));
+    }
+
+    /// Adds one record.
+    pub fn add(&self, r: &UsageRecord) {
+        let b = &self.bounds;
+        let request_model = b.model(r.model.as_deref());
+        let response_model = b.model(r.response_model.as_deref().or(r.routed_model.as_deref()));
+        let status = r.status.to_string();
+        let common: Labels = vec![
+            ("gen_ai_operation_name", "chat".to_owned()),
+            ("gen_ai_request_model", request_model.clone()),
+            ("gen_ai_response_model", response_model),
+            ("key_id", b.key(r.key_id.as_deref())),
+            ("status", status.clone()),
+        ];
+        let success = (200..300).contains(&r.status);
+        if success {
+            for (kind, n) in [("input", r.prompt_tokens), ("output", r.completion_tokens)] {
+                let mut l = common.clone();
+                l.push(("gen_ai_token_type", kind.to_owned()));
+                self.tokens.get_or_create(&l).observe(n as f64);
+            }
+            if r.streamed
+                && let Some(t) = r.ttft_ms
+            {
+                self.ttft.get_or_create(&common).observe(t / 1000.0);
+            }
+        }
+        self.duration
+            .get_or_create(&common)
+            .observe(r.duration_ms / 1000.0);
+        self.requests.get_or_create(&vec![("status", status)]).inc();
+        if (400..500).contains(&r.status) && r.status != 499 {
+            let reason = match r.status {
+                400 => "bad_request",
+                401 => "unauthenticated",
+                403 => "forbidden",
+                404 => "model_not_found",
+                413 => "too_large",
+                422 => "invalid",
+                429 => "rate_limited",
+                _ => "other",
+            };
+            self.rejections
+                .get_or_create(&vec![("reason", reason.to_owned())])
+                .inc();
+        }
+        let broke = r.partial && r.error.as_deref() != Some("client_closed");
+        if r.status >= 500 || broke {
+            self.upstream_failures
+                .get_or_create(&vec![("gen_ai_request_model", request_model)])
+                .inc();
+        }
+    }
+
+    /// The metrics in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+}
+
+impl UsageSink for MetricsSink {
+    fn write<'a>(&'a self, batch: &'a [UsageRecord]) -> SinkFuture<'a> {
+        for r in batch {
+            self.add(r);
+        }
+        Box::pin(ready(Ok(())))
+    }
+}
+
+/// `GET /metrics`: the [`MetricsSink`]'s metrics (OpenMetrics text, which Prometheus reads).
+#[derive(Clone, Debug)]
+pub struct MetricsRoute {
+    metrics: Arc<MetricsSink>,
+}
+
+impl MetricsRoute {
+    /// Serves `metrics`.
+    pub fn new(metrics: Arc<MetricsSink>) -> Self {
+        Self { metrics }
+    }
+}
+
+impl tower::Service<Request<RouteBody>> for MetricsRoute {
+    type Response = Response<BoxBody>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<BoxBody>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<RouteBody>) -> Self::Future {
+        let res = if req.method() == http::Method::GET || req.method() == http::Method::HEAD {
+            let mut res = Response::new(Full::new(Bytes::from(self.metrics.encode())));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            res
+        } else {
+            crate::error::method_not_allowed("GET, HEAD")
+        };
+        let mut res = res.map(|b| b.map_err(|never| match never {}).boxed_unsync());
+        if res.status() == StatusCode::OK {
+            res.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+        ready(Ok(res))
+    }
+}
+
+/// `%XX` and `+` decoded (lossy).
+pub(crate) fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -1,0 +1,97 @@
+//! Usage accounting: one exact [`UsageRecord`] per request, sinks behind [`UsageSink`]
+//! (in-memory aggregate with `GET /v1/usage`, JSONL file, PostgreSQL, Prometheus `GET /metrics`
+//! with OpenTelemetry's GenAI names), and a tracing span per request.
+//!
+//! # Two pieces, one record
+//!
+//! * [`UsageLayer`] (outer, generic over `Request<B>`) wraps the **whole chat stack**. It makes
+//!   the request's record, puts a ticket to it in the request extensions, and notes the status
+//!   and how the response body ended (with the [`OnEnd`](crate::body::OnEnd) hook). A request
+//!   rejected anywhere inside it (401/403 by auth, 429 by a limiter, 413/422 by validation,
+//!   404 by the router) gets its record with that status and zero tokens.
+//! * [`UsageMeterLayer`] (inner, `Service<Request<ValidatedRequest>>`) goes after
+//!   [`ValidateLayer`](crate::ValidateLayer), in front of the router. It takes the ticket and
+//!   adds what only it can know: the model asked for, whether it streams, and the tokens read
+//!   from the response — the JSON of a non-streamed answer (read whole, up to
+//!   [`DEFAULT_MAX_BODY`]; an answer that is not a chat completion becomes a 502), or the
+//!   events of a stream as they pass through (never buffered).
+//!
+//! Both hold the same record; it is sent when the last of them lets go of it (when the
+//! response body has ended or was dropped), so there is **exactly one record per request**,
+//! whatever happens: a client that leaves mid-stream leaves a `partial` record, one that
+//! leaves before the answer a 499.
+//!
+//! ```text
+//!   request ─▶ UsageLayer ─▶ (auth, limits) ─▶ ValidateLayer ─▶ UsageMeterLayer ─▶ ModelRouter
+//!              one record                                        tokens, streams
+//! ```
+//!
+//! # Streams are always metered
+//!
+//! When a client streams without `stream_options.include_usage`, the meter asks the upstream
+//! for usage anyway ([`ValidatedRequest::set_include_usage`](crate::ValidatedRequest::set_include_usage))
+//! and removes the usage-only chunk from what the client sees: the client gets what it asked
+//! for, and the record is exact. When the upstream reports no usage, the tokens are counted —
+//! the prompt with the [`TokenCounter`], the completion as the number of streamed content
+//! deltas (one token each for OpenAI-compatible servers) — and the record says
+//! `estimated: true`.
+//!
+//! # Sinks
+//!
+//! Records leave the request path through a bounded channel to a batch writer task
+//! ([`UsageHandle`]); when it is full, [`Overflow`] says whether records are dropped (and
+//! counted) or requests wait. The handle is made once and outlives reloads; call
+//! [`UsageHandle::close`] after the server stops.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use chatgate::usage::{MemorySink, UsageHandle, UsageLayer, UsageMeterLayer};
+//! use chatgate::{route::ModelRouter, EchoModel, ValidateLayer};
+//! use tower::ServiceBuilder;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let memory = Arc::new(MemorySink::new());
+//! let usage = UsageHandle::builder().sink(memory.clone()).build();
+//! let router = ModelRouter::builder().service("echo", EchoModel::new()).build();
+//! let chat = ServiceBuilder::new()
+//!     .layer(UsageLayer::new(usage.clone()))
+//!     .layer(ValidateLayer::new())
+//!     .layer(UsageMeterLayer::new())
+//!     .service(router);
+//! # let _ = chat;
+//! usage.close().await;
+//! # }
+//! ```
+
+mod body;
+mod counter;
+mod draft;
+mod future;
+mod jsonl;
+mod layer;
+mod memory;
+mod metrics;
+#[cfg(feature = "postgres")]
+mod postgres;
+mod prices;
+mod record;
+mod service;
+mod sink;
+mod trace;
+
+pub use body::UsageEnd;
+pub use counter::{ByteEstimate, TokenCounter};
+pub use future::{MeterFuture, ResponseFuture};
+pub use jsonl::{FlushPolicy, JsonlSink};
+pub use layer::{DEFAULT_MAX_BODY, UsageLayer, UsageMeterLayer};
+pub use memory::{MemorySink, UsageRoute, UsageRow};
+pub use metrics::{MetricsRoute, MetricsSink};
+#[cfg(feature = "postgres")]
+pub use postgres::{MIGRATION, PgSink, PgWrite};
+pub use prices::{Price, Prices};
+pub use record::UsageRecord;
+pub use service::{Usage, UsageMeter};
+pub use sink::{Overflow, SinkError, SinkFuture, UsageHandle, UsageHandleBuilder, UsageSink};

@@ -1,0 +1,424 @@
+//! [`UsageSink`] and [`UsageHandle`]: records leave the request path through a bounded channel
+//! to a batch writer task, which hands each batch to every sink on the sink's own task.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::{ByteEstimate, Prices, TokenCounter, UsageRecord};
+
+/// What a sink's methods return.
+pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
+
+/// A sink failed to take a batch (it keeps what it can and is asked again with the next one).
+#[derive(Debug)]
+pub struct SinkError(String);
+
+impl SinkError {
+    /// An error with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl fmt::Display for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SinkError {}
+
+/// Where usage records go: an in-memory aggregate, a JSONL file, PostgreSQL, metrics, or yours.
+///
+/// Each sink runs on its own task and gets the records in batches, in order; a slow sink
+/// delays only itself (until its queue of batches is full, then the writer waits for it).
+pub trait UsageSink: fmt::Debug + Send + Sync + 'static {
+    /// Takes a batch of records.
+    fn write<'a>(&'a self, batch: &'a [UsageRecord]) -> SinkFuture<'a>;
+
+    /// Makes what was written durable (called by [`UsageHandle::flush`]); default: nothing.
+    fn flush(&self) -> SinkFuture<'_> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// Reopens files (log rotation, [`UsageHandle::reopen`]); default: nothing.
+    fn reopen(&self) -> SinkFuture<'_> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// What to do with a record when the channel to the writer is full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Overflow {
+    /// Drop it and count it ([`UsageHandle::dropped`], and the metric
+    /// `chatgate_usage_records_dropped_total`): requests never wait for accounting.
+    #[default]
+    Drop,
+    /// Never drop: each request reserves its record's place in the channel before it is
+    /// served ([`UsageLayer`](super::UsageLayer)'s `poll_ready`), so new requests wait while
+    /// the channel is full.
+    Wait,
+}
+
+// Records are nearly every message: boxing them would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Msg {
+    Record(UsageRecord),
+    Flush(oneshot::Sender<()>),
+    Reopen,
+    Close,
+}
+
+enum SinkMsg {
+    Batch(Arc<[UsageRecord]>),
+    Flush(oneshot::Sender<()>),
+    Reopen,
+}
+
+/// Counters of the handle.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) emitted: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) sink_errors: AtomicU64,
+}
+
+pub(crate) struct Shared {
+    pub(crate) tx: mpsc::Sender<Msg>,
+    pub(crate) overflow: Overflow,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) prices: ArcSwap<Prices>,
+    pub(crate) counter: Arc<dyn TokenCounter>,
+    closed: AtomicBool,
+    dispatcher: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The usage accounting's shared state: the channel to the sinks, the prices and the token
+/// counter. Made **once** (it outlives stack reloads) and passed to every [`UsageLayer`](super::UsageLayer);
+/// cheap to clone.
+///
+/// Call [`flush`](Self::flush) or [`close`](Self::close) after the server stops, so that every
+/// record reaches its sinks.
+#[derive(Clone)]
+pub struct UsageHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for UsageHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UsageHandle")
+            .field("overflow", &self.shared.overflow)
+            .field("emitted", &self.emitted())
+            .field("dropped", &self.dropped())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`UsageHandle`].
+#[derive(Debug)]
+pub struct UsageHandleBuilder {
+    sinks: Vec<Arc<dyn UsageSink>>,
+    capacity: usize,
+    batch: usize,
+    sink_queue: usize,
+    overflow: Overflow,
+    prices: Prices,
+    counter: Arc<dyn TokenCounter>,
+}
+
+impl Default for UsageHandleBuilder {
+    fn default() -> Self {
+        Self {
+            sinks: Vec::new(),
+            capacity: 8192,
+            batch: 256,
+            sink_queue: 64,
+            overflow: Overflow::Drop,
+            prices: Prices::new(),
+            counter: Arc::new(ByteEstimate),
+        }
+    }
+}
+
+impl UsageHandleBuilder {
+    /// Adds a sink.
+    pub fn sink(mut self, sink: Arc<dyn UsageSink>) -> Self {
+        self.sinks.push(sink);
+        self
+    }
+
+    /// Records the channel holds before [`Overflow`] applies (default 8192).
+    pub fn capacity(mut self, n: usize) -> Self {
+        self.capacity = n.max(1);
+        self
+    }
+
+    /// The most records in one batch (default 256).
+    pub fn batch(mut self, n: usize) -> Self {
+        self.batch = n.max(1);
+        self
+    }
+
+    /// Batches queued for each sink before the writer waits for it (default 64).
+    pub fn sink_queue(mut self, n: usize) -> Self {
+        self.sink_queue = n.max(1);
+        self
+    }
+
+    /// What happens when the channel is full (default [`Overflow::Drop`]).
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = overflow;
+        self
+    }
+
+    /// Prices by model, for the records' `cost`.
+    pub fn prices(mut self, prices: Prices) -> Self {
+        self.prices = prices;
+        self
+    }
+
+    /// The token counter for estimates (default [`ByteEstimate`]).
+    pub fn counter(mut self, counter: Arc<dyn TokenCounter>) -> Self {
+        self.counter = counter;
+        self
+    }
+
+    /// The handle; spawns the writer task and one task per sink.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime.
+    pub fn build(self) -> UsageHandle {
+        let (tx, rx) = mpsc::channel(self.capacity);
+        let stats = Arc::new(Stats::default());
+        let mut sinks = Vec::new();
+        let mut tasks = Vec::new();
+        for sink in self.sinks {
+            let (stx, srx) = mpsc::channel(self.sink_queue);
+            sinks.push(stx);
+            tasks.push(tokio::spawn(sink_task(sink, srx, Arc::clone(&stats))));
+        }
+        let dispatcher = tokio::spawn(dispatch(rx, sinks, tasks, self.batch));
+        UsageHandle {
+            shared: Arc::new(Shared {
+                tx,
+                overflow: self.overflow,
+                stats,
+                prices: ArcSwap::from_pointee(self.prices),
+                counter: self.counter,
+                closed: AtomicBool::new(false),
+                dispatcher: Mutex::new(Some(dispatcher)),
+            }),
+        }
+    }
+}
+
+async fn dispatch(
+    mut rx: mpsc::Receiver<Msg>,
+    sinks: Vec<mpsc::Sender<SinkMsg>>,
+    tasks: Vec<JoinHandle<()>>,
+    batch: usize,
+) {
+    let mut buf = Vec::with_capacity(batch);
+    let mut records = Vec::with_capacity(batch);
+    'run: while rx.recv_many(&mut buf, batch).await > 0 {
+        for msg in buf.drain(..) {
+            match msg {
+                Msg::Record(r) => records.push(r),
+                Msg::Flush(ack) => {
+                    send_batch(&sinks, &mut records).await;
+                    flush_sinks(&sinks).await;
+                    let _ = ack.send(());
+                }
+                Msg::Reopen => {
+                    send_batch(&sinks, &mut records).await;
+                    for s in &sinks {
+                        let _ = s.send(SinkMsg::Reopen).await;
+                    }
+                }
+                Msg::Close => {
+                    rx.close();
+                    // What is still in the channel goes out first.
+                    while let Ok(msg) = rx.try_recv() {
+                        match msg {
+                            Msg::Record(r) => records.push(r),
+                            Msg::Flush(ack) => {
+                                let _ = ack.send(());
+                            }
+                            Msg::Reopen | Msg::Close => {}
+                        }
+                    }
+                    send_batch(&sinks, &mut records).await;
+                    flush_sinks(&sinks).await;
+                    break 'run;
+                }
+            }
+            if records.len() >= batch {
+                send_batch(&sinks, &mut records).await;
+            }
+        }
+        send_batch(&sinks, &mut records).await;
+    }
+    drop(sinks);
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+async fn send_batch(sinks: &[mpsc::Sender<SinkMsg>], records: &mut Vec<UsageRecord>) {
+    if records.is_empty() {
+        return;
+    }
+    let batch: Arc<[UsageRecord]> = std::mem::take(records).into();
+    for s in sinks {
+        let _ = s.send(SinkMsg::Batch(Arc::clone(&batch))).await;
+    }
+}
+
+async fn flush_sinks(sinks: &[mpsc::Sender<SinkMsg>]) {
+    let mut acks = Vec::with_capacity(sinks.len());
+    for s in sinks {
+        let (tx, rx) = oneshot::channel();
+        if s.send(SinkMsg::Flush(tx)).await.is_ok() {
+            acks.push(rx);
+        }
+    }
+    for a in acks {
+        let _ = a.await;
+    }
+}
+
+async fn sink_task(sink: Arc<dyn UsageSink>, mut rx: mpsc::Receiver<SinkMsg>, stats: Arc<Stats>) {
+    while let Some(msg) = rx.recv().await {
+        let result = match msg {
+            SinkMsg::Batch(batch) => sink.write(&batch).await,
+            SinkMsg::Flush(ack) => {
+                let r = sink.flush().await;
+                let _ = ack.send(());
+                r
+            }
+            SinkMsg::Reopen => sink.reopen().await,
+        };
+        if let Err(e) = result {
+            stats.sink_errors.fetch_add(1, Relaxed);
+            tracing::warn!(target: "chatgate::usage", sink = ?sink, error = %e, "usage sink failed");
+        }
+    }
+    if let Err(e) = sink.flush().await {
+        tracing::warn!(target: "chatgate::usage", sink = ?sink, error = %e, "usage sink failed to flush");
+    }
+}
+
+impl UsageHandle {
+    /// A builder: no sinks, [`Overflow::Drop`], capacity 8192.
+    pub fn builder() -> UsageHandleBuilder {
+        UsageHandleBuilder::default()
+    }
+
+    /// Records handed to the writer so far.
+    pub fn emitted(&self) -> u64 {
+        self.shared.stats.emitted.load(Relaxed)
+    }
+
+    /// Records dropped because the channel was full (or closed) so far.
+    pub fn dropped(&self) -> u64 {
+        self.shared.stats.dropped.load(Relaxed)
+    }
+
+    /// Sink failures so far (each is also logged).
+    pub fn sink_errors(&self) -> u64 {
+        self.shared.stats.sink_errors.load(Relaxed)
+    }
+
+    /// Replaces the prices (e.g. on a configuration reload).
+    pub fn set_prices(&self, prices: Prices) {
+        self.shared.prices.store(Arc::new(prices));
+    }
+
+    /// The current prices.
+    pub fn prices(&self) -> Arc<Prices> {
+        self.shared.prices.load_full()
+    }
+
+    /// The token counter for estimates.
+    pub fn counter(&self) -> &Arc<dyn TokenCounter> {
+        &self.shared.counter
+    }
+
+    /// What to do when the channel is full.
+    pub fn overflow(&self) -> Overflow {
+        self.shared.overflow
+    }
+
+    /// Waits until every record emitted before the call has been written by every sink, and
+    /// the sinks flushed.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.shared.tx.send(Msg::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Asks every sink to reopen its files (log rotation; the proxy does it on SIGHUP).
+    pub async fn reopen(&self) {
+        let _ = self.shared.tx.send(Msg::Reopen).await;
+    }
+
+    /// Writes and flushes everything emitted so far, then stops the writer and the sinks'
+    /// tasks; records emitted later are counted as dropped.
+    pub async fn close(&self) {
+        if self.shared.closed.swap(true, Relaxed) {
+            return;
+        }
+        let _ = self.shared.tx.send(Msg::Close).await;
+        let task = self
+            .shared
+            .dispatcher
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+    }
+
+    /// Sends a record: with a reserved place, or if there is room; else counts it dropped.
+    pub(crate) fn emit(&self, record: UsageRecord, permit: Option<mpsc::OwnedPermit<Msg>>) {
+        let stats = &self.shared.stats;
+        if let Some(p) = permit {
+            p.send(Msg::Record(record));
+            stats.emitted.fetch_add(1, Relaxed);
+            return;
+        }
+        match self.shared.tx.try_send(Msg::Record(record)) {
+            Ok(()) => {
+                stats.emitted.fetch_add(1, Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Full(Msg::Record(record)))
+                if self.shared.overflow == Overflow::Wait
+                    && tokio::runtime::Handle::try_current().is_ok() =>
+            {
+                // No place was reserved (a meter without the outer layer): wait off the path.
+                let tx = self.shared.tx.clone();
+                let stats = Arc::clone(stats);
+                tokio::spawn(async move {
+                    if tx.send(Msg::Record(record)).await.is_ok() {
+                        stats.emitted.fetch_add(1, Relaxed);
+                    } else {
+                        stats.dropped.fetch_add(1, Relaxed);
+                    }
+                });
+            }
+            Err(_) => {
+                stats.dropped.fetch_add(1, Relaxed);
+                tracing::debug!(target: "chatgate::usage", "usage record dropped: channel full");
+            }
+        }
+    }
+}

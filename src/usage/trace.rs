@@ -1,0 +1,71 @@
+//! Tracing: one span per request with OpenTelemetry's GenAI attributes, and one event (a log
+//! line) per request when it ends.
+
+use tracing::field::Empty;
+
+use super::UsageRecord;
+
+/// The span of one request (fields are filled when its record is made).
+pub(crate) fn span(request_id: Option<&str>) -> tracing::Span {
+    tracing::info_span!(
+        target: "chatgate::usage",
+        "chat",
+        otel.name = "chat",
+        gen_ai.operation.name = "chat",
+        request_id = request_id.unwrap_or(""),
+        key_id = Empty,
+        gen_ai.request.model = Empty,
+        gen_ai.response.model = Empty,
+        gen_ai.usage.input_tokens = Empty,
+        gen_ai.usage.output_tokens = Empty,
+        gen_ai.response.finish_reasons = Empty,
+        error.type = Empty,
+        upstream = Empty,
+        http.response.status_code = Empty,
+    )
+}
+
+/// Fills the span's fields and logs the request's line.
+pub(crate) fn record(span: &tracing::Span, r: &UsageRecord) {
+    if span.is_disabled() && !tracing::enabled!(target: "chatgate::usage", tracing::Level::INFO) {
+        return;
+    }
+    let reasons = r.finish_reasons.join(",");
+    if let Some(k) = &r.key_id {
+        span.record("key_id", k.as_str());
+    }
+    if let Some(m) = &r.model {
+        span.record("gen_ai.request.model", m.as_str());
+    }
+    if let Some(m) = r.response_model.as_ref().or(r.routed_model.as_ref()) {
+        span.record("gen_ai.response.model", m.as_str());
+    }
+    span.record("gen_ai.usage.input_tokens", r.prompt_tokens);
+    span.record("gen_ai.usage.output_tokens", r.completion_tokens);
+    span.record("gen_ai.response.finish_reasons", reasons.as_str());
+    if let Some(e) = &r.error {
+        span.record("error.type", e.as_str());
+    }
+    if let Some(u) = &r.upstream {
+        span.record("upstream", u.as_str());
+    }
+    span.record("http.response.status_code", r.status);
+    tracing::info!(
+        target: "chatgate::usage",
+        parent: span,
+        request_id = r.request_id.as_deref().unwrap_or(""),
+        key_id = r.key_id.as_deref().unwrap_or(""),
+        model = r.model.as_deref().unwrap_or(""),
+        routed_model = r.routed_model.as_deref().unwrap_or(""),
+        status = r.status,
+        streamed = r.streamed,
+        input_tokens = r.prompt_tokens,
+        output_tokens = r.completion_tokens,
+        estimated = r.estimated,
+        partial = r.partial,
+        duration_ms = r.duration_ms,
+        ttft_ms = r.ttft_ms.unwrap_or(-1.0),
+        error = r.error.as_deref().unwrap_or(""),
+        "request"
+    );
+}
