@@ -1,5 +1,6 @@
 //! The TOML document as deserialized (spans kept) and its validation into [`Config`](super::Config).
 
+use super::keys::{RawAdmin, RawAuth, RawKey, RawPostgres};
 use super::server::{RawServer, RawValidation};
 use super::*;
 
@@ -15,6 +16,11 @@ pub(super) struct RawConfig {
     validation: Option<RawValidation>,
     #[serde(default)]
     models: Vec<RawModel>,
+    #[serde(default)]
+    keys: Vec<RawKey>,
+    auth: Option<RawAuth>,
+    postgres: Option<RawPostgres>,
+    admin: Option<Spanned<RawAdmin>>,
 }
 
 #[derive(Deserialize)]
@@ -240,6 +246,12 @@ impl Source<'_> {
             serve: self.serve_config(raw.server.as_ref())?,
             validate: self.validate_config(raw.validation.as_ref())?,
             models,
+            keys: self.keys_config(
+                &raw.keys,
+                raw.auth.as_ref(),
+                raw.postgres.as_ref(),
+                raw.admin.as_ref(),
+            )?,
         })
     }
 
