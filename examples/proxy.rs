@@ -19,6 +19,11 @@
 //! accepting and serving both run on them. `TOKIO_WORKER_THREADS=1` runs everything on one
 //! thread (a current-thread runtime, like a single nginx worker).
 //!
+//! API keys: with `[[keys]]` in the file (or `[auth] store = "postgres"`) every chat request needs
+//! a key (401) and may use only its models (403); without them the gateway is open, and says so
+//! at start. `--hash-key KEY` prints the SHA-256 digest to put in `sha256 = "…"` (`--hash-key -`
+//! reads the key from stdin, so it stays out of the shell history).
+//!
 //! The command line: `--help` (to stdout, exit 0), `--version`, `--listen ADDR` (an `IP:port`
 //! or a `host:port` resolved at start, overriding the file's `listen`), `--config FILE`,
 //! `--check`; `--opt=value` works too. A usage error (unknown option, missing value) is
@@ -28,11 +33,17 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
+use chatgate::auth::{Auth, AuthLayer, KeyDigest, KeyStore, ModelAccess, ModelAccessLayer};
+use chatgate::body::ResponseBody;
 use chatgate::config::Config;
 use chatgate::gateway::{Gateway, ServeConfig, serve_with};
-use chatgate::route::ModelRouter;
+use chatgate::route::{BoxBody, ModelRouter};
 use chatgate::validate::{Validate, ValidateLayer};
+use http::Response;
 use tower::ServiceBuilder;
+use tower::util::{Either, MapResponse, MapResponseLayer};
 
 #[derive(Debug, Default, PartialEq)]
 struct Args {
@@ -47,9 +58,12 @@ enum Command {
     Run(Args),
     Help,
     Version,
+    /// Print the digest of a key (`-`: read it from stdin).
+    HashKey(String),
 }
 
-const USAGE: &str = "usage: proxy [--listen ADDR] [--config FILE [--check]] | --help | --version";
+const USAGE: &str =
+    "usage: proxy [--listen ADDR] [--config FILE [--check]] | --hash-key KEY | --help | --version";
 
 const HELP: &str = "\
 The chatgate proxy: an OpenAI-compatible chat-completions gateway.
@@ -63,8 +77,11 @@ options:
                   (localhost:8080, resolved at start); overrides the file's `listen`
                   (default 127.0.0.1:8080)
   --config FILE   read the configuration from FILE (TOML)
-  --check         validate FILE (syntax, values, credentials' variables, CA files),
+  --check         validate FILE (syntax, values, credentials' variables, CA files, keys),
                   print a summary and exit: 0 when valid, 1 otherwise; needs --config
+  --hash-key KEY  print the SHA-256 digest of the API key KEY (for `sha256 = \"…\"` in
+                  [[keys]]) and exit; KEY `-` reads the key from stdin (one line), so it
+                  stays out of the shell history
   -h, --help      print this help and exit
   -V, --version   print the version and exit
 
@@ -110,6 +127,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
         match name.as_str() {
             "--listen" => out.listen = Some(resolve_listen(&value("an address")?)?),
             "--config" => out.config = Some(value("a file")?.into()),
+            "--hash-key" => return Ok(Command::HashKey(value("a key (or - for stdin)")?)),
             "--check" | "-h" | "--help" | "-V" | "--version" if inline.is_some() => {
                 return Err(format!("{name} takes no value"));
             }
@@ -152,16 +170,69 @@ async fn shutdown_signal() {
 }
 
 /// The chat stack, assembled from the library's layers, outermost first: this is where a layer
-/// is added or left out. (State that must outlive a reload would be made once in `main` and
-/// passed in here; see the `chatgate::gateway` docs.)
-fn chat_stack(config: &Config, router: ModelRouter) -> ChatStack {
+/// is added or left out. State that must outlive a reload (a database key store's pool and
+/// cache) is made once in `run` and passed in as `keys`; see the `chatgate::gateway` docs.
+///
+/// With a key store, `AuthLayer` is the outermost layer (401 before the body is read) and
+/// `ModelAccessLayer` sits just inside `ValidateLayer` (403 before routing). Without one the
+/// gateway is open: no `AuthLayer`, and `ModelAccessLayer` passes every request (it only acts on
+/// a principal).
+fn chat_stack(config: &Config, router: ModelRouter, keys: Option<Arc<dyn KeyStore>>) -> ChatStack {
+    let auth = match keys {
+        Some(store) => Either::Left(AuthLayer::from_shared(store)),
+        None => Either::Right(MapResponseLayer::new(open as OpenFn)),
+    };
     ServiceBuilder::new()
+        .layer(auth)
         .layer(ValidateLayer::with_config(config.validate_config()))
+        .layer(ModelAccessLayer::new())
         .service(router)
 }
 
+/// The stack inside the authentication layer.
+type Inner = Validate<ModelAccess<ModelRouter>>;
+/// Its response body.
+type InnerBody = ResponseBody<ResponseBody<BoxBody>>;
+/// An open gateway's stand-in for `AuthLayer`: the same response type, nothing checked.
+type OpenFn = fn(Response<InnerBody>) -> Response<ResponseBody<InnerBody>>;
+
+fn open(res: Response<InnerBody>) -> Response<ResponseBody<InnerBody>> {
+    res.map(ResponseBody::inner)
+}
+
 /// The type of [`chat_stack`].
-type ChatStack = Validate<ModelRouter>;
+type ChatStack = Either<Auth<Inner>, MapResponse<Inner, OpenFn>>;
+
+/// The key store the configuration asks for: `[[keys]]` (rebuilt at every reload), the
+/// PostgreSQL store made once at start (`shared`), or none (open).
+fn key_store(config: &Config, shared: Option<&Arc<dyn KeyStore>>) -> Option<Arc<dyn KeyStore>> {
+    if config.postgres_keys().is_some() {
+        return shared.cloned();
+    }
+    config
+        .key_store()
+        .map(|store| Arc::new(store) as Arc<dyn KeyStore>)
+}
+
+const OPEN_WARNING: &str = "no [[keys]] configured: the gateway is open to anyone who can reach it";
+
+/// `--hash-key`: the digest of `key`, or of the first line of stdin for `-`.
+fn hash_key(key: &str) -> Result<String, String> {
+    let key = if key == "-" {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the key from stdin: {e}"))?;
+        line.trim_end_matches(['\n', '\r']).to_owned()
+    } else {
+        key.to_owned()
+    };
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        // Never echo the key.
+        return Err("the key must be printable ASCII without spaces".to_owned());
+    }
+    Ok(KeyDigest::of(&key).to_hex())
+}
 
 /// Re-reads the configuration on every SIGHUP and swaps the gateway's stack.
 #[cfg(unix)]
@@ -170,6 +241,7 @@ fn reload_on_sighup(
     path: PathBuf,
     listen: SocketAddr,
     server: ServeConfig,
+    shared_keys: Option<Arc<dyn KeyStore>>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
@@ -192,8 +264,17 @@ fn reload_on_sighup(
                     if !same_server(&config.serve_config(), &server) {
                         eprintln!("reload: [server] changed; a restart is needed to apply it");
                     }
+                    if config.postgres_keys().is_some() != shared_keys.is_some() {
+                        eprintln!(
+                            "reload: [auth] store changed; a restart is needed to switch key stores"
+                        );
+                    }
+                    let keys = key_store(&config, shared_keys.as_ref());
+                    if keys.is_none() {
+                        eprintln!("reload: {OPEN_WARNING}");
+                    }
                     let models = router.models().to_vec();
-                    gateway.reload_stack(chat_stack(&config, router), models);
+                    gateway.reload_stack(chat_stack(&config, router, keys), models);
                     eprintln!(
                         "reloaded {} (models: {})",
                         path.display(),
@@ -223,6 +304,18 @@ fn main() -> ExitCode {
         Ok(Command::Version) => {
             println!("chatgate proxy {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
+        }
+        Ok(Command::HashKey(key)) => {
+            return match hash_key(&key) {
+                Ok(hex) => {
+                    println!("{hex}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("proxy: --hash-key: {e}");
+                    ExitCode::FAILURE
+                }
+            };
         }
         Err(e) => {
             eprintln!("proxy: {e}\n{USAGE}\nTry `proxy --help` for more information.");
@@ -266,8 +359,19 @@ async fn run(args: Args) -> ExitCode {
         }
     };
     if args.check {
+        let keys = match (config.key_store(), config.postgres_keys()) {
+            (Some(store), _) => format!("{} keys", store.len()),
+            (None, Some(_)) => "keys in PostgreSQL".to_owned(),
+            (None, None) => "no keys: open".to_owned(),
+        };
+        if let Some(pg) = config.postgres_keys()
+            && let Err(e) = pg.url()
+        {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
         println!(
-            "{}: ok ({} models: {})",
+            "{}: ok ({} models: {}; {keys})",
             args.config
                 .as_ref()
                 .map_or_else(String::new, |p| p.display().to_string()),
@@ -277,8 +381,23 @@ async fn run(args: Args) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let listen = args.listen.unwrap_or_else(|| config.listen());
+    let pg = match postgres::start(&config).await {
+        Ok(pg) => pg,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shared_keys = pg.as_ref().map(|p| p.store.clone());
+    let keys = key_store(&config, shared_keys.as_ref());
+    if keys.is_none() {
+        eprintln!("{OPEN_WARNING}");
+    }
     let models = router.models().to_vec();
-    let gateway = Gateway::with_stack(chat_stack(&config, router), models);
+    let mut gateway = Gateway::with_stack(chat_stack(&config, router, keys), models);
+    if let Some(pg) = pg {
+        gateway = pg.mount(gateway);
+    }
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -294,6 +413,7 @@ async fn run(args: Args) -> ExitCode {
             path,
             config.listen(),
             config.serve_config(),
+            shared_keys.clone(),
         );
     }
     eprintln!(
@@ -320,6 +440,73 @@ async fn run(args: Args) -> ExitCode {
     }
 }
 
+/// The PostgreSQL key store and its admin endpoints (feature `postgres`).
+mod postgres {
+    use std::sync::Arc;
+
+    use chatgate::auth::KeyStore;
+    use chatgate::config::Config;
+    use chatgate::gateway::Gateway;
+
+    /// The store made once at start (it outlives reloads), and the admin routes.
+    pub(crate) struct Pg {
+        pub(crate) store: Arc<dyn KeyStore>,
+        #[cfg(feature = "postgres")]
+        admin: Option<chatgate::auth::postgres::AdminKeys>,
+    }
+
+    impl Pg {
+        /// Mounts the admin endpoints, when `[admin]` is configured.
+        pub(crate) fn mount<S>(self, gateway: Gateway<S>) -> Gateway<S> {
+            #[cfg(feature = "postgres")]
+            if let Some(admin) = self.admin {
+                return gateway
+                    .with_route("/admin/keys", admin.clone())
+                    .with_route("/admin/keys/", admin);
+            }
+            gateway
+        }
+    }
+
+    #[cfg(feature = "postgres")]
+    pub(crate) async fn start(config: &Config) -> Result<Option<Pg>, String> {
+        use chatgate::auth::postgres::{AdminKeys, PgKeyStore, PgKeyStoreConfig};
+        let Some(settings) = config.postgres_keys() else {
+            return Ok(None);
+        };
+        let url = settings.url().map_err(|e| e.to_string())?;
+        let mut pg_config = PgKeyStoreConfig::new()
+            .cache_ttl(settings.cache_ttl())
+            .negative_ttl(settings.negative_ttl())
+            .cache_size(settings.cache_size());
+        if let Some(schema) = settings.schema() {
+            pg_config = pg_config.schema(schema);
+        }
+        let store =
+            PgKeyStore::connect(&url, pg_config).map_err(|e| format!("postgres key store: {e}"))?;
+        store
+            .migrate()
+            .await
+            .map_err(|e| format!("postgres key store: {e}"))?;
+        let admin = config.admin_key().map(|d| AdminKeys::new(store.clone(), d));
+        Ok(Some(Pg {
+            store: Arc::new(store),
+            admin,
+        }))
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    pub(crate) async fn start(config: &Config) -> Result<Option<Pg>, String> {
+        match config.postgres_keys() {
+            None => Ok(None),
+            Some(_) => Err(
+                "[auth] store = \"postgres\" needs the proxy built with --features postgres"
+                    .to_owned(),
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,7 +523,14 @@ mod tests {
         assert_eq!(parse(&["-V"]), Ok(Command::Version));
         // Help wins wherever it is, even after an incomplete command line.
         assert_eq!(parse(&["--check", "--help"]), Ok(Command::Help));
-        for option in ["--listen", "--config", "--check", "--help", "--version"] {
+        for option in [
+            "--listen",
+            "--config",
+            "--check",
+            "--hash-key",
+            "--help",
+            "--version",
+        ] {
             assert!(HELP.contains(option), "--help does not list {option}");
         }
     }
@@ -380,5 +574,24 @@ mod tests {
         assert_eq!(err(&["--check"]), "--check needs --config");
         assert_eq!(err(&["--check=yes"]), "--check takes no value");
         assert!(err(&["--listen", "8080"]).contains("expected IP:port or host:port"));
+        assert_eq!(
+            err(&["--hash-key"]),
+            "--hash-key needs a key (or - for stdin)"
+        );
+    }
+
+    #[test]
+    fn hash_key_prints_the_digest() {
+        assert_eq!(
+            parse(&["--hash-key", "sk-1"]),
+            Ok(Command::HashKey("sk-1".to_owned()))
+        );
+        assert_eq!(
+            hash_key("sk-1"),
+            Ok(KeyDigest::of("sk-1").to_hex()),
+            "the digest the config's sha256 expects"
+        );
+        let err = hash_key("sk 1").expect_err("spaces");
+        assert!(!err.contains("sk"), "{err}");
     }
 }

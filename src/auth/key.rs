@@ -204,7 +204,7 @@ impl std::fmt::Debug for Lookup {
 
 /// Where API keys are kept, by digest. Implementations: [`ConfigKeyStore`](super::ConfigKeyStore)
 /// (in memory, from configuration) and, with the `postgres` feature,
-/// `PgKeyStore` (a PostgreSQL table with a cache).
+/// `postgres::PgKeyStore` (a PostgreSQL table with a cache).
 pub trait KeyStore: Send + Sync + 'static {
     /// The key whose secret has this digest.
     ///

@@ -105,8 +105,9 @@
 //! * [`ConfigKeyStore`]: in memory, from the `[[keys]]` of the configuration file (see
 //!   `chatgate::config`); a reload rebuilds it, so a key removed or disabled in the file stops
 //!   at the reload.
-//! * With the `postgres` feature, `PgKeyStore`: a PostgreSQL table with an in-process cache
-//!   (hits are `Ready`), and admin endpoints to create, list, change and revoke keys.
+//! * With the `postgres` feature, `postgres::PgKeyStore`: a PostgreSQL table with an
+//!   in-process cache (hits are `Ready`), and `postgres::AdminKeys`, endpoints to create, list,
+//!   change and revoke keys.
 
 mod access;
 mod errors;
@@ -114,6 +115,9 @@ mod future;
 mod header;
 mod key;
 mod layer;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres;
 mod service;
 mod store;
 #[cfg(test)]
