@@ -68,7 +68,10 @@ async fn contract_vector_s05_no_authorization_is_401() {
     let client = support::client();
     let (status, headers, body) =
         support::send(&client, request(server.addr, None, &s05["body"])).await;
-    assert_eq!(status.as_u16(), s05["status"].as_u64().expect("status") as u16);
+    assert_eq!(
+        status.as_u16(),
+        s05["status"].as_u64().expect("status") as u16
+    );
     assert_eq!(headers["www-authenticate"], "Bearer");
     let json: Value = serde_json::from_slice(&body).expect("JSON");
     for (k, want) in s05["error"].as_object().expect("error") {
@@ -158,8 +161,8 @@ async fn the_model_never_sees_the_clients_authorization() {
         .expect("route")
         .build();
     let models = router.models().to_vec();
-    let store = ConfigKeyStore::new([(KeyDigest::of(KEY), KeyRecord::new("team-a"))])
-        .expect("store");
+    let store =
+        ConfigKeyStore::new([(KeyDigest::of(KEY), KeyRecord::new("team-a"))]).expect("store");
     let chat_stack = ServiceBuilder::new()
         .layer(AuthLayer::new(store))
         .layer(ValidateLayer::new())
