@@ -100,8 +100,8 @@ where
                         Ok(()) => Kind::Inner {
                             future: inner.call(req),
                         },
-                        Err(res) => Kind::Reject {
-                            response: Some(res),
+                        Err(refusal) => Kind::Reject {
+                            response: Some(refusal.response()),
                         },
                     };
                     kind.set(next);

@@ -49,11 +49,26 @@ impl<S: std::fmt::Debug> std::fmt::Debug for Auth<S> {
     }
 }
 
-/// Admits the request (principal in, `Authorization` out) or says how to refuse it.
-pub(super) fn admit<B>(
-    result: LookupResult,
-    req: &mut Request<B>,
-) -> Result<(), Response<Full<Bytes>>> {
+/// Why a presented key is refused.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Refusal {
+    /// 401.
+    Invalid,
+    /// 503: the store could not answer.
+    Unavailable,
+}
+
+impl Refusal {
+    pub(super) fn response(self) -> Response<Full<Bytes>> {
+        match self {
+            Self::Invalid => errors::invalid_key(),
+            Self::Unavailable => errors::store_unavailable(),
+        }
+    }
+}
+
+/// Admits the request (principal in, `Authorization` out) or says why it is refused.
+pub(super) fn admit<B>(result: LookupResult, req: &mut Request<B>) -> Result<(), Refusal> {
     match result {
         Ok(Some(key)) if key.is_active(SystemTime::now()) => {
             // Never forwarded, whatever the inner service does with headers.
@@ -63,8 +78,8 @@ pub(super) fn admit<B>(
         }
         // Unknown, disabled and expired keys get the same answer: a caller learns nothing
         // about which keys exist.
-        Ok(_) => Err(errors::invalid_key()),
-        Err(_) => Err(errors::store_unavailable()),
+        Ok(_) => Err(Refusal::Invalid),
+        Err(_) => Err(Refusal::Unavailable),
     }
 }
 
@@ -89,7 +104,7 @@ where
         match self.store.lookup(&digest) {
             Lookup::Ready(result) => match admit(result, &mut req) {
                 Ok(()) => ResponseFuture::inner(self.inner.call(req)),
-                Err(res) => ResponseFuture::reject(res),
+                Err(refusal) => ResponseFuture::reject(refusal.response()),
             },
             Lookup::Pending(lookup) => {
                 // The service that was made ready is the one that gets the request (tower's

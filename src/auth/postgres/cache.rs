@@ -104,6 +104,8 @@ impl Cache {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[tokio::test(start_paused = true)]

@@ -1,4 +1,5 @@
 //! `[[keys]]`, `[auth]`, `[postgres]` and `[admin]`.
+#![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, UNIX_EPOCH};
 
