@@ -19,6 +19,11 @@
 //! accepting and serving both run on them. `TOKIO_WORKER_THREADS=1` runs everything on one
 //! thread (a current-thread runtime, like a single nginx worker).
 //!
+//! API keys: with `[[keys]]` in the file (or `[auth] store = "postgres"`) every chat request needs
+//! a key (401) and may use only its models (403); without them the gateway is open, and says so
+//! at start. `--hash-key KEY` prints the SHA-256 digest to put in `sha256 = "…"` (`--hash-key -`
+//! reads the key from stdin, so it stays out of the shell history).
+//!
 //! The command line: `--help` (to stdout, exit 0), `--version`, `--listen ADDR` (an `IP:port`
 //! or a `host:port` resolved at start, overriding the file's `listen`), `--config FILE`,
 //! `--check`; `--opt=value` works too. A usage error (unknown option, missing value) is
@@ -30,15 +35,23 @@ use std::process::ExitCode;
 
 use std::sync::Arc;
 
+use chatgate::auth::{AuthLayer, KeyDigest, KeyStore, ModelAccessLayer};
 use chatgate::config::{Config, LogFormat};
 use chatgate::gateway::{Gateway, ServeConfig, serve_with};
-use chatgate::route::ModelRouter;
+use chatgate::route::{BoxBody, ModelRouter};
 use chatgate::usage::{
-    JsonlSink, MemorySink, MetricsRoute, MetricsSink, Usage, UsageHandle, UsageLayer, UsageMeter,
-    UsageMeterLayer, UsageRoute,
+    JsonlSink, MemorySink, MetricsRoute, MetricsSink, UsageHandle, UsageLayer, UsageMeterLayer,
+    UsageRoute,
 };
-use chatgate::validate::{Validate, ValidateLayer};
+use chatgate::validate::ValidateLayer;
+use std::convert::Infallible;
+
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use tower::ServiceBuilder;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, ServiceExt};
 
 #[derive(Debug, Default, PartialEq)]
 struct Args {
@@ -53,9 +66,12 @@ enum Command {
     Run(Args),
     Help,
     Version,
+    /// Print the digest of a key (`-`: read it from stdin).
+    HashKey(String),
 }
 
-const USAGE: &str = "usage: proxy [--listen ADDR] [--config FILE [--check]] | --help | --version";
+const USAGE: &str =
+    "usage: proxy [--listen ADDR] [--config FILE [--check]] | --hash-key KEY | --help | --version";
 
 const HELP: &str = "\
 The chatgate proxy: an OpenAI-compatible chat-completions gateway.
@@ -69,8 +85,11 @@ options:
                   (localhost:8080, resolved at start); overrides the file's `listen`
                   (default 127.0.0.1:8080)
   --config FILE   read the configuration from FILE (TOML)
-  --check         validate FILE (syntax, values, credentials' variables, CA files),
+  --check         validate FILE (syntax, values, credentials' variables, CA files, keys),
                   print a summary and exit: 0 when valid, 1 otherwise; needs --config
+  --hash-key KEY  print the SHA-256 digest of the API key KEY (for `sha256 = \"…\"` in
+                  [[keys]]) and exit; KEY `-` reads the key from stdin (one line), so it
+                  stays out of the shell history
   -h, --help      print this help and exit
   -V, --version   print the version and exit
 
@@ -116,6 +135,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
         match name.as_str() {
             "--listen" => out.listen = Some(resolve_listen(&value("an address")?)?),
             "--config" => out.config = Some(value("a file")?.into()),
+            "--hash-key" => return Ok(Command::HashKey(value("a key (or - for stdin)")?)),
             "--check" | "-h" | "--help" | "-V" | "--version" if inline.is_some() => {
                 return Err(format!("{name} takes no value"));
             }
@@ -158,20 +178,53 @@ async fn shutdown_signal() {
 }
 
 /// The chat stack, assembled from the library's layers, outermost first: this is where a layer
-/// is added or left out. State that must outlive a reload (the usage sinks) is made once in
-/// `run` and passed in here; see the `chatgate::gateway` docs.
-fn chat_stack(config: &Config, router: ModelRouter, usage: &UsageHandle) -> ChatStack {
-    ServiceBuilder::new()
-        // Outermost: one usage record per request, rejections included.
-        .layer(UsageLayer::new(usage.clone()))
+/// is added or left out. State that must outlive a reload (usage sinks, a database key store's
+/// pool and cache) is made once in `run` and passed in as `state`; see the `chatgate::gateway`
+/// docs. The stack is boxed: optional layers change its type, and one boxed service costs a
+/// couple of small allocations per request.
+///
+/// Order, outermost first: `UsageLayer` (one record per request, rejections included),
+/// `AuthLayer` when keys are configured (401 before the body is read), `ValidateLayer`,
+/// `UsageMeterLayer` (reads the typed request and the answer's usage), `ModelAccessLayer` (403
+/// before routing; passes every request when there is no principal), the router.
+fn chat_stack(config: &Config, router: ModelRouter, state: &State) -> ChatStack {
+    let inner = ServiceBuilder::new()
         .layer(ValidateLayer::with_config(config.validate_config()))
-        // After validation: tokens from the answers, usage asked for on every stream.
         .layer(UsageMeterLayer::new())
-        .service(router)
+        .layer(ModelAccessLayer::new())
+        .service(router);
+    let authed = match key_store(config, state.shared_keys.as_ref()) {
+        Some(store) => boxed(AuthLayer::from_shared(store).layer(inner)),
+        None => boxed(inner),
+    };
+    boxed(UsageLayer::new(state.usage.handle.clone()).layer(authed))
 }
 
-/// The type of [`chat_stack`].
-type ChatStack = Usage<Validate<UsageMeter<ModelRouter>>>;
+/// The stack's type: boxed, over the server's request body.
+type ChatStack = BoxCloneSyncService<Request<Incoming>, Response<BoxBody>, Infallible>;
+
+/// Boxes a stack (and its response body).
+fn boxed<S, B>(svc: S) -> ChatStack
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<chatgate::BoxError>,
+{
+    BoxCloneSyncService::new(
+        svc.map_response(|res: Response<B>| res.map(|b| b.map_err(Into::into).boxed_unsync())),
+    )
+}
+
+/// What outlives reloads: made once in `run`.
+struct State {
+    usage: Accounting,
+    shared_keys: Option<Arc<dyn KeyStore>>,
+}
 
 /// Logging: one line per request (target `chatgate::usage`), level from `RUST_LOG` (default
 /// `info`), format from `[log] format`.
@@ -241,6 +294,37 @@ async fn accounting(config: &Config) -> Result<Accounting, String> {
     })
 }
 
+/// The key store the configuration asks for: `[[keys]]` (rebuilt at every reload), the
+/// PostgreSQL store made once at start (`shared`), or none (open).
+fn key_store(config: &Config, shared: Option<&Arc<dyn KeyStore>>) -> Option<Arc<dyn KeyStore>> {
+    if config.postgres_keys().is_some() {
+        return shared.cloned();
+    }
+    config
+        .key_store()
+        .map(|store| Arc::new(store) as Arc<dyn KeyStore>)
+}
+
+const OPEN_WARNING: &str = "no [[keys]] configured: the gateway is open to anyone who can reach it";
+
+/// `--hash-key`: the digest of `key`, or of the first line of stdin for `-`.
+fn hash_key(key: &str) -> Result<String, String> {
+    let key = if key == "-" {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the key from stdin: {e}"))?;
+        line.trim_end_matches(['\n', '\r']).to_owned()
+    } else {
+        key.to_owned()
+    };
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        // Never echo the key.
+        return Err("the key must be printable ASCII without spaces".to_owned());
+    }
+    Ok(KeyDigest::of(&key).to_hex())
+}
+
 /// Re-reads the configuration on every SIGHUP and swaps the gateway's stack.
 #[cfg(unix)]
 fn reload_on_sighup(
@@ -248,7 +332,7 @@ fn reload_on_sighup(
     path: PathBuf,
     listen: SocketAddr,
     server: ServeConfig,
-    usage: UsageHandle,
+    state: Arc<State>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
@@ -258,7 +342,7 @@ fn reload_on_sighup(
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             // Log rotation: the usage files are reopened whatever the configuration says.
-            usage.reopen().await;
+            state.usage.handle.reopen().await;
             let built = Config::load(&path)
                 .and_then(|c| c.router().map(|r| (c, r)))
                 .map_err(|e| e.to_string());
@@ -273,9 +357,17 @@ fn reload_on_sighup(
                     if !same_server(&config.serve_config(), &server) {
                         eprintln!("reload: [server] changed; a restart is needed to apply it");
                     }
+                    if config.postgres_keys().is_some() != state.shared_keys.is_some() {
+                        eprintln!(
+                            "reload: [auth] store changed; a restart is needed to switch key stores"
+                        );
+                    }
+                    if key_store(&config, state.shared_keys.as_ref()).is_none() {
+                        eprintln!("reload: {OPEN_WARNING}");
+                    }
+                    state.usage.handle.set_prices(config.prices().clone());
                     let models = router.models().to_vec();
-                    usage.set_prices(config.prices().clone());
-                    gateway.reload_stack(chat_stack(&config, router, &usage), models);
+                    gateway.reload_stack(chat_stack(&config, router, &state), models);
                     eprintln!(
                         "reloaded {} (models: {})",
                         path.display(),
@@ -305,6 +397,18 @@ fn main() -> ExitCode {
         Ok(Command::Version) => {
             println!("chatgate proxy {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
+        }
+        Ok(Command::HashKey(key)) => {
+            return match hash_key(&key) {
+                Ok(hex) => {
+                    println!("{hex}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("proxy: --hash-key: {e}");
+                    ExitCode::FAILURE
+                }
+            };
         }
         Err(e) => {
             eprintln!("proxy: {e}\n{USAGE}\nTry `proxy --help` for more information.");
@@ -348,8 +452,19 @@ async fn run(args: Args) -> ExitCode {
         }
     };
     if args.check {
+        let keys = match (config.key_store(), config.postgres_keys()) {
+            (Some(store), _) => format!("{} keys", store.len()),
+            (None, Some(_)) => "keys in PostgreSQL".to_owned(),
+            (None, None) => "no keys: open".to_owned(),
+        };
+        if let Some(pg) = config.postgres_keys()
+            && let Err(e) = pg.url()
+        {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
         println!(
-            "{}: ok ({} models: {})",
+            "{}: ok ({} models: {}; {keys})",
             args.config
                 .as_ref()
                 .map_or_else(String::new, |p| p.display().to_string()),
@@ -358,9 +473,15 @@ async fn run(args: Args) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    init_logging(config.log_format());
     let listen = args.listen.unwrap_or_else(|| config.listen());
-    let models = router.models().to_vec();
+    let pg = match postgres::start(&config).await {
+        Ok(pg) => pg,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(config.log_format());
     let usage = match accounting(&config).await {
         Ok(a) => a,
         Err(e) => {
@@ -368,12 +489,26 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let gateway = Gateway::with_stack(chat_stack(&config, router, &usage.handle), models)
-        .with_route("/metrics", MetricsRoute::new(usage.metrics.clone()))
+    let state = Arc::new(State {
+        usage,
+        shared_keys: pg.as_ref().map(|p| p.store.clone()),
+    });
+    if key_store(&config, state.shared_keys.as_ref()).is_none() {
+        eprintln!("{OPEN_WARNING}");
+    }
+    let models = router.models().to_vec();
+    let mut gateway = Gateway::with_stack(chat_stack(&config, router, &state), models)
+        .with_route("/metrics", MetricsRoute::new(state.usage.metrics.clone()))
         .with_route(
             "/v1/usage",
-            UsageRoute::new(usage.memory.clone(), config.usage_config().admin_sha256),
+            UsageRoute::new(
+                state.usage.memory.clone(),
+                config.usage_config().admin_sha256,
+            ),
         );
+    if let Some(pg) = pg {
+        gateway = pg.mount(gateway);
+    }
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -389,7 +524,7 @@ async fn run(args: Args) -> ExitCode {
             path,
             config.listen(),
             config.serve_config(),
-            usage.handle.clone(),
+            Arc::clone(&state),
         );
     }
     eprintln!(
@@ -402,7 +537,7 @@ async fn run(args: Args) -> ExitCode {
     let server = serve_with(listener, gateway, shutdown_signal(), config.serve_config());
     let served = tokio::spawn(server).await;
     // Every record of the requests served reaches the sinks before exit.
-    usage.handle.close().await;
+    state.usage.handle.close().await;
     match served {
         Ok(Ok(())) => {
             eprintln!("chatgate stopped");
@@ -415,6 +550,73 @@ async fn run(args: Args) -> ExitCode {
         Err(e) => {
             eprintln!("server task failed: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The PostgreSQL key store and its admin endpoints (feature `postgres`).
+mod postgres {
+    use std::sync::Arc;
+
+    use chatgate::auth::KeyStore;
+    use chatgate::config::Config;
+    use chatgate::gateway::Gateway;
+
+    /// The store made once at start (it outlives reloads), and the admin routes.
+    pub(crate) struct Pg {
+        pub(crate) store: Arc<dyn KeyStore>,
+        #[cfg(feature = "postgres")]
+        admin: Option<chatgate::auth::postgres::AdminKeys>,
+    }
+
+    impl Pg {
+        /// Mounts the admin endpoints, when `[admin]` is configured.
+        pub(crate) fn mount<S>(self, gateway: Gateway<S>) -> Gateway<S> {
+            #[cfg(feature = "postgres")]
+            if let Some(admin) = self.admin {
+                return gateway
+                    .with_route("/admin/keys", admin.clone())
+                    .with_route("/admin/keys/", admin);
+            }
+            gateway
+        }
+    }
+
+    #[cfg(feature = "postgres")]
+    pub(crate) async fn start(config: &Config) -> Result<Option<Pg>, String> {
+        use chatgate::auth::postgres::{AdminKeys, PgKeyStore, PgKeyStoreConfig};
+        let Some(settings) = config.postgres_keys() else {
+            return Ok(None);
+        };
+        let url = settings.url().map_err(|e| e.to_string())?;
+        let mut pg_config = PgKeyStoreConfig::new()
+            .cache_ttl(settings.cache_ttl())
+            .negative_ttl(settings.negative_ttl())
+            .cache_size(settings.cache_size());
+        if let Some(schema) = settings.schema() {
+            pg_config = pg_config.schema(schema);
+        }
+        let store =
+            PgKeyStore::connect(&url, pg_config).map_err(|e| format!("postgres key store: {e}"))?;
+        store
+            .migrate()
+            .await
+            .map_err(|e| format!("postgres key store: {e}"))?;
+        let admin = config.admin_key().map(|d| AdminKeys::new(store.clone(), d));
+        Ok(Some(Pg {
+            store: Arc::new(store),
+            admin,
+        }))
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    pub(crate) async fn start(config: &Config) -> Result<Option<Pg>, String> {
+        match config.postgres_keys() {
+            None => Ok(None),
+            Some(_) => Err(
+                "[auth] store = \"postgres\" needs the proxy built with --features postgres"
+                    .to_owned(),
+            ),
         }
     }
 }
@@ -435,7 +637,14 @@ mod tests {
         assert_eq!(parse(&["-V"]), Ok(Command::Version));
         // Help wins wherever it is, even after an incomplete command line.
         assert_eq!(parse(&["--check", "--help"]), Ok(Command::Help));
-        for option in ["--listen", "--config", "--check", "--help", "--version"] {
+        for option in [
+            "--listen",
+            "--config",
+            "--check",
+            "--hash-key",
+            "--help",
+            "--version",
+        ] {
             assert!(HELP.contains(option), "--help does not list {option}");
         }
     }
@@ -479,5 +688,24 @@ mod tests {
         assert_eq!(err(&["--check"]), "--check needs --config");
         assert_eq!(err(&["--check=yes"]), "--check takes no value");
         assert!(err(&["--listen", "8080"]).contains("expected IP:port or host:port"));
+        assert_eq!(
+            err(&["--hash-key"]),
+            "--hash-key needs a key (or - for stdin)"
+        );
+    }
+
+    #[test]
+    fn hash_key_prints_the_digest() {
+        assert_eq!(
+            parse(&["--hash-key", "sk-1"]),
+            Ok(Command::HashKey("sk-1".to_owned()))
+        );
+        assert_eq!(
+            hash_key("sk-1"),
+            Ok(KeyDigest::of("sk-1").to_hex()),
+            "the digest the config's sha256 expects"
+        );
+        let err = hash_key("sk 1").expect_err("spaces");
+        assert!(!err.contains("sk"), "{err}");
     }
 }

@@ -181,15 +181,19 @@ impl std::error::Error for KeyStoreError {}
 /// What a lookup yields: the key, or `None` for an unknown digest.
 pub type LookupResult = Result<Option<Arc<KeyRecord>>, KeyStoreError>;
 
+/// The future of a [`Lookup::Pending`]: it owns what it needs (stores keep their state behind
+/// `Arc`s), so the authentication layer can keep it across polls without borrowing the store.
+pub type LookupFuture = Pin<Box<dyn Future<Output = LookupResult> + Send + 'static>>;
+
 /// A lookup that is answered at once (in-memory stores, cache hits) or later (a database).
-pub enum Lookup<'a> {
+pub enum Lookup {
     /// Answered now: no allocation, no await.
     Ready(LookupResult),
     /// Answered by a future.
-    Pending(Pin<Box<dyn Future<Output = LookupResult> + Send + 'a>>),
+    Pending(LookupFuture),
 }
 
-impl std::fmt::Debug for Lookup<'_> {
+impl std::fmt::Debug for Lookup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Lookup::Ready(r) => f.debug_tuple("Ready").field(r).finish(),
@@ -199,15 +203,19 @@ impl std::fmt::Debug for Lookup<'_> {
 }
 
 /// Where API keys are kept, by digest. Implementations: [`ConfigKeyStore`](super::ConfigKeyStore)
-/// (in memory, from configuration) and, with the `postgres` feature, a PostgreSQL table with a
-/// cache.
+/// (in memory, from configuration) and, with the `postgres` feature,
+/// `postgres::PgKeyStore` (a PostgreSQL table with a cache).
 pub trait KeyStore: Send + Sync + 'static {
     /// The key whose secret has this digest.
-    fn lookup(&self, digest: &KeyDigest) -> Lookup<'_>;
+    ///
+    /// An unknown digest is `Ok(None)`; disabled and expired keys are returned as they are (the
+    /// layer refuses them), so a store need not know the time. `Err` means the store could not
+    /// answer (the layer fails closed: 503).
+    fn lookup(&self, digest: &KeyDigest) -> Lookup;
 }
 
 impl<T: KeyStore + ?Sized> KeyStore for Arc<T> {
-    fn lookup(&self, digest: &KeyDigest) -> Lookup<'_> {
+    fn lookup(&self, digest: &KeyDigest) -> Lookup {
         (**self).lookup(digest)
     }
 }

@@ -157,11 +157,63 @@
 //!
 //! Sinks are made once at start: a reload applies new prices, and reports other `[usage]`
 //! changes as needing a restart.
+//! ## Keys
+//!
+//! Without `[[keys]]` (and without `[auth] store = "postgres"`) the gateway is open to anyone
+//! who can reach it. With them, every chat request needs one of the keys
+//! ([`AuthLayer`](crate::auth::AuthLayer), 401) and may only use the models its patterns allow
+//! ([`ModelAccessLayer`](crate::auth::ModelAccessLayer), 403). [`Config::key_store`] builds the
+//! in-memory store; a reload rebuilds it, so a key removed or disabled in the file stops at the
+//! reload.
+//!
+//! ```toml
+//! [[keys]]
+//! id = "team-a"                       # required, unique; logged and recorded, not secret
+//! sha256 = "9f86d0…"                  # the key's SHA-256 in hex (`proxy --hash-key KEY`)
+//! # key = "sk-dev-…"                  # or, for development, the secret itself (one of the two)
+//! models = ["echo", "qwen*"]          # glob patterns (`*`, `?`); absent or [] = every model
+//! rpm = 600                           # optional limits: requests and tokens per minute,
+//! tpm = 100000                        #   requests in flight (>= 1 each)
+//! max_concurrent = 20
+//! expires = "2027-01-01T00:00:00Z"    # optional RFC 3339 instant (with Z or an offset)
+//! disabled = false                    # true refuses the key (401) without deleting it
+//! metadata = { team = "a", user = "bob" }
+//! [[keys.model_limits]]               # optional limits per (key, model pattern)
+//! model = "qwen*"
+//! rpm = 60
+//! ```
+//!
+//! Errors (all at `file:line:column`, none showing a secret or a `sha256` value): a `sha256`
+//! that is not 64 hex digits, both or neither of `sha256` and `key`, a duplicate id, two keys
+//! with the same secret, an unknown field, a zero limit, an `expires` without an offset.
+//! `expires` may also be a TOML date-time without quotes. It is parsed by the crate's own RFC
+//! 3339 reader ([`parse_rfc3339`](crate::auth::parse_rfc3339)), not a date crate: only UTC
+//! instants are needed, `humantime` knows only `Z` and `httpdate` only HTTP dates.
+//!
+//! ### Keys in PostgreSQL (feature `postgres`)
+//!
+//! ```toml
+//! [auth]
+//! store = "postgres"        # "config" (the default: [[keys]]) or "postgres"
+//! cache_ttl = "30s"         # a key read from the table is used this long (revocation delay)
+//! negative_ttl = "5s"       # an unknown key is remembered as unknown this long
+//! cache_size = 100000       # entries kept at most
+//!
+//! [postgres]
+//! url_env = "DATABASE_URL"  # or url = "postgres://user@host/db" (kept out of Debug output)
+//! schema = "chatgate"       # optional: the schema of the `chatgate_keys` table
+//!
+//! [admin]                   # optional: the key-management endpoints under /admin/keys
+//! sha256 = "…"              # the admin key's digest (or key = "…" for development)
+//! ```
+//!
+//! `[[keys]]` and `store = "postgres"` exclude each other; `[admin]` needs the PostgreSQL
+//! store. See [`PostgresKeys`].
 //!
 //! ## Later sections
 //!
 //! Each top-level section is an optional field of the private raw document and an accessor on
-//! [`Config`] (as `[server]` and `[validation]` are); `[[keys]]`, `[limits]`, `[usage]` and
+//! [`Config`] (as `[server]`, `[validation]` and `[[keys]]` are); `[limits]`, `[usage]` and
 //! `[[prices]]` will be added that way, so existing files keep parsing.
 //!
 //! # Example
@@ -214,6 +266,7 @@ use toml::Spanned;
 
 mod credentials;
 mod error;
+mod keys;
 mod model;
 mod raw;
 mod server;
@@ -224,6 +277,7 @@ mod usage;
 pub use credentials::{ApiKey, ApiKeyEnv, CaFile};
 pub use error::ConfigError;
 use error::{ErrorKind, Position};
+pub use keys::{DEFAULT_CACHE_SIZE, DEFAULT_CACHE_TTL, DEFAULT_NEGATIVE_TTL, PostgresKeys};
 pub use model::{Backend, Builtin, Health, HealthProbe, Model, Timeouts, Upstream};
 use raw::{RawConfig, Source};
 pub use usage::{LogFormat, UsageConfig};
@@ -256,6 +310,7 @@ pub struct Config {
     usage: UsageConfig,
     prices: crate::usage::Prices,
     log: LogFormat,
+    keys: keys::KeysConfig,
 }
 
 impl Config {
@@ -300,6 +355,7 @@ impl Config {
             usage: UsageConfig::default(),
             prices: crate::usage::Prices::new(),
             log: LogFormat::Text,
+            keys: keys::KeysConfig::default(),
         }
     }
 
@@ -343,6 +399,22 @@ impl Config {
     /// The model with this public name.
     pub fn model(&self, name: &str) -> Option<&Model> {
         self.models.iter().find(|m| m.name == name)
+    }
+
+    /// The in-memory key store of the `[[keys]]` tables; `None` when the file has none (the
+    /// gateway is then open, unless [`postgres_keys`](Self::postgres_keys) is set).
+    pub fn key_store(&self) -> Option<crate::auth::ConfigKeyStore> {
+        self.keys.key_store()
+    }
+
+    /// The PostgreSQL key store's settings, when `[auth] store = "postgres"`.
+    pub fn postgres_keys(&self) -> Option<&PostgresKeys> {
+        self.keys.postgres.as_ref()
+    }
+
+    /// The digest of the admin key (`[admin]`), which guards the key-management endpoints.
+    pub fn admin_key(&self) -> Option<crate::auth::KeyDigest> {
+        self.keys.admin
     }
 }
 

@@ -1,5 +1,6 @@
 //! The TOML document as deserialized (spans kept) and its validation into [`Config`](super::Config).
 
+use super::keys::{RawAdmin, RawAuth, RawKey, RawPostgres};
 use super::server::{RawServer, RawValidation};
 use super::usage::{RawLog, RawPrice, RawUsage};
 use super::*;
@@ -20,6 +21,11 @@ pub(super) struct RawConfig {
     #[serde(default)]
     prices: Vec<RawPrice>,
     log: Option<RawLog>,
+    #[serde(default)]
+    keys: Vec<RawKey>,
+    auth: Option<RawAuth>,
+    postgres: Option<RawPostgres>,
+    admin: Option<Spanned<RawAdmin>>,
 }
 
 #[derive(Deserialize)]
@@ -248,6 +254,12 @@ impl Source<'_> {
             usage: self.usage_config(raw.usage.as_ref())?,
             prices: self.prices(&raw.prices)?,
             log: self.log_format(raw.log.as_ref())?,
+            keys: self.keys_config(
+                &raw.keys,
+                raw.auth.as_ref(),
+                raw.postgres.as_ref(),
+                raw.admin.as_ref(),
+            )?,
         })
     }
 
