@@ -30,8 +30,10 @@ use std::process::ExitCode;
 
 use chatgate::config::Config;
 use chatgate::gateway::{Gateway, ServeConfig, serve_with};
+use chatgate::rate_limit::{LimitBackend, RateLimit, RateLimitLayer};
 use chatgate::route::ModelRouter;
 use chatgate::validate::{Validate, ValidateLayer};
+use std::sync::Arc;
 use tower::ServiceBuilder;
 
 #[derive(Debug, Default, PartialEq)]
@@ -152,25 +154,31 @@ async fn shutdown_signal() {
 }
 
 /// The chat stack, assembled from the library's layers, outermost first: this is where a layer
-/// is added or left out. (State that must outlive a reload would be made once in `main` and
-/// passed in here; see the `chatgate::gateway` docs.)
-fn chat_stack(config: &Config, router: ModelRouter) -> ChatStack {
+/// is added or left out. State that must outlive a reload (the limiter's counters, `limiter`)
+/// is made once in `run` and passed in here; see the `chatgate::gateway` docs.
+fn chat_stack(config: &Config, router: ModelRouter, limiter: &Arc<dyn LimitBackend>) -> ChatStack {
     ServiceBuilder::new()
         .layer(ValidateLayer::with_config(config.validate_config()))
+        .layer(RateLimitLayer::from_shared(
+            Arc::clone(limiter),
+            config.limits_config().rate_limit_config(),
+        ))
         .service(router)
 }
 
 /// The type of [`chat_stack`].
-type ChatStack = Validate<ModelRouter>;
+type ChatStack = Validate<RateLimit<ModelRouter>>;
 
 /// Re-reads the configuration on every SIGHUP and swaps the gateway's stack.
 #[cfg(unix)]
 fn reload_on_sighup(
     gateway: Gateway<ChatStack>,
     path: PathBuf,
-    listen: SocketAddr,
-    server: ServeConfig,
+    start: &Config,
+    limiter: Arc<dyn LimitBackend>,
 ) {
+    let (listen, server) = (start.listen(), start.serve_config());
+    let limiter_backend = start.limits_config().backend().clone();
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         eprintln!("SIGHUP reload unavailable");
@@ -192,8 +200,13 @@ fn reload_on_sighup(
                     if !same_server(&config.serve_config(), &server) {
                         eprintln!("reload: [server] changed; a restart is needed to apply it");
                     }
+                    if config.limits_config().backend() != &limiter_backend {
+                        eprintln!(
+                            "reload: [limits] backend changed; a restart is needed to move the counters"
+                        );
+                    }
                     let models = router.models().to_vec();
-                    gateway.reload_stack(chat_stack(&config, router), models);
+                    gateway.reload_stack(chat_stack(&config, router, &limiter), models);
                     eprintln!(
                         "reloaded {} (models: {})",
                         path.display(),
@@ -278,7 +291,15 @@ async fn run(args: Args) -> ExitCode {
     }
     let listen = args.listen.unwrap_or_else(|| config.listen());
     let models = router.models().to_vec();
-    let gateway = Gateway::with_stack(chat_stack(&config, router), models);
+    // The limiter's counters: made once, kept by every reloaded stack.
+    let limiter = match config.limits_config().make_backend() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let gateway = Gateway::with_stack(chat_stack(&config, router, &limiter), models);
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -289,12 +310,7 @@ async fn run(args: Args) -> ExitCode {
     let addr = listener.local_addr().unwrap_or(listen);
     #[cfg(unix)]
     if let Some(path) = args.config.clone() {
-        reload_on_sighup(
-            gateway.clone(),
-            path,
-            config.listen(),
-            config.serve_config(),
-        );
+        reload_on_sighup(gateway.clone(), path, &config, Arc::clone(&limiter));
     }
     eprintln!(
         "chatgate listening on http://{addr} (models: {})",

@@ -108,9 +108,15 @@ async fn s08_over_http_429_with_retry_after_and_remaining() {
     assert!(headers.contains_key("x-ratelimit-remaining-tokens"));
 
     let (status, headers, bytes) = support::post_json(&client, server.addr, body).await;
-    assert_eq!(status.as_u16(), vector["status"].as_u64().expect("status") as u16);
+    assert_eq!(
+        status.as_u16(),
+        vector["status"].as_u64().expect("status") as u16
+    );
     for h in vector["headers_required"].as_array().expect("headers") {
-        assert!(headers.contains_key(h.as_str().expect("name")), "{h} missing");
+        assert!(
+            headers.contains_key(h.as_str().expect("name")),
+            "{h} missing"
+        );
     }
     assert_eq!(headers["retry-after"], "60");
     let ms: u64 = headers["retry-after-ms"].to_str().unwrap().parse().unwrap();
@@ -163,29 +169,53 @@ async fn a_short_answer_is_refunded_and_an_unreported_one_is_not() {
     let svc = stack(&backend, exact_config());
     // Each request reserves 8 + 50 = 58; two do not fit in 100 unless the first is refunded.
     let p = principal("refund", Limits::none().tpm(100));
-    let res = svc.clone().oneshot(request(&p, r#","max_tokens":50"#)).await.unwrap();
+    let res = svc
+        .clone()
+        .oneshot(request(&p, r#","max_tokens":50"#))
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["x-ratelimit-remaining-tokens"], "42");
     let answer = json(res).await;
     assert_eq!(answer["usage"]["total_tokens"], PROMPT + 1);
     // Settled: 9 used, 49 refunded, 91 left.
-    let res = svc.clone().oneshot(request(&p, r#","max_tokens":50"#)).await.unwrap();
+    let res = svc
+        .clone()
+        .oneshot(request(&p, r#","max_tokens":50"#))
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["x-ratelimit-remaining-tokens"], "33");
     json(res).await;
 
     // A stream without include_usage reports nothing: the reservation is kept.
     let q = principal("kept", Limits::none().tpm(100));
-    assert_eq!(status(&svc, request(&q, r#","max_tokens":50,"stream":true"#)).await, 200);
-    let res = svc.clone().oneshot(request(&q, r#","max_tokens":50"#)).await.unwrap();
+    assert_eq!(
+        status(&svc, request(&q, r#","max_tokens":50,"stream":true"#)).await,
+        200
+    );
+    let res = svc
+        .clone()
+        .oneshot(request(&q, r#","max_tokens":50"#))
+        .await
+        .unwrap();
     assert_eq!(res.status(), 429);
     let err = json(res).await;
-    assert!(err["error"]["message"].as_str().unwrap().contains("tokens per minute"));
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tokens per minute")
+    );
     // With include_usage the stream's usage chunk settles it exactly.
     let r = principal("streamed", Limits::none().tpm(100));
     let usage = r#","max_tokens":50,"stream":true,"stream_options":{"include_usage":true}"#;
     assert_eq!(status(&svc, request(&r, usage)).await, 200);
-    let res = svc.clone().oneshot(request(&r, r#","max_tokens":50"#)).await.unwrap();
+    let res = svc
+        .clone()
+        .oneshot(request(&r, r#","max_tokens":50"#))
+        .await
+        .unwrap();
     assert_eq!(res.headers()["x-ratelimit-remaining-tokens"], "33");
 }
 
@@ -201,15 +231,28 @@ async fn a_client_that_disconnects_mid_stream_is_charged_its_reservation_and_fre
     let first = body.frame().await.expect("a frame").expect("ok");
     assert!(first.is_data());
     // In flight: the slot is taken.
-    let res = svc.clone().oneshot(request(&p, r#","max_tokens":1"#)).await.unwrap();
+    let res = svc
+        .clone()
+        .oneshot(request(&p, r#","max_tokens":1"#))
+        .await
+        .unwrap();
     assert_eq!(res.status(), 429);
     let err = json(res).await;
-    assert!(err["error"]["message"].as_str().unwrap().contains("concurrent requests"));
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("concurrent requests")
+    );
     assert_eq!(backend.in_flight("key:gone"), 1);
     // The client goes away before the usage chunk: 58 stay charged, the slot is freed.
     drop(body);
     assert_eq!(backend.in_flight("key:gone"), 0);
-    let res = svc.clone().oneshot(request(&p, r#","max_tokens":1"#)).await.unwrap();
+    let res = svc
+        .clone()
+        .oneshot(request(&p, r#","max_tokens":1"#))
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["x-ratelimit-remaining-tokens"], "33"); // 100 - 58 - 9
 }
@@ -222,7 +265,10 @@ async fn limits_survive_a_reload_around_the_same_backend() {
     assert_eq!(status(&before, request(&p, "")).await, 200);
     assert_eq!(status(&before, request(&p, "")).await, 200);
     // A reload builds a new stack (another configuration even) around the same backend.
-    let after = stack(&backend, RateLimitConfig::new().default_completion_tokens(7));
+    let after = stack(
+        &backend,
+        RateLimitConfig::new().default_completion_tokens(7),
+    );
     assert_eq!(status(&after, request(&p, "")).await, 429);
     // A stack with a new backend would have forgotten.
     let fresh = stack(&LocalBackend::new(), exact_config());
@@ -234,7 +280,11 @@ async fn a_request_larger_than_the_whole_tpm_never_waits() {
     let backend = LocalBackend::new();
     let svc = stack(&backend, exact_config());
     let p = principal("big", Limits::none().tpm(100));
-    let res = svc.clone().oneshot(request(&p, r#","max_tokens":500"#)).await.unwrap();
+    let res = svc
+        .clone()
+        .oneshot(request(&p, r#","max_tokens":500"#))
+        .await
+        .unwrap();
     assert_eq!(res.status(), 429);
     assert!(!res.headers().contains_key("retry-after"));
     assert_eq!(res.headers()["x-should-retry"], "false");
@@ -286,7 +336,11 @@ async fn errors_are_refunded_and_excess_usage_is_debited() {
     let p = principal("debit", Limits::none().tpm(1000));
     // A model that reports more than was reserved.
     let greedy = tower::service_fn(|req: Request<chatgate::ValidatedRequest>| async move {
-        let status = if req.body().request().model == "fail" { 500 } else { 200 };
+        let status = if req.body().request().model == "fail" {
+            500
+        } else {
+            200
+        };
         let mut res = Response::new(Full::new(Bytes::from_static(
             br#"{"object":"chat.completion","usage":{"prompt_tokens":100,"completion_tokens":400,"total_tokens":500}}"#,
         )));
@@ -307,13 +361,28 @@ async fn errors_are_refunded_and_excess_usage_is_debited() {
         r
     };
     // Reserves 8 + 10, uses 500: 482 debited.
-    let res = ServiceExt::<Request<Full<Bytes>>>::ready(&mut svc).await.unwrap().call(call(r#","max_tokens":10"#, "m")).await.unwrap();
+    let res = ServiceExt::<Request<Full<Bytes>>>::ready(&mut svc)
+        .await
+        .unwrap()
+        .call(call(r#","max_tokens":10"#, "m"))
+        .await
+        .unwrap();
     res.into_body().collect().await.unwrap();
-    let res = ServiceExt::<Request<Full<Bytes>>>::ready(&mut svc).await.unwrap().call(call(r#","max_tokens":10"#, "fail")).await.unwrap();
+    let res = ServiceExt::<Request<Full<Bytes>>>::ready(&mut svc)
+        .await
+        .unwrap()
+        .call(call(r#","max_tokens":10"#, "fail"))
+        .await
+        .unwrap();
     assert_eq!(res.headers()["x-ratelimit-remaining-tokens"], "482"); // 1000 - 500 - 18
     res.into_body().collect().await.unwrap();
     // The 500 was refunded whole.
-    let res = ServiceExt::<Request<Full<Bytes>>>::ready(&mut svc).await.unwrap().call(call(r#","max_tokens":10"#, "m")).await.unwrap();
+    let res = ServiceExt::<Request<Full<Bytes>>>::ready(&mut svc)
+        .await
+        .unwrap()
+        .call(call(r#","max_tokens":10"#, "m"))
+        .await
+        .unwrap();
     assert_eq!(res.headers()["x-ratelimit-remaining-tokens"], "482");
 }
 

@@ -9,8 +9,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use chatgate::auth::{KeyRecord, Principal};
 use chatgate::rate_limit::{
-    Admit, AdmitRequest, Decision, FailMode, LimitBackend, Limits, RateLimitConfig,
-    RateLimitLayer, RedisBackend, ScopeCheck, Settle,
+    Admit, AdmitRequest, Decision, FailMode, LimitBackend, Limits, RateLimitConfig, RateLimitLayer,
+    RedisBackend, ScopeCheck, Settle,
 };
 use chatgate::{EchoModel, ValidateLayer};
 use http::Request;

@@ -13,6 +13,7 @@ pub(super) struct RawConfig {
     listen: Option<Spanned<String>>,
     server: Option<RawServer>,
     validation: Option<RawValidation>,
+    limits: Option<super::limits::RawLimits>,
     #[serde(default)]
     models: Vec<RawModel>,
 }
@@ -240,6 +241,7 @@ impl Source<'_> {
             serve: self.serve_config(raw.server.as_ref())?,
             validate: self.validate_config(raw.validation.as_ref())?,
             models,
+            limits: self.limits_config(raw.limits.as_ref())?,
         })
     }
 

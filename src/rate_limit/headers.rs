@@ -127,10 +127,9 @@ pub fn too_many_requests(refusal: &Refusal, scope: &str) -> Response<Full<Bytes>
             refusal.requested, refusal.value
         )
         .into(),
-        (None, _) => format!(
-            "Rate limit of 0 {what} for {scope}: no request can be admitted."
-        )
-        .into(),
+        (None, _) => {
+            format!("Rate limit of 0 {what} for {scope}: no request can be admitted.").into()
+        }
         (Some(wait), LimitKind::Concurrency) => format!(
             "Rate limit reached for {what} for {scope}: limit {}, all in use. Please retry after \
              {}.",

@@ -129,10 +129,6 @@ impl<S> Layer<S> for RateLimitLayer {
     type Service = RateLimit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RateLimit::from_parts(
-            inner,
-            Arc::clone(&self.backend),
-            Arc::clone(&self.config),
-        )
+        RateLimit::from_parts(inner, Arc::clone(&self.backend), Arc::clone(&self.config))
     }
 }

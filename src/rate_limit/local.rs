@@ -259,7 +259,9 @@ impl LocalBackend {
 
     /// A backend with `n` shards (at least 1).
     pub fn with_shards(n: usize) -> Self {
-        let shards = (0..n.max(1)).map(|_| Mutex::new(Shard::default())).collect();
+        let shards = (0..n.max(1))
+            .map(|_| Mutex::new(Shard::default()))
+            .collect();
         Self {
             inner: Arc::new(Inner {
                 shards,
@@ -302,14 +304,21 @@ impl LocalBackend {
     /// Decides with the shards locked.
     fn decide(&self, request: AdmitRequest) -> Decision {
         let now = self.now();
-        let shard_ids: Vec<usize> = request.scopes.iter().map(|s| self.shard_of(&s.key)).collect();
+        let shard_ids: Vec<usize> = request
+            .scopes
+            .iter()
+            .map(|s| self.shard_of(&s.key))
+            .collect();
         let mut order: Vec<usize> = shard_ids.clone();
         order.sort_unstable();
         order.dedup();
         // Locked in ascending order: two requests never wait on each other in a cycle.
         let mut guards: Vec<(usize, MutexGuard<'_, Shard>)> =
             order.iter().map(|&i| (i, self.lock(i))).collect();
-        fn shard<'g, 'a>(guards: &'g mut [(usize, MutexGuard<'a, Shard>)], i: usize) -> &'g mut Shard {
+        fn shard<'g, 'a>(
+            guards: &'g mut [(usize, MutexGuard<'a, Shard>)],
+            i: usize,
+        ) -> &'g mut Shard {
             let at = guards
                 .iter()
                 .position(|(s, _)| *s == i)
@@ -363,11 +372,13 @@ impl LocalBackend {
             }
             if let Some(f) = found {
                 // Report the refusal that waits longest (never, first).
-                let worse = refusal.as_ref().is_none_or(|r| match (r.retry_after, f.retry_after) {
-                    (None, _) => false,
-                    (Some(_), None) => true,
-                    (Some(a), Some(b)) => b > a,
-                });
+                let worse = refusal
+                    .as_ref()
+                    .is_none_or(|r| match (r.retry_after, f.retry_after) {
+                        (None, _) => false,
+                        (Some(_), None) => true,
+                        (Some(a), Some(b)) => b > a,
+                    });
                 if worse {
                     refusal = Some(f);
                 }

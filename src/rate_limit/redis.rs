@@ -175,7 +175,9 @@ impl Inner {
                 FailMode::Open => "admitting requests without limits",
                 FailMode::Closed => "refusing requests with 503",
             };
-            eprintln!("chatgate: rate limiter: Redis is unreachable ({e}); {mode} until it is back");
+            eprintln!(
+                "chatgate: rate limiter: Redis is unreachable ({e}); {mode} until it is back"
+            );
         }
     }
 
@@ -259,7 +261,9 @@ impl RedisBackendBuilder {
                 conn,
                 prefix: self.prefix,
                 on_error: self.on_error,
-                lease_ms: u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX).max(1),
+                lease_ms: u64::try_from(self.lease.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
                 admit: Script::new(ADMIT),
                 settle: Script::new(SETTLE),
                 errors: AtomicU64::new(0),
@@ -374,7 +378,20 @@ fn decode(v: &[i64], request: AdmitRequest) -> Result<Decision, RedisError> {
                 .collect();
             Ok(Decision::Admitted(Ticket { scopes }, status))
         }
-        [0, scope, kind, retry, value, requested, rl, rr, rs, tl, tr, ts] => {
+        [
+            0,
+            scope,
+            kind,
+            retry,
+            value,
+            requested,
+            rl,
+            rr,
+            rs,
+            tl,
+            tr,
+            ts,
+        ] => {
             let limit = match kind {
                 1 => LimitKind::Requests,
                 2 => LimitKind::Tokens,
@@ -455,7 +472,9 @@ impl LimitBackend for RedisBackend {
                     Some(used) if s.tokens > 0 => opt(Some(used)) - opt(Some(s.tokens)),
                     _ => 0,
                 };
-                call.arg(opt(s.limits.tpm)).arg(delta).arg(i64::from(s.slot));
+                call.arg(opt(s.limits.tpm))
+                    .arg(delta)
+                    .arg(i64::from(s.slot));
             }
             match call.invoke_async::<i64>(&mut conn).await {
                 Ok(_) => inner.succeeded(),

@@ -143,13 +143,9 @@ where
             return ResponseFuture::calling(self.inner.call(req), None, &self.config);
         };
         match self.backend.admit(ask) {
-            Admit::Ready(decision) => ResponseFuture::decided(
-                decision,
-                req,
-                &mut self.inner,
-                &self.backend,
-                &self.config,
-            ),
+            Admit::Ready(decision) => {
+                ResponseFuture::decided(decision, req, &mut self.inner, &self.backend, &self.config)
+            }
             Admit::Pending(admit) => {
                 // The service that was made ready is the one that gets the request.
                 let clone = self.inner.clone();

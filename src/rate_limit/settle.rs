@@ -149,10 +149,11 @@ struct UsageCounts {
 
 impl UsageCounts {
     fn total(&self) -> Option<u64> {
-        self.total_tokens.or(match (self.prompt_tokens, self.completion_tokens) {
-            (None, None) => None,
-            (p, c) => Some(p.unwrap_or(0) + c.unwrap_or(0)),
-        })
+        self.total_tokens
+            .or(match (self.prompt_tokens, self.completion_tokens) {
+                (None, None) => None,
+                (p, c) => Some(p.unwrap_or(0) + c.unwrap_or(0)),
+            })
     }
 }
 
@@ -184,7 +185,11 @@ fn may_have_usage(data: &[u8]) -> bool {
 /// How the body is read.
 enum Reader {
     /// A JSON body, held up to the bound.
-    Json { buf: Vec<u8>, max: usize, over: bool },
+    Json {
+        buf: Vec<u8>,
+        max: usize,
+        over: bool,
+    },
     /// An event stream.
     Sse(Box<EventDecoder>),
     /// Not read (an error status, or a body over the bound by its `Content-Length`).
@@ -274,9 +279,9 @@ impl OnEnd for UsageWatch {
 
     fn on_end(self, end: &End<'_>) -> Option<Bytes> {
         let used = match &self.reader {
-            Reader::Json { buf, over: false, .. } if end.kind == EndKind::Complete => {
-                usage_total(buf)
-            }
+            Reader::Json {
+                buf, over: false, ..
+            } if end.kind == EndKind::Complete => usage_total(buf),
             _ => self.used,
         };
         self.settlement.settle_with(used);
@@ -291,14 +296,23 @@ mod tests {
     #[test]
     fn usage_is_found() {
         assert_eq!(
-            usage_total(br#"{"id":"x","usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#),
+            usage_total(
+                br#"{"id":"x","usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#
+            ),
             Some(7)
         );
-        assert_eq!(usage_total(br#"{"usage":{"prompt_tokens":3,"completion_tokens":4}}"#), Some(7));
+        assert_eq!(
+            usage_total(br#"{"usage":{"prompt_tokens":3,"completion_tokens":4}}"#),
+            Some(7)
+        );
         assert_eq!(usage_total(br#"{"usage":null}"#), None);
         assert_eq!(usage_total(b"[DONE]"), None);
-        assert!(!may_have_usage(br#"{"choices":[{"delta":{"content":"x"}}],"usage" : null}"#));
-        assert!(may_have_usage(br#"{"choices":[],"usage":{"total_tokens":1}}"#));
+        assert!(!may_have_usage(
+            br#"{"choices":[{"delta":{"content":"x"}}],"usage" : null}"#
+        ));
+        assert!(may_have_usage(
+            br#"{"choices":[],"usage":{"total_tokens":1}}"#
+        ));
         assert!(!may_have_usage(br#"{"choices":[]}"#));
     }
 }
