@@ -1,7 +1,7 @@
 //! Runs the contract vectors (`tests/data/contract_vectors.jsonl`; format and meaning in
 //! `docs/contract.md`, "Test vectors") against a real gateway on loopback through a real HTTP
 //! client: every `V` vector, and S01–S04 (strict mode), S06 (unknown model) and S07 (body over
-//! the limit). S05 and S08 need the auth and rate-limit layers.
+//! the limit). S05 needs the auth layer; S08 runs in `tests/rate_limit.rs`.
 
 mod support;
 

@@ -2,6 +2,8 @@
 //! (bursts, refunds, disconnects, reloads, refills) through `ValidateLayer` → `RateLimitLayer`
 //! → `EchoModel`.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::sync::Arc;

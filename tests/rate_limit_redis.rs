@@ -2,6 +2,7 @@
 //! instances share one limit, settlements are seen by both, fail open or closed when Redis is
 //! unreachable. Each test uses its own key prefix.
 #![cfg(feature = "redis")]
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -86,7 +86,7 @@ impl Gcra {
         if new - now <= capacity {
             Ok(None)
         } else {
-            Ok(Some(self.to_duration(new - now - capacity)))
+            Ok(Some(self.as_duration(new - now - capacity)))
         }
     }
 
@@ -115,7 +115,7 @@ impl Gcra {
 
     /// Time until the bucket is full at `now`.
     pub fn reset(&self, now: Duration) -> Duration {
-        self.to_duration(self.tat.saturating_sub(self.scaled(now)))
+        self.as_duration(self.tat.saturating_sub(self.scaled(now)))
     }
 
     /// Whether the bucket is full at `now` (its state can be forgotten).
@@ -141,7 +141,7 @@ impl Gcra {
     }
 
     /// Scaled time to a duration, rounded up to the nanosecond.
-    fn to_duration(&self, scaled: u128) -> Duration {
+    fn as_duration(&self, scaled: u128) -> Duration {
         let ns = scaled.div_ceil(u128::from(self.limit.max(1)));
         Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
     }

@@ -225,7 +225,7 @@ impl UsageWatch {
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
         {
-            (Reader::Sse(Box::new(EventDecoder::new())), None)
+            (Reader::Sse(Box::default()), None)
         } else {
             let declared = head
                 .headers
