@@ -38,6 +38,7 @@ use std::sync::Arc;
 use chatgate::auth::{AuthLayer, KeyDigest, KeyStore, ModelAccessLayer};
 use chatgate::config::{Config, LogFormat};
 use chatgate::gateway::{Gateway, ServeConfig, serve_with};
+use chatgate::rate_limit::{LimitBackend, RateLimitLayer};
 use chatgate::route::{BoxBody, ModelRouter};
 use chatgate::usage::{
     JsonlSink, MemorySink, MetricsRoute, MetricsSink, UsageHandle, UsageLayer, UsageMeterLayer,
@@ -186,12 +187,17 @@ async fn shutdown_signal() {
 /// Order, outermost first: `UsageLayer` (one record per request, rejections included),
 /// `AuthLayer` when keys are configured (401 before the body is read), `ValidateLayer`,
 /// `UsageMeterLayer` (reads the typed request and the answer's usage), `ModelAccessLayer` (403
-/// before routing; passes every request when there is no principal), the router.
+/// before routing; passes every request when there is no principal), `RateLimitLayer` (429;
+/// tokens reserved here and settled when the answer ends), the router.
 fn chat_stack(config: &Config, router: ModelRouter, state: &State) -> ChatStack {
     let inner = ServiceBuilder::new()
         .layer(ValidateLayer::with_config(config.validate_config()))
         .layer(UsageMeterLayer::new())
         .layer(ModelAccessLayer::new())
+        .layer(RateLimitLayer::from_shared(
+            Arc::clone(&state.limiter),
+            config.limits_config().rate_limit_config(),
+        ))
         .service(router);
     let authed = match key_store(config, state.shared_keys.as_ref()) {
         Some(store) => boxed(AuthLayer::from_shared(store).layer(inner)),
@@ -224,6 +230,9 @@ where
 struct State {
     usage: Accounting,
     shared_keys: Option<Arc<dyn KeyStore>>,
+    /// The limiter's counters (local or Redis), kept by every reloaded stack.
+    limiter: Arc<dyn LimitBackend>,
+    limiter_backend: chatgate::config::LimiterBackend,
 }
 
 /// Logging: one line per request (target `chatgate::usage`), level from `RUST_LOG` (default
@@ -262,7 +271,9 @@ async fn accounting(config: &Config) -> Result<Accounting, String> {
         .sink(metrics.clone())
         .overflow(usage.overflow)
         .capacity(usage.capacity)
-        .prices(config.prices().clone());
+        .prices(config.prices().clone())
+        // Counts the upstream did not report are estimated with the model family's tokenizer.
+        .counter(Arc::new(chatgate::tokens::Tokenizer));
     if let Some(path) = &usage.jsonl {
         let sink = JsonlSink::open(path, usage.jsonl_flush)
             .map_err(|e| format!("usage jsonl {}: {e}", path.display()))?;
@@ -356,6 +367,11 @@ fn reload_on_sighup(
                     }
                     if !same_server(&config.serve_config(), &server) {
                         eprintln!("reload: [server] changed; a restart is needed to apply it");
+                    }
+                    if config.limits_config().backend() != &state.limiter_backend {
+                        eprintln!(
+                            "reload: [limits] backend changed; a restart is needed to move the counters"
+                        );
                     }
                     if config.postgres_keys().is_some() != state.shared_keys.is_some() {
                         eprintln!(
@@ -489,9 +505,19 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The limiter's counters: made once, kept by every reloaded stack.
+    let limiter = match config.limits_config().make_backend() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let state = Arc::new(State {
         usage,
         shared_keys: pg.as_ref().map(|p| p.store.clone()),
+        limiter,
+        limiter_backend: config.limits_config().backend().clone(),
     });
     if key_store(&config, state.shared_keys.as_ref()).is_none() {
         eprintln!("{OPEN_WARNING}");

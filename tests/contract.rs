@@ -1,7 +1,7 @@
 //! Runs the contract vectors (`tests/data/contract_vectors.jsonl`; format and meaning in
 //! `docs/contract.md`, "Test vectors") against a real gateway on loopback through a real HTTP
 //! client: every `V` vector, and S01–S04 (strict mode), S06 (unknown model) and S07 (body over
-//! the limit). S05 (no key: 401) runs in `tests/auth.rs`; S08 needs the rate-limit layer.
+//! the limit). S05 (no key: 401) runs in `tests/auth.rs`; S08 (429) in `tests/rate_limit.rs`.
 
 mod support;
 

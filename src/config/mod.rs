@@ -106,6 +106,25 @@
 //! The `[server]` settings take effect at start; a reload (SIGHUP) applies `[validation]` and
 //! the models, and reports a changed `[server]` or `listen` as needing a restart.
 //!
+//! ## `[limits]`
+//!
+//! The rate limiter's settings ([`Config::limits_config`]); the table and each key are optional.
+//! Per-key limits (`rpm`, `tpm`, `max_concurrent`) belong to the keys (`[[keys]]`), not here.
+//!
+//! ```toml
+//! [limits]
+//! default_completion_tokens = 1024    # reserved when a request sets no max_tokens
+//! anonymous = { rpm = 60, tpm = 20000, max_concurrent = 4 }  # callers without a key, per IP; off when absent
+//! backend = "local"                   # or "redis" (cargo feature `redis`)
+//! # redis_url = "redis://127.0.0.1:6379"
+//! # redis_prefix = "chatgate:rl:"
+//! # on_redis_error = "open"           # or "closed" (503 while Redis is unreachable)
+//! ```
+//!
+//! The backend is made once at start ([`LimitsConfig::make_backend`]) and kept across reloads,
+//! so counters survive them; a reload applies `default_completion_tokens` and `anonymous`, and
+//! reports a changed `backend` as needing a restart.
+//!
 //! ## Durations
 //!
 //! Durations are strings: one or more `<integer><unit>` groups with the unit `ms`, `s`, `m`
@@ -267,6 +286,7 @@ use toml::Spanned;
 mod credentials;
 mod error;
 mod keys;
+mod limits;
 mod model;
 mod raw;
 mod server;
@@ -278,6 +298,7 @@ pub use credentials::{ApiKey, ApiKeyEnv, CaFile};
 pub use error::ConfigError;
 use error::{ErrorKind, Position};
 pub use keys::{DEFAULT_CACHE_SIZE, DEFAULT_CACHE_TTL, DEFAULT_NEGATIVE_TTL, PostgresKeys};
+pub use limits::{LimiterBackend, LimitsConfig, OnRedisError};
 pub use model::{Backend, Builtin, Health, HealthProbe, Model, Timeouts, Upstream};
 use raw::{RawConfig, Source};
 pub use usage::{LogFormat, UsageConfig};
@@ -311,6 +332,7 @@ pub struct Config {
     prices: crate::usage::Prices,
     log: LogFormat,
     keys: keys::KeysConfig,
+    limits: LimitsConfig,
 }
 
 impl Config {
@@ -356,6 +378,7 @@ impl Config {
             prices: crate::usage::Prices::new(),
             log: LogFormat::Text,
             keys: keys::KeysConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 
@@ -389,6 +412,11 @@ impl Config {
     /// [`ValidateConfig::default`]'s value), for [`Gateway`](crate::gateway::Gateway).
     pub fn validate_config(&self) -> ValidateConfig {
         self.validate.clone()
+    }
+
+    /// The rate limiter's settings (`[limits]`; see [`LimitsConfig`]).
+    pub fn limits_config(&self) -> &LimitsConfig {
+        &self.limits
     }
 
     /// The models, in file order (never empty).

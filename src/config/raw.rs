@@ -15,6 +15,7 @@ pub(super) struct RawConfig {
     listen: Option<Spanned<String>>,
     server: Option<RawServer>,
     validation: Option<RawValidation>,
+    limits: Option<super::limits::RawLimits>,
     #[serde(default)]
     models: Vec<RawModel>,
     usage: Option<RawUsage>,
@@ -260,6 +261,7 @@ impl Source<'_> {
                 raw.postgres.as_ref(),
                 raw.admin.as_ref(),
             )?,
+            limits: self.limits_config(raw.limits.as_ref())?,
         })
     }
 

@@ -25,10 +25,12 @@
 //! table.
 
 mod family;
+mod plug;
 mod prompt;
 mod text;
 
 pub use family::{Family, UnknownFamily, family_of};
+pub use plug::Tokenizer;
 pub use prompt::{
     AUDIO_TOKENS_PER_SECOND, IMAGE_HIGH_DETAIL, IMAGE_LOW_DETAIL, PROMPT_EXACT_BUDGET,
     REPLY_PRIMING, TOKENS_PER_MESSAGE, TOKENS_PER_NAME, count_prompt_tokens,

@@ -7,6 +7,7 @@ use super::*;
 mod credentials;
 mod health;
 mod keys;
+mod limits;
 mod server;
 
 const EXAMPLE: &str = r#"listen = "127.0.0.1:8080"          # optional; a SocketAddr

@@ -1,0 +1,229 @@
+//! The backend seam: [`LimitBackend`] decides admissions and applies settlements; the layer
+//! only builds the question and turns the answer into a response.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use super::Limits;
+
+/// One scope of a request, as the backend sees it: a key naming its counters and the limits
+/// that apply to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScopeCheck {
+    /// The scope's counter key, unique per scope (see [`Scope::key`](super::Scope::key)).
+    pub key: String,
+    /// Its limits (at least one of them set).
+    pub limits: Limits,
+}
+
+/// What a request asks of its scopes: one request, `tokens` tokens and one concurrency slot in
+/// each scope that limits them, all or nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdmitRequest {
+    /// The scopes, most general first (key, then key and model).
+    pub scopes: Vec<ScopeCheck>,
+    /// Tokens to reserve in each scope with a `tpm` limit.
+    pub tokens: u64,
+}
+
+/// Which limit refused a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LimitKind {
+    /// Requests per minute (`rpm`).
+    Requests,
+    /// Tokens per minute (`tpm`).
+    Tokens,
+    /// Requests in flight (`max_concurrent`).
+    Concurrency,
+}
+
+impl LimitKind {
+    /// `requests per minute`, `tokens per minute` or `concurrent requests`.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            LimitKind::Requests => "requests per minute",
+            LimitKind::Tokens => "tokens per minute",
+            LimitKind::Concurrency => "concurrent requests",
+        }
+    }
+}
+
+/// The state of one per-minute limit of one scope, for the `x-ratelimit-*` headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// The limit per minute.
+    pub limit: u64,
+    /// What could be taken now.
+    pub remaining: u64,
+    /// How long until the scope is back to its full allowance.
+    pub reset: Duration,
+}
+
+/// The tightest per-minute windows among a request's scopes (the one with the least remaining,
+/// for requests and for tokens separately). `None` where no scope limits it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    /// Requests per minute.
+    pub requests: Option<Window>,
+    /// Tokens per minute.
+    pub tokens: Option<Window>,
+}
+
+impl Status {
+    /// Keeps, for each dimension, the window with the least remaining.
+    pub fn tighten(&mut self, requests: Option<Window>, tokens: Option<Window>) {
+        fn pick(a: &mut Option<Window>, b: Option<Window>) {
+            if let Some(b) = b
+                && a.is_none_or(|a| b.remaining < a.remaining)
+            {
+                *a = Some(b);
+            }
+        }
+        pick(&mut self.requests, requests);
+        pick(&mut self.tokens, tokens);
+    }
+}
+
+/// What one scope of an admitted request holds until it is settled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TicketScope {
+    /// The scope's counter key.
+    pub key: String,
+    /// Its limits at admission.
+    pub limits: Limits,
+    /// Tokens reserved in it (0 when it has no `tpm`).
+    pub tokens: u64,
+    /// Whether it holds a concurrency slot.
+    pub slot: bool,
+}
+
+/// What an admitted request holds: give it back to [`LimitBackend::settle`] exactly once.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ticket {
+    /// Per scope.
+    pub scopes: Vec<TicketScope>,
+}
+
+impl Ticket {
+    /// The tokens reserved (the same in every scope with a `tpm`; 0 without one).
+    pub fn reserved_tokens(&self) -> u64 {
+        self.scopes.iter().map(|s| s.tokens).max().unwrap_or(0)
+    }
+}
+
+/// Why a request was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The index of the refusing scope in [`AdmitRequest::scopes`].
+    pub scope: usize,
+    /// The limit that refused.
+    pub limit: LimitKind,
+    /// The limit's value (per minute, or in flight).
+    pub value: u64,
+    /// What the request asked of it (1 request, its tokens, 1 slot).
+    pub requested: u64,
+    /// When the request would fit; `None` when it never can (it asks more than the whole
+    /// limit, or the limit is 0).
+    pub retry_after: Option<Duration>,
+    /// The refusing scope's windows, for the headers.
+    pub status: Status,
+}
+
+/// A backend's answer to an [`AdmitRequest`].
+#[derive(Debug)]
+pub enum Decision {
+    /// Admitted: every scope took its share. Settle the ticket when the response is over.
+    Admitted(Ticket, Status),
+    /// Refused: no scope took anything.
+    Refused(Refusal),
+    /// Admitted without checking: the backend could not decide and is configured to fail
+    /// open. Nothing to settle, no headers.
+    Unchecked,
+}
+
+/// The backend could not decide (a store is unreachable) and is configured to fail closed: the
+/// layer answers 503.
+#[derive(Debug)]
+pub struct BackendError {
+    message: String,
+}
+
+impl BackendError {
+    /// An error with a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for BackendError {}
+
+/// An admission answered now (in-memory backends) or later (a network store).
+pub enum Admit {
+    /// Answered now: no allocation, no await.
+    Ready(Result<Decision, BackendError>),
+    /// Answered by a future.
+    Pending(Pin<Box<dyn Future<Output = Result<Decision, BackendError>> + Send + 'static>>),
+}
+
+impl fmt::Debug for Admit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Admit::Ready(r) => f.debug_tuple("Ready").field(r).finish(),
+            Admit::Pending(_) => f.write_str("Pending"),
+        }
+    }
+}
+
+/// A settlement applied now, or one to drive to completion (the layer spawns it).
+pub enum Settle {
+    /// Applied.
+    Done,
+    /// To be driven.
+    Pending(Pin<Box<dyn Future<Output = ()> + Send + 'static>>),
+}
+
+impl fmt::Debug for Settle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Settle::Done => f.write_str("Done"),
+            Settle::Pending(_) => f.write_str("Pending"),
+        }
+    }
+}
+
+/// Where the limiter's counters live: [`LocalBackend`](super::LocalBackend) (in memory, one
+/// process) or, with the `redis` feature, [`RedisBackend`](super::RedisBackend) (shared by
+/// several gateway instances).
+///
+/// A backend is made **once** and shared (it is an `Arc` inside, or put it in one): rebuilding
+/// the layer on a configuration reload around the same backend keeps the counters.
+pub trait LimitBackend: Send + Sync + 'static {
+    /// Admits all of `request`'s scopes, or none: each scope with `rpm` takes one request, with
+    /// `tpm` takes `request.tokens`, with `max_concurrent` takes a slot.
+    fn admit(&self, request: AdmitRequest) -> Admit;
+
+    /// Gives back what `ticket` holds: the concurrency slots, and with `used_tokens` the
+    /// difference between the reservation and the exact use (a refund when less was used, a
+    /// debit when more). `None` keeps the reservation as the charge.
+    fn settle(&self, ticket: Ticket, used_tokens: Option<u64>) -> Settle;
+}
+
+impl<T: LimitBackend + ?Sized> LimitBackend for std::sync::Arc<T> {
+    fn admit(&self, request: AdmitRequest) -> Admit {
+        (**self).admit(request)
+    }
+
+    fn settle(&self, ticket: Ticket, used_tokens: Option<u64>) -> Settle {
+        (**self).settle(ticket, used_tokens)
+    }
+}

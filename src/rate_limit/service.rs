@@ -1,0 +1,163 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use tower::Service;
+
+use super::backend::{Admit, AdmitRequest, ScopeCheck};
+use super::estimate::reservation;
+use super::future::ResponseFuture;
+use super::settle::UsageWatch;
+use super::{LimitBackend, RateLimitConfig, Scope};
+use crate::BoxError;
+use crate::auth::Principal;
+use crate::body::{OnEndBody, ResponseBody};
+use crate::request_id::PeerAddr;
+use crate::validate::ValidatedRequest;
+
+/// Limits requests per key, per (key, model) and per anonymous address. See the
+/// [module docs](crate::rate_limit).
+pub struct RateLimit<S> {
+    inner: S,
+    backend: Arc<dyn LimitBackend>,
+    config: Arc<RateLimitConfig>,
+}
+
+impl<S: Clone> Clone for RateLimit<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            backend: Arc::clone(&self.backend),
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> RateLimit<S> {
+    /// Wraps `inner`, deciding with `backend`.
+    pub fn new(inner: S, backend: impl LimitBackend, config: RateLimitConfig) -> Self {
+        Self::from_parts(inner, Arc::new(backend), Arc::new(config))
+    }
+
+    pub(super) fn from_parts(
+        inner: S,
+        backend: Arc<dyn LimitBackend>,
+        config: Arc<RateLimitConfig>,
+    ) -> Self {
+        Self {
+            inner,
+            backend,
+            config,
+        }
+    }
+
+    crate::macros::define_inner_service_accessors!();
+}
+
+/// The scopes `req` is counted in, most general first.
+pub(super) fn scopes_of<'a>(
+    req: &'a Request<ValidatedRequest>,
+    config: &RateLimitConfig,
+) -> Vec<(Scope<'a>, super::Limits)> {
+    let mut out = Vec::new();
+    if let Some(p) = req.extensions().get::<Principal>() {
+        let key = p.key();
+        if !key.limits.is_unlimited() {
+            out.push((Scope::Key { id: &key.id }, key.limits));
+        }
+        let model = req.body().request().model.as_str();
+        if let Some(l) = key.limits_for(model)
+            && !l.is_unlimited()
+        {
+            out.push((Scope::KeyModel { id: &key.id, model }, *l));
+        }
+    } else if let (Some(limits), Some(peer)) =
+        (config.anonymous, req.extensions().get::<PeerAddr>())
+    {
+        out.push((Scope::Anonymous { ip: peer.0.ip() }, limits));
+    }
+    out
+}
+
+/// The question for the backend, `None` when nothing limits the request.
+pub(super) fn admit_request(
+    req: &Request<ValidatedRequest>,
+    config: &RateLimitConfig,
+) -> Option<AdmitRequest> {
+    let scopes = scopes_of(req, config);
+    if scopes.is_empty() {
+        return None;
+    }
+    let tokens = if scopes.iter().any(|(_, l)| l.tpm.is_some()) {
+        reservation(
+            req.body().request(),
+            &*config.estimator,
+            config.default_completion_tokens,
+        )
+    } else {
+        0
+    };
+    Some(AdmitRequest {
+        scopes: scopes
+            .into_iter()
+            .map(|(s, limits)| ScopeCheck {
+                key: s.key(),
+                limits,
+            })
+            .collect(),
+        tokens,
+    })
+}
+
+/// The body of a [`RateLimit`] response.
+pub type RateLimitBody<B> = ResponseBody<OnEndBody<B, Option<UsageWatch>>>;
+
+impl<S, ResBody> Service<Request<ValidatedRequest>> for RateLimit<S>
+where
+    S: Service<Request<ValidatedRequest>, Response = Response<ResBody>> + Clone,
+    ResBody: Body<Data = Bytes>,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<RateLimitBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ValidatedRequest>) -> Self::Future {
+        let Some(ask) = admit_request(&req, &self.config) else {
+            return ResponseFuture::calling(self.inner.call(req), None, &self.config);
+        };
+        match self.backend.admit(ask) {
+            Admit::Ready(decision) => {
+                ResponseFuture::decided(decision, req, &mut self.inner, &self.backend, &self.config)
+            }
+            Admit::Pending(admit) => {
+                // The service that was made ready is the one that gets the request.
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::admitting(
+                    admit,
+                    req,
+                    inner,
+                    Arc::clone(&self.backend),
+                    Arc::clone(&self.config),
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! Settlement: [`Settlement`] (one per admitted request, in its extensions) and the
+//! end-of-response handler that reads the exact usage from the response body.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use super::backend::{LimitBackend, Settle, Ticket};
+use crate::body::{End, EndKind, OnEnd};
+use crate::sse::EventDecoder;
+
+/// The default bound on the non-streamed response bytes held to read `usage`: 1 MiB.
+pub const DEFAULT_MAX_USAGE_BODY: usize = 1 << 20;
+
+struct Inner {
+    backend: Arc<dyn LimitBackend>,
+    ticket: Mutex<Option<Ticket>>,
+    reserved: u64,
+}
+
+impl Inner {
+    fn take(&self) -> Option<Ticket> {
+        self.ticket
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    fn apply(&self, ticket: Ticket, used: Option<u64>) {
+        if let Settle::Pending(fut) = self.backend.settle(ticket, used) {
+            // Without a runtime (a body dropped at shutdown) the store is not told: a Redis
+            // concurrency slot then expires with its lease.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(fut);
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Nobody settled (the inner service failed, or its future or the response was dropped
+        // before the body existed): keep the reservation, free the slot.
+        if let Some(ticket) = self.take() {
+            self.apply(ticket, None);
+        }
+    }
+}
+
+/// The settlement of one admitted request: what it reserved, and the one call that settles it.
+///
+/// [`RateLimit`](super::RateLimit) puts it in the extensions of every request it admits (with a
+/// ticket; requests of unlimited callers have none), and settles it itself when the response
+/// body ends, fails or is dropped, with the usage it reads from the body (see the
+/// [module docs](super#settlement)). A layer that knows the exact usage better — the usage layer,
+/// which forces `include_usage` and may hide the usage chunk from the client — calls
+/// [`settle`](Self::settle) first: the first settlement wins and later ones are ignored. When
+/// every handle is dropped unsettled, the reservation is kept and the concurrency slot is
+/// released.
+///
+/// ```
+/// use chatgate::rate_limit::{AdmitRequest, Decision, LimitBackend, Admit, Limits, LocalBackend, ScopeCheck, Settlement};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let backend = LocalBackend::new();
+/// let ask = || AdmitRequest { scopes: vec![ScopeCheck { key: "key:a".into(), limits: Limits::none().tpm(100) }], tokens: 80 };
+/// let Admit::Ready(Ok(Decision::Admitted(ticket, _))) = backend.admit(ask()) else { panic!() };
+/// let s = Settlement::new(std::sync::Arc::new(backend.clone()), ticket);
+/// assert_eq!(s.reserved_tokens(), 80);
+/// assert!(s.settle(30));            // 50 refunded
+/// assert!(!s.settle(0));            // already settled
+/// let Admit::Ready(Ok(Decision::Admitted(..))) = backend.admit(AdmitRequest { tokens: 70, ..ask() }) else { panic!() };
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Settlement {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Settlement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settlement")
+            .field("reserved_tokens", &self.inner.reserved)
+            .field("settled", &self.is_settled())
+            .finish()
+    }
+}
+
+impl Settlement {
+    /// The settlement of `ticket`, admitted by `backend`.
+    pub fn new(backend: Arc<dyn LimitBackend>, ticket: Ticket) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                backend,
+                reserved: ticket.reserved_tokens(),
+                ticket: Mutex::new(Some(ticket)),
+            }),
+        }
+    }
+
+    /// The tokens reserved at admission (0 when no scope limits tokens).
+    pub fn reserved_tokens(&self) -> u64 {
+        self.inner.reserved
+    }
+
+    /// Whether it has been settled.
+    pub fn is_settled(&self) -> bool {
+        self.inner
+            .ticket
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_none()
+    }
+
+    /// Settles with the exact total (prompt + completion) tokens `used`: refunds what the
+    /// reservation had in excess, debits what it lacked, and releases the concurrency slot.
+    /// `false` when it was already settled (nothing happens).
+    pub fn settle(&self, used: u64) -> bool {
+        self.settle_with(Some(used))
+    }
+
+    /// Settles keeping the reservation as the charge (the usage is unknown), releasing the
+    /// concurrency slot. `false` when it was already settled.
+    pub fn keep_reservation(&self) -> bool {
+        self.settle_with(None)
+    }
+
+    fn settle_with(&self, used: Option<u64>) -> bool {
+        match self.inner.take() {
+            Some(ticket) => {
+                self.inner.apply(ticket, used);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// `usage` of a completion or a chunk.
+#[derive(Deserialize)]
+struct UsageCounts {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    total_tokens: Option<u64>,
+}
+
+impl UsageCounts {
+    fn total(&self) -> Option<u64> {
+        self.total_tokens
+            .or(match (self.prompt_tokens, self.completion_tokens) {
+                (None, None) => None,
+                (p, c) => Some(p.unwrap_or(0) + c.unwrap_or(0)),
+            })
+    }
+}
+
+#[derive(Deserialize)]
+struct WithUsage {
+    usage: Option<UsageCounts>,
+}
+
+/// The total tokens of a JSON object's top-level non-null `usage`.
+pub(crate) fn usage_total(json: &[u8]) -> Option<u64> {
+    serde_json::from_slice::<WithUsage>(json)
+        .ok()?
+        .usage?
+        .total()
+}
+
+/// Whether `data` has a `"usage"` member that is not `null` (a cheap test before parsing:
+/// every chunk of some streams carries `"usage":null`).
+fn may_have_usage(data: &[u8]) -> bool {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
+    FINDER.find_iter(data).any(|at| {
+        let rest = data[at + 7..].trim_ascii_start();
+        let rest = rest.strip_prefix(b":").unwrap_or(rest).trim_ascii_start();
+        !rest.starts_with(b"null")
+    })
+}
+
+/// How the body is read.
+enum Reader {
+    /// A JSON body, held up to the bound.
+    Json {
+        buf: Vec<u8>,
+        max: usize,
+        over: bool,
+    },
+    /// An event stream.
+    Sse(Box<EventDecoder>),
+    /// Not read (an error status, or a body over the bound by its `Content-Length`).
+    Skip,
+}
+
+/// The end-of-response handler of an admitted request: reads `usage` as the body passes and
+/// settles when it ends.
+pub struct UsageWatch {
+    settlement: Settlement,
+    reader: Reader,
+    /// Usage from the stream, or 0 for an error status.
+    used: Option<u64>,
+}
+
+impl fmt::Debug for UsageWatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UsageWatch")
+            .field("settlement", &self.settlement)
+            .field("used", &self.used)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UsageWatch {
+    /// A handler for a response with these head parts.
+    pub(crate) fn new(settlement: Settlement, head: &http::response::Parts, max: usize) -> Self {
+        let (reader, used) = if head.status.is_client_error() || head.status.is_server_error() {
+            // The model generated nothing: the reservation is refunded.
+            (Reader::Skip, Some(0))
+        } else if head
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+        {
+            (Reader::Sse(Box::default()), None)
+        } else {
+            let declared = head
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+            match declared {
+                Some(n) if n > max => (Reader::Skip, None),
+                n => (
+                    Reader::Json {
+                        buf: Vec::with_capacity(n.unwrap_or(0).min(max)),
+                        max,
+                        over: false,
+                    },
+                    None,
+                ),
+            }
+        };
+        Self {
+            settlement,
+            reader,
+            used,
+        }
+    }
+}
+
+impl OnEnd for UsageWatch {
+    fn on_data(&mut self, data: &Bytes) {
+        match &mut self.reader {
+            Reader::Json { buf, max, over } => {
+                if *over {
+                } else if buf.len() + data.len() > *max {
+                    *over = true;
+                    *buf = Vec::new();
+                } else {
+                    buf.extend_from_slice(data);
+                }
+            }
+            Reader::Sse(decoder) => {
+                let used = &mut self.used;
+                decoder.feed(data, |event| {
+                    if may_have_usage(event.data())
+                        && let Some(total) = usage_total(event.data())
+                    {
+                        *used = Some(total);
+                    }
+                });
+            }
+            Reader::Skip => {}
+        }
+    }
+
+    fn on_end(self, end: &End<'_>) -> Option<Bytes> {
+        let used = match &self.reader {
+            Reader::Json {
+                buf, over: false, ..
+            } if end.kind == EndKind::Complete => usage_total(buf),
+            _ => self.used,
+        };
+        self.settlement.settle_with(used);
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_is_found() {
+        assert_eq!(
+            usage_total(
+                br#"{"id":"x","usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#
+            ),
+            Some(7)
+        );
+        assert_eq!(
+            usage_total(br#"{"usage":{"prompt_tokens":3,"completion_tokens":4}}"#),
+            Some(7)
+        );
+        assert_eq!(usage_total(br#"{"usage":null}"#), None);
+        assert_eq!(usage_total(b"[DONE]"), None);
+        assert!(!may_have_usage(
+            br#"{"choices":[{"delta":{"content":"x"}}],"usage" : null}"#
+        ));
+        assert!(may_have_usage(
+            br#"{"choices":[],"usage":{"total_tokens":1}}"#
+        ));
+        assert!(!may_have_usage(br#"{"choices":[]}"#));
+    }
+}
