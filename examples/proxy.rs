@@ -31,8 +31,10 @@ use std::process::ExitCode;
 use chatgate::config::Config;
 use chatgate::gateway::{Gateway, ServeConfig, serve_with};
 use chatgate::route::ModelRouter;
+use chatgate::server_tools::{ServerTools, ServerToolsLayer};
 use chatgate::validate::{Validate, ValidateLayer};
 use tower::ServiceBuilder;
+use tower::util::Either;
 
 #[derive(Debug, Default, PartialEq)]
 struct Args {
@@ -157,11 +159,44 @@ async fn shutdown_signal() {
 fn chat_stack(config: &Config, router: ModelRouter) -> ChatStack {
     ServiceBuilder::new()
         .layer(ValidateLayer::with_config(config.validate_config()))
+        .option_layer(SERVER_TOOLS.get().cloned().flatten())
         .service(router)
 }
 
 /// The type of [`chat_stack`].
-type ChatStack = Validate<ModelRouter>;
+type ChatStack = Validate<Either<ServerTools<ModelRouter>, ModelRouter>>;
+
+/// Server-side tools (`[[function_catalogs]]`): made once in `run`, before the first stack, so
+/// their connection pools outlive reloads; `None` without catalogs (`uc_function` tools are
+/// then forwarded untouched).
+static SERVER_TOOLS: std::sync::OnceLock<Option<ServerToolsLayer>> = std::sync::OnceLock::new();
+
+/// The server-side tools layer of `config`'s `[[function_catalogs]]`.
+fn server_tools(config: &Config) -> Result<Option<ServerToolsLayer>, String> {
+    #[cfg_attr(not(feature = "postgres"), allow(unused_mut))]
+    let mut layer: Option<ServerToolsLayer> = None;
+    for catalog in config.function_catalogs() {
+        #[cfg(feature = "postgres")]
+        {
+            let chatgate::config::FunctionCatalogConfig::Postgres(pg) = catalog else {
+                return Err("unsupported function catalog kind".to_owned());
+            };
+            let pg = pg.connect().map_err(|e| e.to_string())?;
+            layer = Some(match layer {
+                None => ServerToolsLayer::new(pg),
+                Some(l) => l.catalog(pg),
+            });
+        }
+        #[cfg(not(feature = "postgres"))]
+        {
+            let _ = catalog;
+            return Err("[[function_catalogs]] kind \"postgres\" needs the proxy built with \
+                        `--features postgres`"
+                .to_owned());
+        }
+    }
+    Ok(layer)
+}
 
 /// Re-reads the configuration on every SIGHUP and swaps the gateway's stack.
 #[cfg(unix)]
@@ -183,6 +218,11 @@ fn reload_on_sighup(
                 .map_err(|e| e.to_string());
             match built {
                 Ok((config, router)) => {
+                    if !same_catalogs(&config) {
+                        eprintln!(
+                            "reload: [[function_catalogs]] changed; a restart is needed to apply it"
+                        );
+                    }
                     if config.listen() != listen {
                         eprintln!(
                             "reload: `listen` changed to {}; a restart is needed to move the listener",
@@ -205,6 +245,18 @@ fn reload_on_sighup(
         }
     });
 }
+
+/// Whether the reloaded `[[function_catalogs]]` are the ones the proxy started with.
+#[cfg(unix)]
+fn same_catalogs(config: &Config) -> bool {
+    STARTED_CATALOGS
+        .get()
+        .is_some_and(|c| c.as_slice() == config.function_catalogs())
+}
+
+/// The `[[function_catalogs]]` the proxy started with.
+static STARTED_CATALOGS: std::sync::OnceLock<Vec<chatgate::config::FunctionCatalogConfig>> =
+    std::sync::OnceLock::new();
 
 /// Whether two `[server]` settings are the same (`ServeConfig` has no `PartialEq`).
 #[cfg(unix)]
@@ -265,6 +317,13 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let tools = match server_tools(&config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if args.check {
         println!(
             "{}: ok ({} models: {})",
@@ -277,6 +336,8 @@ async fn run(args: Args) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let listen = args.listen.unwrap_or_else(|| config.listen());
+    let _ = SERVER_TOOLS.set(tools);
+    let _ = STARTED_CATALOGS.set(config.function_catalogs().to_vec());
     let models = router.models().to_vec();
     let gateway = Gateway::with_stack(chat_stack(&config, router), models);
     let listener = match tokio::net::TcpListener::bind(listen).await {

@@ -133,6 +133,26 @@
 //! needs the key, and an [`ApiKey`] never shows its value in `Debug` or in an error. URLs with
 //! `user:password@` are rejected for the same reason.
 //!
+//! ## `[[function_catalogs]]`
+//!
+//! Functions the gateway runs itself when a client names them as `uc_function` tools
+//! ([`crate::server_tools`]). Each entry is one catalog; a name is looked up in them in file
+//! order. Without any, `uc_function` tools are forwarded untouched. Catalogs are connected at
+//! start; a reload keeps the running ones (a changed section needs a restart).
+//!
+//! ```toml
+//! [[function_catalogs]]
+//! kind = "postgres"                   # the only kind; needs the cargo feature `postgres`
+//! url = "postgres://tools@127.0.0.1:5432/test"   # no password here: see password_env
+//! # password_env = "TOOLS_DB_PASSWORD" # optional: the variable holding the password
+//! role = "tools_runner"               # optional: functions run as this role (SET LOCAL ROLE)
+//! schemas = ["public_tools"]          # exposed schemas; other names are unknown (400)
+//! statement_timeout = "10s"           # per call (SET LOCAL statement_timeout)
+//! max_rows = 100                      # rows of a table result; more are cut
+//! max_bytes = "4KiB"                  # bytes of a result; more are cut
+//! catalog = "main"                    # the first name segment: main.public_tools.fn
+//! ```
+//!
 //! ## Later sections
 //!
 //! Each top-level section is an optional field of the private raw document and an accessor on
@@ -187,6 +207,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use toml::Spanned;
 
+mod catalogs;
 mod credentials;
 mod error;
 mod model;
@@ -195,6 +216,7 @@ mod server;
 #[cfg(test)]
 mod tests;
 
+pub use catalogs::{FunctionCatalogConfig, PostgresCatalog};
 pub use credentials::{ApiKey, ApiKeyEnv, CaFile};
 pub use error::ConfigError;
 use error::{ErrorKind, Position};
@@ -226,6 +248,7 @@ pub struct Config {
     serve: ServeConfig,
     validate: ValidateConfig,
     models: Vec<Model>,
+    function_catalogs: Vec<FunctionCatalogConfig>,
 }
 
 impl Config {
@@ -267,7 +290,15 @@ impl Config {
                 fallback: Vec::new(),
                 max_attempts: DEFAULT_MAX_ATTEMPTS,
             }],
+            function_catalogs: Vec::new(),
         }
+    }
+
+    /// The function catalogs (`[[function_catalogs]]`), in file order: where the gateway finds
+    /// the `uc_function` tools it runs itself ([`crate::server_tools`]). Empty: `uc_function`
+    /// tools are forwarded untouched.
+    pub fn function_catalogs(&self) -> &[FunctionCatalogConfig] {
+        &self.function_catalogs
     }
 
     /// The address to listen on (`listen`, default [`DEFAULT_LISTEN`]).

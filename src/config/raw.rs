@@ -15,6 +15,8 @@ pub(super) struct RawConfig {
     validation: Option<RawValidation>,
     #[serde(default)]
     models: Vec<RawModel>,
+    #[serde(default)]
+    function_catalogs: Vec<super::catalogs::RawFunctionCatalog>,
 }
 
 #[derive(Deserialize)]
@@ -240,6 +242,11 @@ impl Source<'_> {
             serve: self.serve_config(raw.server.as_ref())?,
             validate: self.validate_config(raw.validation.as_ref())?,
             models,
+            function_catalogs: raw
+                .function_catalogs
+                .iter()
+                .map(|c| self.function_catalog(c))
+                .collect::<Result<_, _>>()?,
         })
     }
 

@@ -166,9 +166,32 @@ impl PgCatalog {
     /// # Errors
     /// The URL is not a PostgreSQL connection string.
     pub fn connect(url: &str, config: PgCatalogConfig) -> Result<Self, CatalogError> {
-        let pg: tokio_postgres::Config = url
+        Self::pool(url, None, config)
+    }
+
+    /// [`connect`](Self::connect) with a password kept out of the URL.
+    ///
+    /// # Errors
+    /// The URL is not a PostgreSQL connection string.
+    pub fn connect_with_password(
+        url: &str,
+        password: &str,
+        config: PgCatalogConfig,
+    ) -> Result<Self, CatalogError> {
+        Self::pool(url, Some(password), config)
+    }
+
+    fn pool(
+        url: &str,
+        password: Option<&str>,
+        config: PgCatalogConfig,
+    ) -> Result<Self, CatalogError> {
+        let mut pg: tokio_postgres::Config = url
             .parse()
             .map_err(|e| CatalogError::new(format!("invalid PostgreSQL URL: {e}")))?;
+        if let Some(p) = password {
+            pg.password(p);
+        }
         let manager = Manager::from_config(
             pg,
             NoTls,
