@@ -173,11 +173,19 @@ static SERVER_TOOLS: std::sync::OnceLock<Option<ServerToolsLayer>> = std::sync::
 
 /// The server-side tools layer of `config`'s `[[function_catalogs]]`.
 fn server_tools(config: &Config) -> Result<Option<ServerToolsLayer>, String> {
-    #[cfg_attr(not(feature = "postgres"), allow(unused_mut))]
-    let mut layer: Option<ServerToolsLayer> = None;
-    for catalog in config.function_catalogs() {
-        #[cfg(feature = "postgres")]
-        {
+    if config.function_catalogs().is_empty() {
+        return Ok(None);
+    }
+    #[cfg(not(feature = "postgres"))]
+    return Err(
+        "[[function_catalogs]] kind \"postgres\" needs the proxy built with \
+                `--features postgres`"
+            .to_owned(),
+    );
+    #[cfg(feature = "postgres")]
+    {
+        let mut layer: Option<ServerToolsLayer> = None;
+        for catalog in config.function_catalogs() {
             let chatgate::config::FunctionCatalogConfig::Postgres(pg) = catalog else {
                 return Err("unsupported function catalog kind".to_owned());
             };
@@ -187,15 +195,8 @@ fn server_tools(config: &Config) -> Result<Option<ServerToolsLayer>, String> {
                 Some(l) => l.catalog(pg),
             });
         }
-        #[cfg(not(feature = "postgres"))]
-        {
-            let _ = catalog;
-            return Err("[[function_catalogs]] kind \"postgres\" needs the proxy built with \
-                        `--features postgres`"
-                .to_owned());
-        }
+        Ok(layer)
     }
-    Ok(layer)
 }
 
 /// Re-reads the configuration on every SIGHUP and swaps the gateway's stack.

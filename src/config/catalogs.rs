@@ -6,9 +6,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::ConfigError;
 use super::raw::{Dur, Source};
 use super::server::Size;
-use super::ConfigError;
 
 /// `[[function_catalogs]]`.
 #[derive(Deserialize)]
@@ -155,12 +155,17 @@ impl Source<'_> {
             .strip_prefix("postgres://")
             .or_else(|| url.strip_prefix("postgresql://"))
         else {
-            let msg = format!("invalid PostgreSQL URL {url:?}: expected postgres://user@host:port/db");
+            let msg =
+                format!("invalid PostgreSQL URL {url:?}: expected postgres://user@host:port/db");
             return Err(self.invalid(&raw.url, msg));
         };
         let authority = rest.split(['/', '?']).next().unwrap_or_default();
-        if authority.split('@').count() > 1 && authority.split('@').next().is_some_and(|u| u.contains(':')) {
-            let msg = "the URL holds a password: name the variable that holds it with `password_env`".to_owned();
+        if authority.split('@').count() > 1
+            && authority.split('@').next().is_some_and(|u| u.contains(':'))
+        {
+            let msg =
+                "the URL holds a password: name the variable that holds it with `password_env`"
+                    .to_owned();
             return Err(self.invalid(&raw.url, msg));
         }
         let schemas = raw.schemas.get_ref();
@@ -172,10 +177,10 @@ impl Source<'_> {
             .catalog
             .as_ref()
             .map_or_else(|| "main".to_owned(), |c| c.get_ref().clone());
-        if catalog.is_empty() || catalog.contains('.') {
-            if let Some(c) = &raw.catalog {
-                return Err(self.invalid(c, "catalog must be a name without dots".to_owned()));
-            }
+        if let Some(c) = &raw.catalog
+            && (catalog.is_empty() || catalog.contains('.'))
+        {
+            return Err(self.invalid(c, "catalog must be a name without dots".to_owned()));
         }
         let max_rows = match &raw.max_rows {
             None => 100,
@@ -184,10 +189,9 @@ impl Source<'_> {
             }
             Some(n) => usize::try_from(*n.get_ref()).unwrap_or(usize::MAX),
         };
-        let max_bytes = raw
-            .max_bytes
-            .as_ref()
-            .map_or(4096, |s| usize::try_from(s.get_ref().0).unwrap_or(usize::MAX));
+        let max_bytes = raw.max_bytes.as_ref().map_or(4096, |s| {
+            usize::try_from(s.get_ref().0).unwrap_or(usize::MAX)
+        });
         Ok(FunctionCatalogConfig::Postgres(PostgresCatalog {
             url: url.clone(),
             password_env: raw.password_env.as_ref().map(|p| p.get_ref().clone()),
@@ -242,12 +246,19 @@ mod tests {
             panic!("one catalog")
         };
         assert_eq!(
-            (pg.catalog(), pg.max_rows(), pg.max_bytes(), pg.statement_timeout()),
+            (
+                pg.catalog(),
+                pg.max_rows(),
+                pg.max_bytes(),
+                pg.statement_timeout()
+            ),
             ("main", 100, 4096, Duration::from_secs(10))
         );
         let err = |extra: &str| load(extra).unwrap_err().to_string();
-        assert!(err("[[function_catalogs]]\nkind = \"mysql\"\nurl = \"x\"\nschemas = [\"s\"]\n")
-            .starts_with("gw.toml:5:8: unknown function catalog kind \"mysql\""));
+        assert!(
+            err("[[function_catalogs]]\nkind = \"mysql\"\nurl = \"x\"\nschemas = [\"s\"]\n")
+                .starts_with("gw.toml:5:8: unknown function catalog kind \"mysql\"")
+        );
         assert!(err("[[function_catalogs]]\nkind = \"postgres\"\nurl = \"postgres://u:secret@h/db\"\nschemas = [\"s\"]\n")
             .contains("password_env"));
         assert!(err("[[function_catalogs]]\nkind = \"postgres\"\nurl = \"postgres://u@h/db\"\nschemas = []\n")
