@@ -116,7 +116,7 @@
 //!     "messages": [{"role": "user", "content": "call main__tools__add {\"a\":1,\"b\":2}"}],
 //!     "tools": [{"type": "uc_function", "uc_function": {"name": "main.tools.add"}}],
 //! });
-//! let req = Request::post("/v1/chat/completions").body(Full::new(body.to_string().into())).unwrap();
+//! let req = Request::post("/v1/chat/completions").body(Full::new(bytes::Bytes::from(body.to_string()))).unwrap();
 //! let res = svc.oneshot(req).await.unwrap();
 //! let answer: Value = serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
 //! let content = answer["choices"][0]["message"]["content"].as_str().unwrap();
