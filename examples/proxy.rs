@@ -40,6 +40,7 @@ use chatgate::config::{Config, LogFormat};
 use chatgate::gateway::{Gateway, ServeConfig, serve_with};
 use chatgate::rate_limit::{LimitBackend, RateLimitLayer};
 use chatgate::route::{BoxBody, ModelRouter};
+use chatgate::server_tools::ServerToolsLayer;
 use chatgate::usage::{
     JsonlSink, MemorySink, MetricsRoute, MetricsSink, UsageHandle, UsageLayer, UsageMeterLayer,
     UsageRoute,
@@ -188,7 +189,9 @@ async fn shutdown_signal() {
 /// `AuthLayer` when keys are configured (401 before the body is read), `ValidateLayer`,
 /// `UsageMeterLayer` (reads the typed request and the answer's usage), `ModelAccessLayer` (403
 /// before routing; passes every request when there is no principal), `RateLimitLayer` (429;
-/// tokens reserved here and settled when the answer ends), the router.
+/// tokens reserved here and settled when the answer ends), `ServerToolsLayer` when
+/// `[[function_catalogs]]` are configured (runs `uc_function` tools, calling the router once per
+/// round), the router.
 fn chat_stack(config: &Config, router: ModelRouter, state: &State) -> ChatStack {
     let inner = ServiceBuilder::new()
         .layer(ValidateLayer::with_config(config.validate_config()))
@@ -198,6 +201,7 @@ fn chat_stack(config: &Config, router: ModelRouter, state: &State) -> ChatStack 
             Arc::clone(&state.limiter),
             config.limits_config().rate_limit_config(),
         ))
+        .option_layer(state.tools.clone())
         .service(router);
     let authed = match key_store(config, state.shared_keys.as_ref()) {
         Some(store) => boxed(AuthLayer::from_shared(store).layer(inner)),
@@ -233,6 +237,38 @@ struct State {
     /// The limiter's counters (local or Redis), kept by every reloaded stack.
     limiter: Arc<dyn LimitBackend>,
     limiter_backend: chatgate::config::LimiterBackend,
+    /// Server-side tools (`[[function_catalogs]]`), their connection pools made once; `None`
+    /// without catalogs (`uc_function` tools are then forwarded untouched).
+    tools: Option<ServerToolsLayer>,
+    /// The `[[function_catalogs]]` the proxy started with (a change needs a restart).
+    catalogs: Vec<chatgate::config::FunctionCatalogConfig>,
+}
+
+/// The server-side tools layer of `config`'s `[[function_catalogs]]`.
+fn server_tools(config: &Config) -> Result<Option<ServerToolsLayer>, String> {
+    if config.function_catalogs().is_empty() {
+        return Ok(None);
+    }
+    #[cfg(not(feature = "postgres"))]
+    return Err(
+        "[[function_catalogs]] kind \"postgres\" needs the proxy built with `--features postgres`"
+            .to_owned(),
+    );
+    #[cfg(feature = "postgres")]
+    {
+        let mut layer: Option<ServerToolsLayer> = None;
+        for catalog in config.function_catalogs() {
+            let chatgate::config::FunctionCatalogConfig::Postgres(pg) = catalog else {
+                return Err("unsupported function catalog kind".to_owned());
+            };
+            let pg = pg.connect().map_err(|e| e.to_string())?;
+            layer = Some(match layer {
+                None => ServerToolsLayer::new(pg),
+                Some(l) => l.catalog(pg),
+            });
+        }
+        Ok(layer)
+    }
 }
 
 /// Logging: one line per request (target `chatgate::usage`), level from `RUST_LOG` (default
@@ -367,6 +403,11 @@ fn reload_on_sighup(
                     }
                     if !same_server(&config.serve_config(), &server) {
                         eprintln!("reload: [server] changed; a restart is needed to apply it");
+                    }
+                    if config.function_catalogs() != state.catalogs.as_slice() {
+                        eprintln!(
+                            "reload: [[function_catalogs]] changed; a restart is needed to apply it"
+                        );
                     }
                     if config.limits_config().backend() != &state.limiter_backend {
                         eprintln!(
@@ -513,7 +554,16 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let tools = match server_tools(&config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let state = Arc::new(State {
+        tools,
+        catalogs: config.function_catalogs().to_vec(),
         usage,
         shared_keys: pg.as_ref().map(|p| p.store.clone()),
         limiter,

@@ -14,6 +14,7 @@ mod macros;
 pub mod rate_limit;
 pub mod request_id;
 pub mod route;
+pub mod server_tools;
 pub mod sse;
 pub mod tokens;
 pub mod upstream;

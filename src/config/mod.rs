@@ -176,6 +176,7 @@
 //!
 //! Sinks are made once at start: a reload applies new prices, and reports other `[usage]`
 //! changes as needing a restart.
+//!
 //! ## Keys
 //!
 //! Without `[[keys]]` (and without `[auth] store = "postgres"`) the gateway is open to anyone
@@ -228,6 +229,26 @@
 //!
 //! `[[keys]]` and `store = "postgres"` exclude each other; `[admin]` needs the PostgreSQL
 //! store. See [`PostgresKeys`].
+//!
+//! ## `[[function_catalogs]]`
+//!
+//! Functions the gateway runs itself when a client names them as `uc_function` tools
+//! ([`crate::server_tools`]). Each entry is one catalog; a name is looked up in them in file
+//! order. Without any, `uc_function` tools are forwarded untouched. Catalogs are connected at
+//! start; a reload keeps the running ones (a changed section needs a restart).
+//!
+//! ```toml
+//! [[function_catalogs]]
+//! kind = "postgres"                   # the only kind; needs the cargo feature `postgres`
+//! url = "postgres://tools@127.0.0.1:5432/test"   # no password here: see password_env
+//! # password_env = "TOOLS_DB_PASSWORD" # optional: the variable holding the password
+//! role = "tools_runner"               # optional: functions run as this role (SET LOCAL ROLE)
+//! schemas = ["public_tools"]          # exposed schemas; other names are unknown (400)
+//! statement_timeout = "10s"           # per call (SET LOCAL statement_timeout)
+//! max_rows = 100                      # rows of a table result; more are cut
+//! max_bytes = "4KiB"                  # bytes of a result; more are cut
+//! catalog = "main"                    # the first name segment: main.public_tools.fn
+//! ```
 //!
 //! ## Later sections
 //!
@@ -283,6 +304,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use toml::Spanned;
 
+mod catalogs;
 mod credentials;
 mod error;
 mod keys;
@@ -294,6 +316,7 @@ mod server;
 mod tests;
 mod usage;
 
+pub use catalogs::{FunctionCatalogConfig, PostgresCatalog};
 pub use credentials::{ApiKey, ApiKeyEnv, CaFile};
 pub use error::ConfigError;
 use error::{ErrorKind, Position};
@@ -333,6 +356,7 @@ pub struct Config {
     log: LogFormat,
     keys: keys::KeysConfig,
     limits: LimitsConfig,
+    function_catalogs: Vec<FunctionCatalogConfig>,
 }
 
 impl Config {
@@ -379,6 +403,7 @@ impl Config {
             log: LogFormat::Text,
             keys: keys::KeysConfig::default(),
             limits: LimitsConfig::default(),
+            function_catalogs: Vec::new(),
         }
     }
 
@@ -395,6 +420,13 @@ impl Config {
     /// The proxy's log format (`[log] format = "text" | "json"`).
     pub fn log_format(&self) -> LogFormat {
         self.log
+    }
+
+    /// The function catalogs (`[[function_catalogs]]`), in file order: where the gateway finds
+    /// the `uc_function` tools it runs itself ([`crate::server_tools`]). Empty: `uc_function`
+    /// tools are forwarded untouched.
+    pub fn function_catalogs(&self) -> &[FunctionCatalogConfig] {
+        &self.function_catalogs
     }
 
     /// The address to listen on (`listen`, default [`DEFAULT_LISTEN`]).

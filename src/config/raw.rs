@@ -27,6 +27,8 @@ pub(super) struct RawConfig {
     auth: Option<RawAuth>,
     postgres: Option<RawPostgres>,
     admin: Option<Spanned<RawAdmin>>,
+    #[serde(default)]
+    function_catalogs: Vec<super::catalogs::RawFunctionCatalog>,
 }
 
 #[derive(Deserialize)]
@@ -262,6 +264,11 @@ impl Source<'_> {
                 raw.admin.as_ref(),
             )?,
             limits: self.limits_config(raw.limits.as_ref())?,
+            function_catalogs: raw
+                .function_catalogs
+                .iter()
+                .map(|c| self.function_catalog(c))
+                .collect::<Result<_, _>>()?,
         })
     }
 

@@ -44,7 +44,7 @@ pub(super) struct RawValidation {
 /// A size: a byte count, or a string with a binary unit (`"4MiB"`), checked while
 /// deserializing so the error carries the value's position.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Size(u64);
+pub(super) struct Size(pub(super) u64);
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

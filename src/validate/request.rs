@@ -30,6 +30,7 @@ pub(crate) struct Spans {
     stream: Slot,
     stream_options: Slot,
     tools: Slot,
+    messages: Slot,
     /// The `]` of `messages` (messages are appended before it).
     messages_close: usize,
     /// The `}` of the top-level object (new members are inserted before it).
@@ -59,7 +60,7 @@ impl Spans {
                 if n.kind == Kind::Array {
                     s.messages_close = n.end as usize - 1;
                 }
-                continue;
+                &mut s.messages
             } else {
                 continue;
             };
@@ -82,7 +83,8 @@ impl Spans {
 ///
 /// Layers change the request through the edit methods ([`set_model`](Self::set_model),
 /// [`set_stream`](Self::set_stream), [`set_include_usage`](Self::set_include_usage),
-/// [`set_tools`](Self::set_tools), [`push_message`](Self::push_message)). Each changes the
+/// [`set_tools`](Self::set_tools), [`push_message`](Self::push_message),
+/// [`set_messages`](Self::set_messages)). Each changes the
 /// typed value and records a splice at the byte span the validator recorded; the forwarded
 /// bytes are produced once, by [`to_bytes`](Self::to_bytes) (or by reading the body), as the
 /// client's bytes with the splices applied. Nothing parses the JSON again, every member a
@@ -207,6 +209,10 @@ impl ValidatedRequest {
         let mut out = BytesMut::with_capacity(src.len() + extra);
         let mut at = 0;
         for (r, text) in list {
+            if r.start < at {
+                // Only superseded (empty) patches can start inside a replaced span.
+                continue;
+            }
             out.extend_from_slice(&src[at..r.start]);
             out.extend_from_slice(text.as_bytes());
             at = r.end;
@@ -227,6 +233,7 @@ impl ValidatedRequest {
             Field::Stream => &mut self.spans.stream,
             Field::StreamOptions => &mut self.spans.stream_options,
             Field::Tools => &mut self.spans.tools,
+            Field::Messages => &mut self.spans.messages,
         };
         let inserted = slot.span.is_none();
         let text = if inserted {
@@ -240,10 +247,14 @@ impl ValidatedRequest {
         }
         let range = match &slot.span {
             Some(span) => {
-                // Patches inside the replaced value (coercions) are superseded.
+                // Patches inside the replaced value (coercions, appended messages) are
+                // superseded: emptied and moved to the start of the span, so that they sort
+                // before the replacement (which is pushed after them).
                 for (r, t) in &mut self.patches {
-                    if r.start >= span.start && r.end <= span.end && r.start != r.end {
-                        *r = r.start..r.start;
+                    let inside = r.start >= span.start && r.end <= span.end;
+                    let strictly = r.start > span.start && r.end < span.end;
+                    if inside && (r.start != r.end || strictly) {
+                        *r = span.start..span.start;
                         *t = Cow::Borrowed("");
                     }
                 }
@@ -311,8 +322,25 @@ impl ValidatedRequest {
     pub fn push_message(&mut self, message: Message) {
         let json = serde_json::to_string(&message).unwrap_or_default();
         self.typed().messages.push(message);
+        if self.spans.messages.patch.is_some() {
+            // The whole array was replaced: render it again.
+            self.render_messages();
+            return;
+        }
         let at = self.spans.messages_close;
         self.patches.push((at..at, Cow::Owned(format!(",{json}"))));
+    }
+
+    /// Replaces the whole conversation (e.g. to rewrite earlier messages). The caller keeps it
+    /// non-empty, as validation requires.
+    pub fn set_messages(&mut self, messages: Vec<Message>) {
+        self.typed().messages = messages;
+        self.render_messages();
+    }
+
+    fn render_messages(&mut self) {
+        let json = serde_json::to_string(&self.request.messages).unwrap_or_else(|_| "[]".into());
+        self.splice(Field::Messages, json);
     }
 }
 
@@ -322,6 +350,7 @@ enum Field {
     Stream,
     StreamOptions,
     Tools,
+    Messages,
 }
 
 impl Field {
@@ -331,6 +360,7 @@ impl Field {
             Field::Stream => "stream",
             Field::StreamOptions => "stream_options",
             Field::Tools => "tools",
+            Field::Messages => "messages",
         }
     }
 }
@@ -452,6 +482,41 @@ mod tests {
         assert!(
             text.contains(r#""z":[1]"#) && text.starts_with(r#"{ "stream" : false, "model":"m""#),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn set_messages_agrees_with_the_typed_value() {
+        let mut r = req(
+            r#"{"model":"m","messages":[{"role":"user","content":"hi","tool_calls":[{"id":"a","type":"function","function":{}}]}],"tools":[{"type":"function","function":{"name":"f","strict":"yes","parameters":{"properties":{}}}}],"stream":"1"}"#,
+            true,
+        );
+        agree(&r);
+        let text = |role: &str, t: &str| Message {
+            role: role.into(),
+            content: Some(MessageContent::Text(t.into())),
+            ..Default::default()
+        };
+        // Appended, then replaced, then appended to the replacement.
+        r.push_message(text("assistant", "first"));
+        agree(&r);
+        r.set_messages(vec![text("system", "s"), text("user", "u \"q\"")]);
+        agree(&r);
+        assert_eq!(r.request().messages.len(), 2);
+        r.push_message(text("assistant", "a"));
+        agree(&r);
+        r.set_messages(vec![text("user", "again")]);
+        r.push_message(text("tool", "42"));
+        agree(&r);
+        assert_eq!(r.request().messages.len(), 2);
+        // A coercion inside `tools` (`strict`) is superseded by `set_tools`.
+        r.set_tools(None);
+        agree(&r);
+        r.set_stream(false);
+        agree(&r);
+        assert_eq!(
+            r.to_bytes(),
+            r#"{"model":"m","messages":[{"role":"user","content":"again"},{"role":"tool","content":"42"}],"tools":null,"stream":false,"temperature":0.0,"n":1}"#
         );
     }
 
