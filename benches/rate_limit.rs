@@ -45,6 +45,7 @@ fn once(backend: &LocalBackend, id: &str) {
             limits: LIMITS,
         }],
         tokens: 100,
+        budget: None,
     };
     let Admit::Ready(Ok(Decision::Admitted(ticket, status))) = backend.admit(ask) else {
         panic!("admitted")

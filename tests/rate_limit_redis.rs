@@ -133,6 +133,7 @@ async fn a_refund_on_one_instance_is_seen_by_the_other() {
             limits: Limits::none().tpm(1000).max_concurrent(1),
         }],
         tokens,
+        budget: None,
     };
     let admit = |backend: &RedisBackend, tokens| {
         let Admit::Pending(f) = backend.admit(ask(tokens)) else {

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
-use crate::rate_limit::{Limits, ModelLimits};
+use crate::rate_limit::{Budget, Limits, ModelLimits};
 
 /// The SHA-256 digest of an API key's secret: what stores keep and look up.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -76,6 +76,9 @@ pub struct KeyRecord {
     pub disabled: bool,
     /// Free-form attributes (team, user, …), recorded with usage.
     pub metadata: BTreeMap<String, String>,
+    /// Tokens and money the key may spend per period (see
+    /// [budgets](crate::rate_limit#budgets)); `None`: unlimited.
+    pub budget: Option<Budget>,
 }
 
 impl KeyRecord {

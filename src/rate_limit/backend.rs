@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use super::Limits;
+use super::{Budget, Limits, UnitPrice};
 
 /// One scope of a request, as the backend sees it: a key naming its counters and the limits
 /// that apply to it.
@@ -24,8 +24,26 @@ pub struct ScopeCheck {
 pub struct AdmitRequest {
     /// The scopes, most general first (key, then key and model).
     pub scopes: Vec<ScopeCheck>,
-    /// Tokens to reserve in each scope with a `tpm` limit.
+    /// Tokens to reserve in each scope with a `tpm` limit (and in the budget).
     pub tokens: u64,
+    /// The key's budget, when it has one: checked and reserved with the scopes, all or
+    /// nothing.
+    pub budget: Option<BudgetCheck>,
+}
+
+/// What a request asks of its key's [`Budget`]: [`AdmitRequest::tokens`] tokens and
+/// `micro_usd`, in the period holding the backend's current time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BudgetCheck {
+    /// The budget's counter key (`budget:<key id>`).
+    pub key: String,
+    /// The budget.
+    pub budget: Budget,
+    /// The worst-case cost reserved: the prompt estimate at the input price plus the
+    /// completion bound at the output price (0 without a price).
+    pub micro_usd: u64,
+    /// The requested model's price, used to settle the exact cost.
+    pub price: Option<UnitPrice>,
 }
 
 /// Which limit refused a request.
@@ -37,6 +55,10 @@ pub enum LimitKind {
     Tokens,
     /// Requests in flight (`max_concurrent`).
     Concurrency,
+    /// The tokens of the key's [`Budget`] for its period.
+    BudgetTokens,
+    /// The money of the key's [`Budget`] for its period (values in micro-dollars).
+    BudgetUsd,
 }
 
 impl LimitKind {
@@ -46,7 +68,14 @@ impl LimitKind {
             LimitKind::Requests => "requests per minute",
             LimitKind::Tokens => "tokens per minute",
             LimitKind::Concurrency => "concurrent requests",
+            LimitKind::BudgetTokens => "budget tokens",
+            LimitKind::BudgetUsd => "budget USD",
         }
+    }
+
+    /// Whether it is a budget (429 `budget_exceeded`) rather than a rate limit.
+    pub const fn is_budget(self) -> bool {
+        matches!(self, LimitKind::BudgetTokens | LimitKind::BudgetUsd)
     }
 }
 
@@ -99,24 +128,54 @@ pub struct TicketScope {
     pub slot: bool,
 }
 
+/// What an admitted request holds in its key's budget until it is settled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TicketBudget {
+    /// The budget's counter key.
+    pub key: String,
+    /// The budget at admission.
+    pub budget: Budget,
+    /// The start of the period charged (Unix milliseconds): a settlement after the period
+    /// ended changes nothing (that period's spend is gone).
+    pub period_start: u64,
+    /// Tokens reserved.
+    pub tokens: u64,
+    /// Micro-dollars reserved.
+    pub micro_usd: u64,
+    /// The model's price, to settle the exact cost.
+    pub price: Option<UnitPrice>,
+    /// The exact cost, set by the settlement before [`LimitBackend::settle`] when the usage is
+    /// known (`None`: keep the money reservation).
+    pub used_micro_usd: Option<u64>,
+}
+
 /// What an admitted request holds: give it back to [`LimitBackend::settle`] exactly once.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ticket {
     /// Per scope.
     pub scopes: Vec<TicketScope>,
+    /// In the key's budget.
+    pub budget: Option<TicketBudget>,
 }
 
 impl Ticket {
-    /// The tokens reserved (the same in every scope with a `tpm`; 0 without one).
+    /// The tokens reserved (the same in every scope with a `tpm` and in a budget; 0 without
+    /// one).
     pub fn reserved_tokens(&self) -> u64 {
-        self.scopes.iter().map(|s| s.tokens).max().unwrap_or(0)
+        self.scopes
+            .iter()
+            .map(|s| s.tokens)
+            .chain(self.budget.as_ref().map(|b| b.tokens))
+            .max()
+            .unwrap_or(0)
     }
 }
 
 /// Why a request was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
-    /// The index of the refusing scope in [`AdmitRequest::scopes`].
+    /// The index of the refusing scope in [`AdmitRequest::scopes`] (its length when the budget
+    /// refused).
     pub scope: usize,
     /// The limit that refused.
     pub limit: LimitKind,
@@ -125,7 +184,7 @@ pub struct Refusal {
     /// What the request asked of it (1 request, its tokens, 1 slot).
     pub requested: u64,
     /// When the request would fit; `None` when it never can (it asks more than the whole
-    /// limit, or the limit is 0).
+    /// limit, or the limit is 0). For a budget: when the period ends.
     pub retry_after: Option<Duration>,
     /// The refusing scope's windows, for the headers.
     pub status: Status,
@@ -209,12 +268,14 @@ impl fmt::Debug for Settle {
 /// the layer on a configuration reload around the same backend keeps the counters.
 pub trait LimitBackend: Send + Sync + 'static {
     /// Admits all of `request`'s scopes, or none: each scope with `rpm` takes one request, with
-    /// `tpm` takes `request.tokens`, with `max_concurrent` takes a slot.
+    /// `tpm` takes `request.tokens`, with `max_concurrent` takes a slot; the budget, when
+    /// there is one, takes `request.tokens` and its `micro_usd` in the current period.
     fn admit(&self, request: AdmitRequest) -> Admit;
 
     /// Gives back what `ticket` holds: the concurrency slots, and with `used_tokens` the
     /// difference between the reservation and the exact use (a refund when less was used, a
-    /// debit when more). `None` keeps the reservation as the charge.
+    /// debit when more). `None` keeps the reservation as the charge. A budget is settled the
+    /// same way, its money with [`TicketBudget::used_micro_usd`].
     fn settle(&self, ticket: Ticket, used_tokens: Option<u64>) -> Settle;
 }
 

@@ -14,7 +14,8 @@ use super::backend::{BackendError, Decision, Status};
 use super::headers::{insert_status, too_many_requests, unavailable};
 use super::service::{RateLimitBody, scopes_of};
 use super::settle::{Settlement, UsageWatch};
-use super::{LimitBackend, RateLimitConfig};
+use super::{LimitBackend, RateLimitConfig, Scope};
+use crate::auth::Principal;
 use crate::BoxError;
 use crate::body::{OnEndBody, ResponseBody};
 use crate::validate::ValidatedRequest;
@@ -127,9 +128,13 @@ where
             Ok(Decision::Unchecked) => Self::calling(inner.call(req), None, config),
             Ok(Decision::Refused(refusal)) => {
                 let scopes = scopes_of(&req, config);
-                let scope = scopes
-                    .get(refusal.scope)
-                    .map_or_else(|| "this caller".to_owned(), |(s, _)| s.to_string());
+                let key = req.extensions().get::<Principal>();
+                let scope = match (refusal.limit.is_budget(), key) {
+                    (true, Some(p)) => Scope::Key { id: &p.key().id }.to_string(),
+                    _ => scopes
+                        .get(refusal.scope)
+                        .map_or_else(|| "this caller".to_owned(), |(s, _)| s.to_string()),
+                };
                 Self::early(too_many_requests(&refusal, &scope))
             }
             Err(_) => Self::early(unavailable()),

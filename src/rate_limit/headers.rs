@@ -117,9 +117,34 @@ pub fn insert_status(headers: &mut HeaderMap, status: &Status) {
 /// concurrency), `Retry-After` (whole seconds, rounded up), `retry-after-ms` and the refusing
 /// scope's `x-ratelimit-*` headers. A request that can never fit (it asks more tokens than the
 /// whole per-minute limit, or the limit is 0) gets no `Retry-After` but `x-should-retry: false`.
+///
+/// A budget refusal ([`LimitKind::is_budget`]) is 429 `rate_limit_error` / `budget_exceeded`,
+/// its `Retry-After` the time until the period ends (`x-should-retry: false` when the request
+/// is larger than the whole budget), the `x-ratelimit-*` headers those of the per-minute
+/// limits.
 pub fn too_many_requests(refusal: &Refusal, scope: &str) -> Response<Full<Bytes>> {
     let what = refusal.limit.describe();
+    let amount = |n: u64| match refusal.limit {
+        LimitKind::BudgetUsd => format!("${:.6}", n as f64 / 1_000_000.0),
+        _ => format!("{n} tokens"),
+    };
     let message: Cow<'static, str> = match (refusal.retry_after, refusal.limit) {
+        (None, kind) if kind.is_budget() => format!(
+            "Request too large for the budget of {scope}: it may cost {}, more than the whole \
+             budget of {} per period; it can never be admitted. Lower max_tokens / \
+             max_completion_tokens or shorten the prompt.",
+            amount(refusal.requested),
+            amount(refusal.value)
+        )
+        .into(),
+        (Some(wait), kind) if kind.is_budget() => format!(
+            "Budget exhausted for {scope}: {} per period, this request may cost {}. The budget \
+             resets in {}.",
+            amount(refusal.value),
+            amount(refusal.requested),
+            format_reset(wait)
+        )
+        .into(),
         (None, LimitKind::Tokens) => format!(
             "Request too large: it needs {} tokens (prompt estimate plus the completion \
              reservation), more than the limit of {} {what} for {scope}; it can never be \
@@ -151,7 +176,11 @@ pub fn too_many_requests(refusal: &Refusal, scope: &str) -> Response<Full<Bytes>
         ErrorType::RateLimitError,
         message,
         None,
-        Some("rate_limit_exceeded".into()),
+        Some(if refusal.limit.is_budget() {
+            "budget_exceeded".into()
+        } else {
+            "rate_limit_exceeded".into()
+        }),
     )
     .into_response();
     let headers = res.headers_mut();

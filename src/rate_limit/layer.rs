@@ -5,6 +5,7 @@ use tower::Layer;
 
 use super::settle::DEFAULT_MAX_USAGE_BODY;
 use super::{ByteEstimator, LimitBackend, Limits, RateLimit, TokenEstimator};
+use crate::usage::Prices;
 
 /// The completion tokens reserved for a request that sets neither `max_completion_tokens` nor
 /// `max_tokens`: 1024. A guess on purpose: a shorter answer is refunded at settlement, a longer
@@ -18,6 +19,7 @@ pub struct RateLimitConfig {
     pub(super) anonymous: Option<Limits>,
     pub(super) max_usage_body: usize,
     pub(super) estimator: Arc<dyn TokenEstimator>,
+    pub(super) prices: Arc<Prices>,
 }
 
 impl fmt::Debug for RateLimitConfig {
@@ -26,6 +28,7 @@ impl fmt::Debug for RateLimitConfig {
             .field("default_completion_tokens", &self.default_completion_tokens)
             .field("anonymous", &self.anonymous)
             .field("max_usage_body", &self.max_usage_body)
+            .field("prices", &self.prices)
             .finish_non_exhaustive()
     }
 }
@@ -38,14 +41,23 @@ impl Default for RateLimitConfig {
 
 impl RateLimitConfig {
     /// [`DEFAULT_COMPLETION_TOKENS`], no anonymous limits (callers without a key pass
-    /// unlimited), 1 MiB of JSON body held to read `usage`, the [`ByteEstimator`].
+    /// unlimited), 1 MiB of JSON body held to read `usage`, the [`ByteEstimator`], no prices.
     pub fn new() -> Self {
         Self {
             default_completion_tokens: DEFAULT_COMPLETION_TOKENS,
             anonymous: None,
             max_usage_body: DEFAULT_MAX_USAGE_BODY,
             estimator: Arc::new(ByteEstimator),
+            prices: Arc::new(Prices::new()),
         }
+    }
+
+    /// The models' prices (by requested model name), for money [budgets](super#budgets): a
+    /// model without a price costs nothing against a money budget (its token budget still
+    /// applies).
+    pub fn prices(mut self, prices: Prices) -> Self {
+        self.prices = Arc::new(prices);
+        self
     }
 
     /// Completion tokens reserved when the request sets no bound.

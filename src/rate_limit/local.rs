@@ -4,14 +4,14 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
 use super::Limits;
 use super::backend::{
-    Admit, AdmitRequest, Decision, LimitBackend, LimitKind, Refusal, Settle, Status, Ticket,
-    TicketScope, Window,
+    Admit, AdmitRequest, BudgetCheck, Decision, LimitBackend, LimitKind, Refusal, Settle, Status,
+    Ticket, TicketBudget, TicketScope, Window,
 };
 
 /// The window of every per-minute limit.
@@ -215,11 +215,24 @@ impl Shard {
     }
 }
 
+/// What a key has spent of its budget in one period.
+#[derive(Clone, Copy, Debug, Default)]
+struct Spent {
+    /// The period's start (Unix milliseconds).
+    start: u64,
+    tokens: u64,
+    micro_usd: u64,
+}
+
 #[derive(Debug)]
 struct Inner {
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
     origin: Instant,
+    /// Unix milliseconds at `origin`: budgets' calendar periods follow this clock.
+    wall_origin: u64,
+    /// Spend per budget key, locked after the shards.
+    budgets: Mutex<HashMap<String, Spent>>,
 }
 
 /// The limiter's counters in this process's memory: the default backend.
@@ -259,6 +272,13 @@ impl LocalBackend {
 
     /// A backend with `n` shards (at least 1).
     pub fn with_shards(n: usize) -> Self {
+        Self::with_clock(n, SystemTime::now())
+    }
+
+    /// A backend with `n` shards whose wall clock (for budget periods) reads `now` at this
+    /// instant and then advances with [`tokio::time::Instant`]: tests start it at a chosen
+    /// date and move it with `tokio::time::advance`.
+    pub fn with_clock(n: usize, now: SystemTime) -> Self {
         let shards = (0..n.max(1))
             .map(|_| Mutex::new(Shard::default()))
             .collect();
@@ -267,12 +287,38 @@ impl LocalBackend {
                 shards,
                 hasher: RandomState::new(),
                 origin: Instant::now(),
+                wall_origin: u64::try_from(now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(u64::MAX),
+                budgets: Mutex::new(HashMap::new()),
             }),
         }
     }
 
     fn now(&self) -> Duration {
         Instant::now().saturating_duration_since(self.inner.origin)
+    }
+
+    /// The wall clock of budgets, Unix milliseconds.
+    fn wall(&self, now: Duration) -> u64 {
+        self.inner
+            .wall_origin
+            .saturating_add(u64::try_from(now.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn lock_budgets(&self) -> MutexGuard<'_, HashMap<String, Spent>> {
+        self.inner
+            .budgets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What the budget `key` (`budget:<key id>`) has spent in the period holding now:
+    /// `(tokens, micro_usd)`, zeros when nothing (or in an earlier period).
+    pub fn budget_spent(&self, key: &str, period: super::BudgetPeriod) -> (u64, u64) {
+        let start = period.start(self.wall(self.now()));
+        self.lock_budgets()
+            .get(key)
+            .filter(|s| s.start == start)
+            .map_or((0, 0), |s| (s.tokens, s.micro_usd))
     }
 
     fn shard_of(&self, key: &str) -> usize {
@@ -384,6 +430,24 @@ impl LocalBackend {
                 }
             }
         }
+        // The budget, locked after the shards.
+        let mut budgets = request.budget.as_ref().map(|_| self.lock_budgets());
+        let wall = self.wall(now);
+        if refusal.is_none()
+            && let (Some(check), Some(map)) = (&request.budget, budgets.as_deref_mut())
+            && let Some(r) = budget_refusal(map, check, request.tokens, wall)
+        {
+            let mut r = r;
+            r.scope = request.scopes.len();
+            // The per-minute windows, unchanged, for the headers.
+            for (idx, scope) in request.scopes.iter().enumerate() {
+                let state =
+                    shard(&mut guards, shard_ids[idx]).state(&scope.key, &scope.limits, now);
+                let (rq, t) = state.status(now);
+                r.status.tighten(rq, t);
+            }
+            refusal = Some(r);
+        }
         if let Some(r) = refusal {
             return Decision::Refused(r);
         }
@@ -414,11 +478,48 @@ impl LocalBackend {
                 slot,
             });
         }
-        Decision::Admitted(Ticket { scopes }, status)
+        let budget = match (request.budget, budgets.as_deref_mut()) {
+            (Some(check), Some(map)) => {
+                let start = check.budget.period.start(wall);
+                let spent = map.entry(check.key.clone()).or_default();
+                if spent.start != start {
+                    *spent = Spent {
+                        start,
+                        ..Spent::default()
+                    };
+                }
+                spent.tokens = spent.tokens.saturating_add(request.tokens);
+                spent.micro_usd = spent.micro_usd.saturating_add(check.micro_usd);
+                Some(TicketBudget {
+                    key: check.key,
+                    budget: check.budget,
+                    period_start: start,
+                    tokens: request.tokens,
+                    micro_usd: check.micro_usd,
+                    price: check.price,
+                    used_micro_usd: None,
+                })
+            }
+            _ => None,
+        };
+        Decision::Admitted(Ticket { scopes, budget }, status)
     }
 
     fn apply(&self, ticket: Ticket, used: Option<u64>) {
         let now = self.now();
+        if let Some(b) = &ticket.budget {
+            let mut map = self.lock_budgets();
+            if let Some(spent) = map.get_mut(&b.key)
+                && spent.start == b.period_start
+            {
+                if let Some(used) = used {
+                    spent.tokens = spent.tokens.saturating_add(used).saturating_sub(b.tokens);
+                }
+                if let Some(used) = b.used_micro_usd {
+                    spent.micro_usd = spent.micro_usd.saturating_add(used).saturating_sub(b.micro_usd);
+                }
+            }
+        }
         for scope in ticket.scopes {
             let mut shard = self.lock(self.shard_of(&scope.key));
             let state = shard.state(&scope.key, &scope.limits, now);
@@ -436,6 +537,53 @@ impl LocalBackend {
             }
         }
     }
+}
+
+/// Why `check` cannot take `tokens` and its money now (`wall`: Unix milliseconds), if it
+/// cannot. Its `scope` and `status` are filled in by the caller.
+fn budget_refusal(
+    map: &HashMap<String, Spent>,
+    check: &BudgetCheck,
+    tokens: u64,
+    wall: u64,
+) -> Option<Refusal> {
+    let period = check.budget.period;
+    let start = period.start(wall);
+    let spent = map
+        .get(&check.key)
+        .filter(|s| s.start == start)
+        .copied()
+        .unwrap_or_default();
+    let until_end = Duration::from_millis(period.end(wall).saturating_sub(wall));
+    let over = |limit: Option<u64>, spent: u64, asked: u64, kind: LimitKind| {
+        let limit = limit?;
+        if spent.saturating_add(asked) <= limit {
+            return None;
+        }
+        Some(Refusal {
+            scope: 0,
+            limit: kind,
+            value: limit,
+            requested: asked,
+            // A request larger than the whole budget never fits.
+            retry_after: (asked <= limit).then_some(until_end),
+            status: Status::default(),
+        })
+    };
+    over(
+        check.budget.tokens,
+        spent.tokens,
+        tokens,
+        LimitKind::BudgetTokens,
+    )
+    .or_else(|| {
+        over(
+            check.budget.micro_usd,
+            spent.micro_usd,
+            check.micro_usd,
+            LimitKind::BudgetUsd,
+        )
+    })
 }
 
 impl LimitBackend for LocalBackend {
@@ -491,6 +639,7 @@ mod tests {
                 })
                 .collect(),
             tokens,
+            budget: None,
         }
     }
 

@@ -134,6 +134,7 @@
 //! ```
 
 mod backend;
+mod budget;
 mod estimate;
 mod future;
 mod headers;
@@ -147,9 +148,10 @@ mod service;
 mod settle;
 
 pub use backend::{
-    Admit, AdmitRequest, BackendError, Decision, LimitBackend, LimitKind, Refusal, ScopeCheck,
-    Settle, Status, Ticket, TicketScope, Window,
+    Admit, AdmitRequest, BackendError, BudgetCheck, Decision, LimitBackend, LimitKind, Refusal,
+    ScopeCheck, Settle, Status, Ticket, TicketBudget, TicketScope, Window,
 };
+pub use budget::{Budget, BudgetPeriod, UnitPrice};
 pub use estimate::{ByteEstimator, TokenEstimator, completion_bound, reservation};
 pub use future::ResponseFuture;
 pub use headers::{

@@ -376,7 +376,7 @@ fn decode(v: &[i64], request: AdmitRequest) -> Result<Decision, RedisError> {
                     limits: s.limits,
                 })
                 .collect();
-            Ok(Decision::Admitted(Ticket { scopes }, status))
+            Ok(Decision::Admitted(Ticket { scopes, budget: None }, status))
         }
         [
             0,
@@ -416,6 +416,12 @@ fn decode(v: &[i64], request: AdmitRequest) -> Result<Decision, RedisError> {
 
 impl LimitBackend for RedisBackend {
     fn admit(&self, request: AdmitRequest) -> Admit {
+        if request.budget.is_some() {
+            // Not ignored silently: a budget this backend cannot hold fails the request.
+            return Admit::Ready(Err(BackendError::new(
+                "budgets are not supported by the Redis backend yet",
+            )));
+        }
         let inner = Arc::clone(&self.inner);
         Admit::Pending(Box::pin(async move {
             let mut conn = inner.conn.clone();

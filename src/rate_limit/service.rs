@@ -7,8 +7,9 @@ use http::{Request, Response};
 use http_body::Body;
 use tower::Service;
 
-use super::backend::{Admit, AdmitRequest, ScopeCheck};
-use super::estimate::reservation;
+use super::backend::{Admit, AdmitRequest, BudgetCheck, ScopeCheck};
+use super::budget::UnitPrice;
+use super::estimate::completion_bound;
 use super::future::ResponseFuture;
 use super::settle::UsageWatch;
 use super::{LimitBackend, RateLimitConfig, Scope};
@@ -97,17 +98,30 @@ pub(super) fn admit_request(
     config: &RateLimitConfig,
 ) -> Option<AdmitRequest> {
     let scopes = scopes_of(req, config);
-    if scopes.is_empty() {
+    let budget = req
+        .extensions()
+        .get::<Principal>()
+        .and_then(|p| Some((&p.key().id, p.key().budget.filter(|b| !b.is_unlimited())?)));
+    if scopes.is_empty() && budget.is_none() {
         return None;
     }
-    let tokens = if scopes.iter().any(|(_, l)| l.tpm.is_some()) {
-        reservation(
-            req.body().request(),
-            &*config.estimator,
-            config.default_completion_tokens,
-        )
+    let request = req.body().request();
+    let (tokens, budget) = if budget.is_some() || scopes.iter().any(|(_, l)| l.tpm.is_some()) {
+        let prompt = config.estimator.prompt_tokens(request);
+        let completion = completion_bound(request, config.default_completion_tokens)
+            .saturating_mul(request.choices());
+        let budget = budget.map(|(id, budget)| {
+            let price = config.prices.get(&request.model).map(|p| UnitPrice::from(*p));
+            BudgetCheck {
+                key: budget_key(id),
+                budget,
+                micro_usd: price.map_or(0, |p| p.micro_usd(prompt, completion)),
+                price,
+            }
+        });
+        (prompt.saturating_add(completion), budget)
     } else {
-        0
+        (0, None)
     };
     Some(AdmitRequest {
         scopes: scopes
@@ -118,7 +132,13 @@ pub(super) fn admit_request(
             })
             .collect(),
         tokens,
+        budget,
     })
+}
+
+/// The counter key of a key's budget: `budget:<id>`.
+pub(super) fn budget_key(id: &str) -> String {
+    format!("budget:{id}")
 }
 
 /// The body of a [`RateLimit`] response.

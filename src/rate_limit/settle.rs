@@ -11,6 +11,19 @@ use super::backend::{LimitBackend, Settle, Ticket};
 use crate::body::{End, EndKind, OnEnd};
 use crate::sse::EventDecoder;
 
+/// The exact usage of a response: its total, and its (prompt, completion) split when known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Used {
+    total: u64,
+    split: Option<(u64, u64)>,
+}
+
+impl Used {
+    fn total(total: u64) -> Self {
+        Self { total, split: None }
+    }
+}
+
 /// The default bound on the non-streamed response bytes held to read `usage`: 1 MiB.
 pub const DEFAULT_MAX_USAGE_BODY: usize = 1 << 20;
 
@@ -28,7 +41,16 @@ impl Inner {
             .take()
     }
 
-    fn apply(&self, ticket: Ticket, used: Option<u64>) {
+    fn apply(&self, mut ticket: Ticket, used: Option<Used>) {
+        if let (Some(b), Some(used)) = (&mut ticket.budget, used) {
+            // The exact cost: at the model's price, split when the split is known.
+            b.used_micro_usd = Some(match (b.price, used.split) {
+                (None, _) => 0,
+                (Some(p), Some((prompt, completion))) => p.micro_usd(prompt, completion),
+                (Some(p), None) => p.micro_usd_upper(used.total),
+            });
+        }
+        let used = used.map(|u| u.total);
         if let Settle::Pending(fut) = self.backend.settle(ticket, used) {
             // Without a runtime (a body dropped at shutdown) the store is not told: a Redis
             // concurrency slot then expires with its lease.
@@ -66,7 +88,7 @@ impl Drop for Inner {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let backend = LocalBackend::new();
-/// let ask = || AdmitRequest { scopes: vec![ScopeCheck { key: "key:a".into(), limits: Limits::none().tpm(100) }], tokens: 80 };
+/// let ask = || AdmitRequest { scopes: vec![ScopeCheck { key: "key:a".into(), limits: Limits::none().tpm(100) }], tokens: 80, budget: None };
 /// let Admit::Ready(Ok(Decision::Admitted(ticket, _))) = backend.admit(ask()) else { panic!() };
 /// let s = Settlement::new(std::sync::Arc::new(backend.clone()), ticket);
 /// assert_eq!(s.reserved_tokens(), 80);
@@ -117,9 +139,20 @@ impl Settlement {
 
     /// Settles with the exact total (prompt + completion) tokens `used`: refunds what the
     /// reservation had in excess, debits what it lacked, and releases the concurrency slot.
-    /// `false` when it was already settled (nothing happens).
+    /// `false` when it was already settled (nothing happens). A money budget is charged the
+    /// total at the higher of the model's two prices (the split is unknown): prefer
+    /// [`settle_usage`](Self::settle_usage).
     pub fn settle(&self, used: u64) -> bool {
-        self.settle_with(Some(used))
+        self.settle_with(Some(Used::total(used)))
+    }
+
+    /// Settles with the exact prompt and completion tokens: as [`settle`](Self::settle), and a
+    /// money budget is charged their exact cost.
+    pub fn settle_usage(&self, prompt_tokens: u64, completion_tokens: u64) -> bool {
+        self.settle_with(Some(Used {
+            total: prompt_tokens.saturating_add(completion_tokens),
+            split: Some((prompt_tokens, completion_tokens)),
+        }))
     }
 
     /// Settles keeping the reservation as the charge (the usage is unknown), releasing the
@@ -128,7 +161,7 @@ impl Settlement {
         self.settle_with(None)
     }
 
-    fn settle_with(&self, used: Option<u64>) -> bool {
+    fn settle_with(&self, used: Option<Used>) -> bool {
         match self.inner.take() {
             Some(ticket) => {
                 self.inner.apply(ticket, used);
@@ -155,6 +188,13 @@ impl UsageCounts {
                 (p, c) => Some(p.unwrap_or(0) + c.unwrap_or(0)),
             })
     }
+
+    fn used(&self) -> Option<Used> {
+        Some(Used {
+            total: self.total()?,
+            split: self.prompt_tokens.zip(self.completion_tokens),
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -163,11 +203,17 @@ struct WithUsage {
 }
 
 /// The total tokens of a JSON object's top-level non-null `usage`.
-pub(crate) fn usage_total(json: &[u8]) -> Option<u64> {
+#[cfg(test)]
+fn usage_total(json: &[u8]) -> Option<u64> {
+    usage_of(json).map(|u| u.total)
+}
+
+/// The usage of a JSON object's top-level non-null `usage`.
+fn usage_of(json: &[u8]) -> Option<Used> {
     serde_json::from_slice::<WithUsage>(json)
         .ok()?
         .usage?
-        .total()
+        .used()
 }
 
 /// Whether `data` has a `"usage"` member that is not `null` (a cheap test before parsing:
@@ -202,7 +248,7 @@ pub struct UsageWatch {
     settlement: Settlement,
     reader: Reader,
     /// Usage from the stream, or 0 for an error status.
-    used: Option<u64>,
+    used: Option<Used>,
 }
 
 impl fmt::Debug for UsageWatch {
@@ -219,7 +265,7 @@ impl UsageWatch {
     pub(crate) fn new(settlement: Settlement, head: &http::response::Parts, max: usize) -> Self {
         let (reader, used) = if head.status.is_client_error() || head.status.is_server_error() {
             // The model generated nothing: the reservation is refunded.
-            (Reader::Skip, Some(0))
+            (Reader::Skip, Some(Used::total(0)))
         } else if head
             .headers
             .get(http::header::CONTENT_TYPE)
@@ -267,9 +313,9 @@ impl OnEnd for UsageWatch {
                 let used = &mut self.used;
                 decoder.feed(data, |event| {
                     if may_have_usage(event.data())
-                        && let Some(total) = usage_total(event.data())
+                        && let Some(u) = usage_of(event.data())
                     {
-                        *used = Some(total);
+                        *used = Some(u);
                     }
                 });
             }
@@ -281,7 +327,7 @@ impl OnEnd for UsageWatch {
         let used = match &self.reader {
             Reader::Json {
                 buf, over: false, ..
-            } if end.kind == EndKind::Complete => usage_total(buf),
+            } if end.kind == EndKind::Complete => usage_of(buf),
             _ => self.used,
         };
         self.settlement.settle_with(used);
