@@ -199,7 +199,10 @@ fn chat_stack(config: &Config, router: ModelRouter, state: &State) -> ChatStack 
         .layer(ModelAccessLayer::new())
         .layer(RateLimitLayer::from_shared(
             Arc::clone(&state.limiter),
-            config.limits_config().rate_limit_config(),
+            config
+                .limits_config()
+                .rate_limit_config()
+                .prices(config.prices().clone()),
         ))
         .option_layer(state.tools.clone())
         .service(router);

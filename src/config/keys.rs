@@ -10,7 +10,7 @@ use toml::Spanned;
 use super::raw::{Dur, Source};
 use super::{ConfigError, ErrorKind, Position};
 use crate::auth::{ConfigKeyStore, KeyDigest, KeyRecord, parse_rfc3339};
-use crate::rate_limit::{Limits, ModelLimits};
+use crate::rate_limit::{Budget, BudgetPeriod, Limits, ModelLimits};
 
 /// Default `[auth] cache_ttl`: how long a PostgreSQL key is trusted before it is read again.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(30);
@@ -38,6 +38,9 @@ pub(super) struct RawKey {
     metadata: BTreeMap<String, String>,
     #[serde(default)]
     model_limits: Vec<RawModelLimits>,
+    budget_tokens: Option<Spanned<u64>>,
+    budget_usd: Option<Spanned<f64>>,
+    budget_period: Option<Spanned<String>>,
 }
 
 /// `[[keys.model_limits]]`.
@@ -298,7 +301,46 @@ impl Source<'_> {
         }
         record.disabled = k.disabled;
         record.metadata = k.metadata.clone();
+        record.budget = self.budget(k, &what)?;
         Ok((digest, record))
+    }
+
+    /// `budget_tokens`, `budget_usd` and `budget_period` (default `month`).
+    fn budget(&self, k: &RawKey, what: &str) -> Result<Option<Budget>, ConfigError> {
+        let period = match &k.budget_period {
+            Some(p) => p
+                .get_ref()
+                .parse::<BudgetPeriod>()
+                .map_err(|e| self.invalid(p, format!("{what}: {e}")))?,
+            None => BudgetPeriod::Month,
+        };
+        let mut budget = Budget::new(period);
+        if let Some(n) = &k.budget_tokens {
+            if *n.get_ref() == 0 {
+                return Err(self.invalid(n, format!("{what}: budget_tokens must be at least 1")));
+            }
+            budget = budget.tokens(*n.get_ref());
+        }
+        if let Some(usd) = &k.budget_usd {
+            let v = *usd.get_ref();
+            if !v.is_finite() || v <= 0.0 {
+                return Err(self.invalid(
+                    usd,
+                    format!("{what}: budget_usd must be a positive number of dollars"),
+                ));
+            }
+            budget = budget.usd(v);
+        }
+        if budget.is_unlimited() {
+            if let Some(p) = &k.budget_period {
+                return Err(self.invalid(
+                    p,
+                    format!("{what}: budget_period without budget_tokens or budget_usd"),
+                ));
+            }
+            return Ok(None);
+        }
+        Ok(Some(budget))
     }
 
     pub(super) fn keys_config(

@@ -198,14 +198,22 @@
 //! expires = "2027-01-01T00:00:00Z"    # optional RFC 3339 instant (with Z or an offset)
 //! disabled = false                    # true refuses the key (401) without deleting it
 //! metadata = { team = "a", user = "bob" }
+//! budget_tokens = 5_000_000           # optional budget per period: tokens (prompt + completion),
+//! budget_usd = 25.0                   #   and/or dollars at the [[prices]] of the models
+//! budget_period = "month"             # "day", "week", "month" (UTC calendar) or "30d", "12h"; default month
 //! [[keys.model_limits]]               # optional limits per (key, model pattern)
 //! model = "qwen*"
 //! rpm = 60
 //! ```
 //!
+//! Budgets are enforced by the rate limiter (reserved at admission, settled at the end, 429
+//! `budget_exceeded`): see [budgets](crate::rate_limit#budgets).
+//!
 //! Errors (all at `file:line:column`, none showing a secret or a `sha256` value): a `sha256`
 //! that is not 64 hex digits, both or neither of `sha256` and `key`, a duplicate id, two keys
-//! with the same secret, an unknown field, a zero limit, an `expires` without an offset.
+//! with the same secret, an unknown field, a zero limit, an `expires` without an offset, a zero
+//! `budget_tokens`, a `budget_usd` that is not positive, an unknown `budget_period`, a
+//! `budget_period` without a budget.
 //! `expires` may also be a TOML date-time without quotes. It is parsed by the crate's own RFC
 //! 3339 reader ([`parse_rfc3339`](crate::auth::parse_rfc3339)), not a date crate: only UTC
 //! instants are needed, `humantime` knows only `Z` and `httpdate` only HTTP dates.

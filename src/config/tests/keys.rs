@@ -23,6 +23,35 @@ fn no_keys_means_no_store() {
 }
 
 #[test]
+fn budgets_parse_with_the_key() {
+    use crate::rate_limit::{Budget, BudgetPeriod};
+    let c = parse(&with(
+        "[[keys]]\nid = \"a\"\nkey = \"sk-1\"\nbudget_tokens = 5_000_000\nbudget_usd = 25.0\n\
+         budget_period = \"week\"\n[[keys]]\nid = \"b\"\nkey = \"sk-2\"\nbudget_usd = 0.5\n\
+         [[keys]]\nid = \"c\"\nkey = \"sk-3\"\nbudget_tokens = 10\nbudget_period = \"30d\"\n\
+         [[keys]]\nid = \"d\"\nkey = \"sk-4\"\n",
+    ))
+    .unwrap();
+    let budget = |secret: &str| match c.key_store().unwrap().lookup(&KeyDigest::of(secret)) {
+        Lookup::Ready(Ok(Some(k))) => k.budget,
+        _ => panic!("key"),
+    };
+    assert_eq!(
+        budget("sk-1"),
+        Some(Budget::new(BudgetPeriod::Week).tokens(5_000_000).usd(25.0))
+    );
+    assert_eq!(
+        budget("sk-2"),
+        Some(Budget::new(BudgetPeriod::Month).usd(0.5))
+    );
+    assert_eq!(
+        budget("sk-3"),
+        Some(Budget::new(BudgetPeriod::Every(Duration::from_secs(30 * 86_400))).tokens(10))
+    );
+    assert_eq!(budget("sk-4"), None);
+}
+
+#[test]
 fn keys_parse_into_records() {
     let c = parse(&with(&format!(
         r#"
@@ -108,6 +137,22 @@ fn key_errors_name_file_line_column_and_never_the_secret() {
         (
             "[[keys]]\nid = \"\"\nkey = \"sk-1\"\n",
             "config.toml:5:6: key id must not be empty",
+        ),
+        (
+            "[[keys]]\nid = \"a\"\nkey = \"sk-1\"\nbudget_tokens = 0\n",
+            "config.toml:7:17: key \"a\": budget_tokens must be at least 1",
+        ),
+        (
+            "[[keys]]\nid = \"a\"\nkey = \"sk-1\"\nbudget_usd = -1.0\n",
+            "config.toml:7:14: key \"a\": budget_usd must be a positive number of dollars",
+        ),
+        (
+            "[[keys]]\nid = \"a\"\nkey = \"sk-1\"\nbudget_usd = 1.0\nbudget_period = \"year\"\n",
+            "config.toml:8:17: key \"a\": invalid budget period \"year\"",
+        ),
+        (
+            "[[keys]]\nid = \"a\"\nkey = \"sk-1\"\nbudget_period = \"day\"\n",
+            "config.toml:7:17: key \"a\": budget_period without budget_tokens or budget_usd",
         ),
     ];
     for (keys, want) in cases {
