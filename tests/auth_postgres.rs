@@ -359,3 +359,72 @@ async fn admin_endpoints_over_http() {
     let (status, _, _) = call(&client, "POST", chat_url, Some(ADMIN), Some(chat("echo"))).await;
     assert_eq!(status, 401);
 }
+
+#[tokio::test]
+async fn budgets_are_persisted_with_the_key() {
+    use chatgate::auth::postgres::MIGRATION;
+    use chatgate::rate_limit::{Budget, BudgetPeriod};
+    let schema = Schema::new();
+    // A table made before budgets existed gains the columns at `migrate`.
+    sql(&format!(
+        "CREATE SCHEMA {s}; SET search_path TO {s}; {MIGRATION}",
+        s = schema.0
+    ))
+    .await;
+    let store = store(&schema, PgKeyStoreConfig::new()).await;
+    let mut new = NewKey::default();
+    new.id = Some("budgeted".into());
+    new.record.budget = Some(Budget::new(BudgetPeriod::Week).tokens(5_000_000).usd(25.0));
+    let (secret, info) = store.create(new).await.expect("create");
+    assert_eq!(info.to_json()["budget_usd"], 25.0);
+    assert_eq!(info.to_json()["budget_period"], "week");
+    let digest = KeyDigest::of(secret.expose());
+    let found = resolve(&store, &digest).await.1.expect("known");
+    assert_eq!(
+        found.budget,
+        Some(Budget::new(BudgetPeriod::Week).tokens(5_000_000).usd(25.0))
+    );
+
+    // The admin endpoints set, change and clear budgets.
+    let server = gateway(store.clone()).await;
+    let client = support::client();
+    let url = format!("http://{}/admin/keys/budgeted", server.addr);
+    let (status, patched, _) = call(
+        &client,
+        "PATCH",
+        url.clone(),
+        Some(ADMIN),
+        Some(json!({"budget_tokens": null, "budget_usd": 0.5, "budget_period": "30d"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["budget_tokens"], Value::Null);
+    assert_eq!(patched["budget_usd"], 0.5);
+    assert_eq!(patched["budget_period"], "30d");
+    let stored = store.get("budgeted").await.expect("get").expect("known");
+    assert_eq!(
+        stored.record.budget,
+        Some(Budget::new(BudgetPeriod::Every(Duration::from_secs(30 * 86_400))).usd(0.5))
+    );
+    let (status, body, _) = call(
+        &client,
+        "PATCH",
+        url.clone(),
+        Some(ADMIN),
+        Some(json!({"budget_period": "year"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, cleared, _) = call(
+        &client,
+        "PATCH",
+        url,
+        Some(ADMIN),
+        Some(json!({"budget_usd": null})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(cleared["budget_period"], Value::Null);
+    let stored = store.get("budgeted").await.expect("get").expect("known");
+    assert_eq!(stored.record.budget, None);
+}

@@ -19,7 +19,7 @@ use crate::auth::header::{Presented, presented_key};
 use crate::auth::{KeyDigest, KeyRecord, parse_rfc3339};
 use crate::error::{ApiError, ErrorType};
 use crate::gateway::RouteBody;
-use crate::rate_limit::ModelLimits;
+use crate::rate_limit::{Budget, BudgetPeriod, ModelLimits};
 use crate::route::BoxBody;
 
 /// Largest admin request body.
@@ -126,6 +126,9 @@ struct Fields {
     expires: Option<Option<SystemTime>>,
     metadata: Option<BTreeMap<String, String>>,
     disabled: Option<bool>,
+    budget_tokens: Option<Option<u64>>,
+    budget_usd: Option<Option<f64>>,
+    budget_period: Option<Option<BudgetPeriod>>,
 }
 
 impl Fields {
@@ -178,6 +181,24 @@ impl Fields {
                 "disabled" => {
                     out.disabled = Some(v.as_bool().ok_or("disabled: expected a boolean")?);
                 }
+                "budget_tokens" => out.budget_tokens = Some(positive(Some(v), "budget_tokens")?),
+                "budget_usd" => {
+                    out.budget_usd = Some(match v {
+                        Value::Null => None,
+                        v => Some(
+                            v.as_f64()
+                                .filter(|d| d.is_finite() && *d > 0.0)
+                                .ok_or("budget_usd: expected a positive number or null")?,
+                        ),
+                    });
+                }
+                "budget_period" => {
+                    out.budget_period = Some(match v {
+                        Value::Null => None,
+                        Value::String(s) => Some(s.parse::<BudgetPeriod>()?),
+                        _ => return Err("budget_period: expected a string or null".to_owned()),
+                    });
+                }
                 _ => {}
             }
         }
@@ -209,6 +230,20 @@ impl Fields {
         if let Some(v) = self.disabled {
             r.disabled = v;
         }
+        if self.budget_tokens.is_some() || self.budget_usd.is_some() || self.budget_period.is_some()
+        {
+            let mut b = r.budget.unwrap_or(Budget::new(BudgetPeriod::Month));
+            if let Some(v) = self.budget_tokens {
+                b.tokens = v;
+            }
+            if let Some(v) = self.budget_usd {
+                b.micro_usd = v.map(|d| Budget::new(b.period).usd(d).micro_usd.unwrap_or(0));
+            }
+            if let Some(v) = self.budget_period {
+                b.period = v.unwrap_or(BudgetPeriod::Month);
+            }
+            r.budget = (!b.is_unlimited()).then_some(b);
+        }
     }
 }
 
@@ -221,6 +256,9 @@ const CREATE_FIELDS: &[&str] = &[
     "model_limits",
     "expires",
     "metadata",
+    "budget_tokens",
+    "budget_usd",
+    "budget_period",
 ];
 const PATCH_FIELDS: &[&str] = &[
     "models",
@@ -231,6 +269,9 @@ const PATCH_FIELDS: &[&str] = &[
     "expires",
     "metadata",
     "disabled",
+    "budget_tokens",
+    "budget_usd",
+    "budget_period",
 ];
 
 async fn read_body(mut body: RouteBody) -> Result<Bytes, Res> {

@@ -6,8 +6,12 @@
 //! `migrations/0001_keys.sql` ([`MIGRATION`]) creates `chatgate_keys` (in the configured schema,
 //! if any): `id` (primary key), `sha256` (bytea, unique: the digest, never the secret), `models`
 //! (text[] of glob patterns), `rpm`, `tpm`, `max_concurrent`, `model_limits` (jsonb), `expires_at`,
-//! `disabled`, `metadata` (jsonb of strings), `created_at`. [`PgKeyStore::migrate`] applies it
-//! idempotently, under an advisory lock.
+//! `disabled`, `metadata` (jsonb of strings), `created_at`. `migrations/0003_budgets.sql`
+//! ([`BUDGETS_MIGRATION`]) adds the key's [budget](crate::rate_limit#budgets): `budget_tokens`,
+//! `budget_micro_usd` (bigint micro-dollars) and `budget_period` (text, `month` when null); the
+//! admin endpoints read and write them as `budget_tokens`, `budget_usd` (dollars) and
+//! `budget_period` (`null` clears one). [`PgKeyStore::migrate`] applies both idempotently, under
+//! an advisory lock.
 //!
 //! # The cache
 //!
@@ -68,5 +72,5 @@ mod store;
 
 pub use admin::{AdminFuture, AdminKeys};
 pub use store::{
-    KeyInfo, MIGRATION, NewKey, PgKeyStore, PgKeyStoreConfig, PgKeyStoreError, Secret,
+    BUDGETS_MIGRATION, KeyInfo, MIGRATION, NewKey, PgKeyStore, PgKeyStoreConfig, PgKeyStoreError, Secret,
 };

@@ -9,10 +9,14 @@ use tokio_postgres::Row;
 
 use super::cache::Cache;
 use crate::auth::{KeyDigest, KeyRecord, KeyStore, KeyStoreError, Lookup};
-use crate::rate_limit::{Limits, ModelLimits};
+use crate::rate_limit::{Budget, BudgetPeriod, Limits, ModelLimits};
 
 /// The migration, as in the repository's `migrations/0001_keys.sql`.
 pub const MIGRATION: &str = include_str!("../../../migrations/0001_keys.sql");
+
+/// The budget columns, as in the repository's `migrations/0003_budgets.sql` (applied after
+/// [`MIGRATION`] by [`PgKeyStore::migrate`]).
+pub const BUDGETS_MIGRATION: &str = include_str!("../../../migrations/0003_budgets.sql");
 
 /// Settings of a [`PgKeyStore`]: schema and cache.
 #[derive(Clone, Debug)]
@@ -186,6 +190,9 @@ impl KeyInfo {
             "expires": r.expires_at.map(crate::auth::format_rfc3339),
             "disabled": r.disabled,
             "metadata": r.metadata,
+            "budget_tokens": r.budget.and_then(|b| b.tokens),
+            "budget_usd": r.budget.and_then(|b| b.usd_value()),
+            "budget_period": r.budget.map(|b| b.period.to_string()),
             "created": crate::auth::format_rfc3339(self.created_at),
         })
     }
@@ -257,7 +264,20 @@ pub(super) fn positive<T: TryFrom<u64>>(
     }
 }
 
-const COLUMNS: &str = "id, models, rpm, tpm, max_concurrent, model_limits, expires_at, disabled, metadata, created_at";
+const COLUMNS: &str = "id, models, rpm, tpm, max_concurrent, model_limits, expires_at, disabled, metadata, created_at, budget_tokens, budget_micro_usd, budget_period";
+
+/// A budget as its three columns.
+fn budget_columns(b: Option<Budget>) -> (Option<i64>, Option<i64>, Option<String>) {
+    let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    match b {
+        Some(b) => (
+            b.tokens.map(int),
+            b.micro_usd.map(int),
+            Some(b.period.to_string()),
+        ),
+        None => (None, None, None),
+    }
+}
 
 fn record_from_row(row: &Row) -> Result<KeyInfo, PgKeyStoreError> {
     let bad = |what: &str| PgKeyStoreError::database(format!("unreadable key row: {what}"));
@@ -282,6 +302,23 @@ fn record_from_row(row: &Row) -> Result<KeyInfo, PgKeyStoreError> {
     let meta: Value = row.try_get("metadata").map_err(|_| bad("metadata"))?;
     record.metadata = metadata_from_json(&meta).map_err(|e| bad(&e))?;
     let created_at = row.try_get("created_at").map_err(|_| bad("created_at"))?;
+    let tokens: Option<i64> = row
+        .try_get("budget_tokens")
+        .map_err(|_| bad("budget_tokens"))?;
+    let micro_usd: Option<i64> = row
+        .try_get("budget_micro_usd")
+        .map_err(|_| bad("budget_micro_usd"))?;
+    let period: Option<String> = row
+        .try_get("budget_period")
+        .map_err(|_| bad("budget_period"))?;
+    let period = match period {
+        Some(p) => p.parse::<BudgetPeriod>().map_err(|e| bad(&e))?,
+        None => BudgetPeriod::Month,
+    };
+    let mut budget = Budget::new(period);
+    budget.tokens = tokens.and_then(|n| u64::try_from(n).ok());
+    budget.micro_usd = micro_usd.and_then(|n| u64::try_from(n).ok());
+    record.budget = (!budget.is_unlimited()).then_some(budget);
     Ok(KeyInfo { record, created_at })
 }
 
@@ -388,7 +425,8 @@ impl PgKeyStore {
     }
 
     /// Creates the schema (when configured) and the table, if missing: `migrations/0001_keys.sql`
-    /// ([`MIGRATION`]), under an advisory lock so several processes may start at once.
+    /// ([`MIGRATION`]), then adds the budget columns if missing (`migrations/0003_budgets.sql`,
+    /// [`BUDGETS_MIGRATION`]), under an advisory lock so several processes may start at once.
     ///
     /// # Errors
     /// The database is unreachable or refuses the statements.
@@ -406,6 +444,12 @@ impl PgKeyStore {
         let sql = MIGRATION.replacen(
             "CREATE TABLE IF NOT EXISTS chatgate_keys",
             &format!("CREATE TABLE IF NOT EXISTS {}", self.inner.table),
+            1,
+        );
+        tx.batch_execute(&sql).await.map_err(db_error)?;
+        let sql = BUDGETS_MIGRATION.replacen(
+            "ALTER TABLE chatgate_keys",
+            &format!("ALTER TABLE {}", self.inner.table),
             1,
         );
         tx.batch_execute(&sql).await.map_err(db_error)?;
@@ -444,9 +488,11 @@ impl PgKeyStore {
         let client = self.client().await?;
         let sql = format!(
             "INSERT INTO {} (id, sha256, models, rpm, tpm, max_concurrent, model_limits, \
-             expires_at, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}",
+             expires_at, metadata, budget_tokens, budget_micro_usd, budget_period) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {COLUMNS}",
             self.inner.table
         );
+        let (bt, bu, bp) = budget_columns(r.budget);
         let row = client
             .query_one(
                 &sql,
@@ -462,6 +508,9 @@ impl PgKeyStore {
                     &model_limits_json(&r.model_limits),
                     &r.expires_at,
                     &json!(r.metadata),
+                    &bt,
+                    &bu,
+                    &bp,
                 ],
             )
             .await
@@ -527,10 +576,12 @@ impl PgKeyStore {
         let r = &record;
         let sql = format!(
             "UPDATE {} SET models = $2, rpm = $3, tpm = $4, max_concurrent = $5, \
-             model_limits = $6, expires_at = $7, disabled = $8, metadata = $9 \
+             model_limits = $6, expires_at = $7, disabled = $8, metadata = $9, \
+             budget_tokens = $10, budget_micro_usd = $11, budget_period = $12 \
              WHERE id = $1 RETURNING {COLUMNS}",
             self.inner.table
         );
+        let (bt, bu, bp) = budget_columns(r.budget);
         let row = tx
             .query_one(
                 &sql,
@@ -546,6 +597,9 @@ impl PgKeyStore {
                     &r.expires_at,
                     &r.disabled,
                     &json!(r.metadata),
+                    &bt,
+                    &bu,
+                    &bp,
                 ],
             )
             .await
