@@ -227,3 +227,124 @@ async fn an_unreachable_redis_fails_open_or_closed_and_is_counted() {
     assert_eq!(up.errors(), 0);
     cleanup(&prefix).await;
 }
+
+#[tokio::test]
+async fn a_budget_is_shared_by_instances_and_cannot_be_overshot() {
+    use chatgate::rate_limit::{Budget, BudgetPeriod};
+    use chatgate::usage::{Price, Prices};
+    let prefix = prefix("budget");
+    let (ba, bb) = (
+        backend(&prefix, FailMode::Closed),
+        backend(&prefix, FailMode::Closed),
+    );
+    // 1000 µ$ per prompt token, 2000 µ$ per completion token.
+    let prices = Prices::new().with(
+        "echo",
+        Price {
+            input_per_million: 1000.0,
+            output_per_million: 2000.0,
+        },
+    );
+    let stack = |b: &RedisBackend| {
+        ServiceBuilder::new()
+            .layer(ValidateLayer::new())
+            .layer(RateLimitLayer::new(
+                b.clone(),
+                config().prices(prices.clone()),
+            ))
+            .service(EchoModel::new())
+    };
+    let (a, b) = (stack(&ba), stack(&bb));
+    let mut key = KeyRecord::new("budgeted");
+    key.budget = Some(Budget::new(BudgetPeriod::Day).tokens(200));
+    let p = Principal(Arc::new(key));
+    // 8 + 50 = 58 reserved each, responses held: 3 fit in 200, across both instances.
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let svc = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let req = request(&p, r#","max_tokens":50"#);
+            tokio::spawn(async move { svc.oneshot(req).await.unwrap() })
+        })
+        .collect();
+    let mut held = Vec::new();
+    for t in tasks {
+        let res = t.await.unwrap();
+        if res.status() == 200 {
+            held.push(res);
+        } else {
+            assert_eq!(res.status(), 429);
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["error"]["code"], "budget_exceeded");
+        }
+    }
+    assert_eq!(held.len(), 3);
+    // Settled at 9 each: 27 spent, room for 3 more reservations (27 + 3 × 58 = 201 > 200:
+    // two).
+    for res in held {
+        res.into_body().collect().await.unwrap();
+    }
+    ba.flush().await;
+    bb.flush().await;
+    let mut held = Vec::new();
+    for svc in [&a, &b, &a] {
+        held.push(
+            svc.clone()
+                .oneshot(request(&p, r#","max_tokens":50"#))
+                .await
+                .unwrap(),
+        );
+    }
+    let statuses: Vec<u16> = held.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(statuses, [200, 200, 429]);
+    // Larger than the whole budget: never.
+    let res = b
+        .clone()
+        .oneshot(request(&p, r#","max_tokens":500"#))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    assert_eq!(res.headers()["x-should-retry"], "false");
+
+    // Money: 28 000 µ$ worst case of 50 000, settled at 10 000.
+    let mut key = KeyRecord::new("money");
+    key.budget = Some(Budget::new(BudgetPeriod::Day).usd(0.05));
+    let m = Principal(Arc::new(key));
+    let first = a
+        .clone()
+        .oneshot(request(&m, r#","max_tokens":10"#))
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let res = b
+        .clone()
+        .oneshot(request(&m, r#","max_tokens":10"#))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().contains_key("retry-after"));
+    first.into_body().collect().await.unwrap();
+    ba.flush().await;
+    for svc in [&b, &a] {
+        let res = svc
+            .clone()
+            .oneshot(request(&m, r#","max_tokens":10"#))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "10 000 + 28 000 (+ 10 000 settled) fit");
+        res.into_body().collect().await.unwrap();
+        ba.flush().await;
+        bb.flush().await;
+    }
+    // 30 000 spent: a fourth worst case (28 000) does not fit.
+    let res = b
+        .clone()
+        .oneshot(request(&m, r#","max_tokens":10"#))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    drop(held);
+    ba.flush().await;
+    bb.flush().await;
+    cleanup(&prefix).await;
+}

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 
 use super::backend::{
     Admit, AdmitRequest, BackendError, Decision, LimitBackend, LimitKind, Refusal, Settle, Status,
-    Ticket, TicketScope, Window,
+    Ticket, TicketBudget, TicketScope, Window,
 };
 
 /// What a backend does when its store cannot answer.
@@ -28,8 +28,11 @@ pub enum FailMode {
 const WINDOW_US: i64 = 60_000_000;
 
 /// Admission, all scopes or none, on Redis's clock. KEYS: per scope its requests, tokens and
-/// concurrency keys. ARGV: scope count, tokens, window (µs), concurrency lease (ms), then per
-/// scope rpm, tpm, max_concurrent (-1: none). TATs are absolute times in µs (floats).
+/// concurrency keys, then optionally the budget's hash (fields `t` tokens, `u` micro-dollars,
+/// one key per period). ARGV: scope count, tokens, window (µs), concurrency lease (ms), then
+/// per scope rpm, tpm, max_concurrent (-1: none), then with a budget: its tokens and
+/// micro-dollars (-1: none), the micro-dollars asked, the ms until the period ends, the Unix ms
+/// at which its key expires. TATs are absolute times in µs (floats).
 const ADMIT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -91,7 +94,40 @@ for i = 0, n - 1 do
     refusal = {0, i, found[1], found[2], found[3], found[4], r[1], r[2], r[3], tk[1], tk[2], tk[3]}
   end
 end
+local kb = KEYS[n * 3 + 1]
+local b = 5 + n * 3
+if (not refusal) and kb then
+  local bt_lim, bu_lim = tonumber(ARGV[b]), tonumber(ARGV[b + 1])
+  local bu_ask, b_retry = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+  local spent_t = tonumber(redis.call('HGET', kb, 't') or '0')
+  local spent_u = tonumber(redis.call('HGET', kb, 'u') or '0')
+  local found = nil
+  if bt_lim >= 0 and spent_t + tokens > bt_lim then
+    local retry = b_retry
+    if tokens > bt_lim then retry = -1 end
+    found = {4, retry, bt_lim, tokens}
+  elseif bu_lim >= 0 and spent_u + bu_ask > bu_lim then
+    local retry = b_retry
+    if bu_ask > bu_lim then retry = -1 end
+    found = {5, retry, bu_lim, bu_ask}
+  end
+  if found then
+    local r, tk = {-1, -1, -1}, {-1, -1, -1}
+    for i = 0, n - 1 do
+      local rpm = tonumber(ARGV[5 + i * 3])
+      local tpm = tonumber(ARGV[6 + i * 3])
+      if rpm > 0 then tighten(r, rpm, tat_of(KEYS[1 + i * 3])) end
+      if tpm > 0 then tighten(tk, tpm, tat_of(KEYS[2 + i * 3])) end
+    end
+    refusal = {0, n, found[1], found[2], found[3], found[4], r[1], r[2], r[3], tk[1], tk[2], tk[3]}
+  end
+end
 if refusal then return refusal end
+if kb then
+  redis.call('HINCRBY', kb, 't', tokens)
+  redis.call('HINCRBY', kb, 'u', tonumber(ARGV[b + 2]))
+  redis.call('PEXPIREAT', kb, tonumber(ARGV[b + 4]))
+end
 local br, bt = {-1, -1, -1}, {-1, -1, -1}
 for i = 0, n - 1 do
   local rpm = tonumber(ARGV[5 + i * 3])
@@ -119,8 +155,10 @@ end
 return {1, br[1], br[2], br[3], bt[1], bt[2], bt[3]}
 ";
 
-/// Settlement. KEYS: per scope its tokens and concurrency keys. ARGV: scope count, window (µs),
-/// then per scope tpm (-1: none), token delta (< 0 refund, > 0 debit), slot (0/1).
+/// Settlement. KEYS: per scope its tokens and concurrency keys, then optionally the budget's
+/// hash. ARGV: scope count, window (µs), then per scope tpm (-1: none), token delta (< 0
+/// refund, > 0 debit), slot (0/1), then with a budget its token and micro-dollar deltas (the
+/// hash of a period that has expired is not recreated).
 const SETTLE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -150,6 +188,12 @@ for i = 0, n - 1 do
     local c = tonumber(redis.call('GET', kc) or '0')
     if c > 1 then redis.call('DECR', kc) else redis.call('DEL', kc) end
   end
+end
+local kb = KEYS[n * 2 + 1]
+if kb and redis.call('EXISTS', kb) == 1 then
+  local b = 3 + n * 3
+  redis.call('HINCRBY', kb, 't', tonumber(ARGV[b]))
+  redis.call('HINCRBY', kb, 'u', tonumber(ARGV[b + 1]))
 end
 return 1
 ";
@@ -357,7 +401,14 @@ fn window(limit: i64, remaining: i64, reset_ms: i64) -> Option<Window> {
     })
 }
 
-fn decode(v: &[i64], request: AdmitRequest) -> Result<Decision, RedisError> {
+/// Unix milliseconds now.
+fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn decode(v: &[i64], request: AdmitRequest, period_start: u64) -> Result<Decision, RedisError> {
     let bad = || RedisError::from((redis::ErrorKind::Parse, "unexpected script answer"));
     match v {
         [1, rl, rr, rs, tl, tr, ts] => {
@@ -376,7 +427,16 @@ fn decode(v: &[i64], request: AdmitRequest) -> Result<Decision, RedisError> {
                     limits: s.limits,
                 })
                 .collect();
-            Ok(Decision::Admitted(Ticket { scopes, budget: None }, status))
+            let budget = request.budget.map(|b| TicketBudget {
+                key: b.key,
+                budget: b.budget,
+                period_start,
+                tokens,
+                micro_usd: b.micro_usd,
+                price: b.price,
+                used_micro_usd: None,
+            });
+            Ok(Decision::Admitted(Ticket { scopes, budget }, status))
         }
         [
             0,
@@ -396,6 +456,8 @@ fn decode(v: &[i64], request: AdmitRequest) -> Result<Decision, RedisError> {
                 1 => LimitKind::Requests,
                 2 => LimitKind::Tokens,
                 3 => LimitKind::Concurrency,
+                4 => LimitKind::BudgetTokens,
+                5 => LimitKind::BudgetUsd,
                 _ => return Err(bad()),
             };
             Ok(Decision::Refused(Refusal {
@@ -416,13 +478,13 @@ fn decode(v: &[i64], request: AdmitRequest) -> Result<Decision, RedisError> {
 
 impl LimitBackend for RedisBackend {
     fn admit(&self, request: AdmitRequest) -> Admit {
-        if request.budget.is_some() {
-            // Not ignored silently: a budget this backend cannot hold fails the request.
-            return Admit::Ready(Err(BackendError::new(
-                "budgets are not supported by the Redis backend yet",
-            )));
-        }
         let inner = Arc::clone(&self.inner);
+        // Budget periods follow this instance's wall clock (the counters are Redis's).
+        let wall = unix_ms_now();
+        let period_start = request
+            .budget
+            .as_ref()
+            .map_or(0, |b| b.budget.period.start(wall));
         Admit::Pending(Box::pin(async move {
             let mut conn = inner.conn.clone();
             let mut call = inner.admit.prepare_invoke();
@@ -438,10 +500,20 @@ impl LimitBackend for RedisBackend {
                     .arg(opt(s.limits.tpm))
                     .arg(opt(s.limits.max_concurrent.map(u64::from)));
             }
+            if let Some(b) = &request.budget {
+                let end = b.budget.period.end(wall);
+                call.key(inner.key(&format!("{}:{period_start}", b.key), "b"));
+                call.arg(opt(b.budget.tokens))
+                    .arg(opt(b.budget.micro_usd))
+                    .arg(opt(Some(b.micro_usd)))
+                    .arg(opt(Some(end.saturating_sub(wall))))
+                    // Kept a day past the period, for the settlements of requests in flight.
+                    .arg(opt(Some(end.saturating_add(86_400_000))));
+            }
             let answer = call
                 .invoke_async::<Vec<i64>>(&mut conn)
                 .await
-                .and_then(|v| decode(&v, request));
+                .and_then(|v| decode(&v, request, period_start));
             match answer {
                 Ok(decision) => {
                     inner.succeeded();
@@ -459,8 +531,13 @@ impl LimitBackend for RedisBackend {
     }
 
     fn settle(&self, ticket: Ticket, used_tokens: Option<u64>) -> Settle {
-        let nothing = used_tokens.is_none() && !ticket.scopes.iter().any(|s| s.slot);
-        if nothing || ticket.scopes.is_empty() {
+        let nothing = used_tokens.is_none()
+            && !ticket.scopes.iter().any(|s| s.slot)
+            && ticket
+                .budget
+                .as_ref()
+                .is_none_or(|b| b.used_micro_usd.is_none());
+        if nothing || (ticket.scopes.is_empty() && ticket.budget.is_none()) {
             return Settle::Done;
         }
         let inner = Arc::clone(&self.inner);
@@ -481,6 +558,14 @@ impl LimitBackend for RedisBackend {
                 call.arg(opt(s.limits.tpm))
                     .arg(delta)
                     .arg(i64::from(s.slot));
+            }
+            if let Some(b) = &ticket.budget {
+                call.key(inner.key(&format!("{}:{}", b.key, b.period_start), "b"));
+                let delta = |used: Option<u64>, reserved: u64| {
+                    used.map_or(0, |u| opt(Some(u)) - opt(Some(reserved)))
+                };
+                call.arg(delta(used_tokens, b.tokens))
+                    .arg(delta(b.used_micro_usd, b.micro_usd));
             }
             match call.invoke_async::<i64>(&mut conn).await {
                 Ok(_) => inner.succeeded(),
