@@ -154,8 +154,8 @@ pub struct TicketBudget {
 pub struct Ticket {
     /// Per scope.
     pub scopes: Vec<TicketScope>,
-    /// In the key's budget.
-    pub budget: Option<TicketBudget>,
+    /// In the key's budget (boxed: most tickets have none).
+    pub budget: Option<Box<TicketBudget>>,
 }
 
 impl Ticket {

@@ -291,12 +291,18 @@ mod tests {
         let dec = 1_735_000_000_000; // 2024-12-24
         assert_eq!(BudgetPeriod::Month.start(dec), 1_733_011_200_000);
         assert_eq!(BudgetPeriod::Month.end(dec), 1_735_689_600_000);
-        assert_eq!(BudgetPeriod::Month.start(1_735_689_600_000), 1_735_689_600_000);
+        assert_eq!(
+            BudgetPeriod::Month.start(1_735_689_600_000),
+            1_735_689_600_000
+        );
         let p: BudgetPeriod = "90m".parse().unwrap_or(BudgetPeriod::Day);
         assert_eq!(p.start(now), now / 5_400_000 * 5_400_000);
         assert_eq!(p.end(now) - p.start(now), 5_400_000);
         for s in ["day", "week", "month", "30d", "12h", "90m", "45s"] {
-            assert_eq!(s.parse::<BudgetPeriod>().map(|p| p.to_string()), Ok(s.into()));
+            assert_eq!(
+                s.parse::<BudgetPeriod>().map(|p| p.to_string()),
+                Ok(s.into())
+            );
         }
         for s in ["", "d", "0d", "3w", "-1d", "year"] {
             assert!(s.parse::<BudgetPeriod>().is_err(), "{s}");

@@ -15,8 +15,8 @@ use super::headers::{insert_status, too_many_requests, unavailable};
 use super::service::{RateLimitBody, scopes_of};
 use super::settle::{Settlement, UsageWatch};
 use super::{LimitBackend, RateLimitConfig, Scope};
-use crate::auth::Principal;
 use crate::BoxError;
+use crate::auth::Principal;
 use crate::body::{OnEndBody, ResponseBody};
 use crate::validate::ValidatedRequest;
 

@@ -287,7 +287,12 @@ impl LocalBackend {
                 shards,
                 hasher: RandomState::new(),
                 origin: Instant::now(),
-                wall_origin: u64::try_from(now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(u64::MAX),
+                wall_origin: u64::try_from(
+                    now.duration_since(SystemTime::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_millis(),
+                )
+                .unwrap_or(u64::MAX),
                 budgets: Mutex::new(HashMap::new()),
             }),
         }
@@ -490,7 +495,7 @@ impl LocalBackend {
                 }
                 spent.tokens = spent.tokens.saturating_add(request.tokens);
                 spent.micro_usd = spent.micro_usd.saturating_add(check.micro_usd);
-                Some(TicketBudget {
+                Some(Box::new(TicketBudget {
                     key: check.key,
                     budget: check.budget,
                     period_start: start,
@@ -498,7 +503,7 @@ impl LocalBackend {
                     micro_usd: check.micro_usd,
                     price: check.price,
                     used_micro_usd: None,
-                })
+                }))
             }
             _ => None,
         };
@@ -516,7 +521,10 @@ impl LocalBackend {
                     spent.tokens = spent.tokens.saturating_add(used).saturating_sub(b.tokens);
                 }
                 if let Some(used) = b.used_micro_usd {
-                    spent.micro_usd = spent.micro_usd.saturating_add(used).saturating_sub(b.micro_usd);
+                    spent.micro_usd = spent
+                        .micro_usd
+                        .saturating_add(used)
+                        .saturating_sub(b.micro_usd);
                 }
             }
         }

@@ -66,9 +66,43 @@
 //! wins.) The concurrency slot is released at the same moment, however the response ended, and
 //! also when the inner service fails or its future is dropped.
 //!
+//! # Budgets
+//!
+//! A key may also have a [`Budget`] ([`KeyRecord::budget`](crate::auth::KeyRecord::budget)):
+//! at most so many tokens and/or so much money (integer micro-dollars) per [`BudgetPeriod`] —
+//! a UTC day, ISO week or calendar month, or a fixed duration aligned on the Unix epoch. A
+//! budget is not a bucket that drips back: its counter (one per key and period) **resets at
+//! the period boundary**.
+//!
+//! It is enforced with the same machinery as the token limits, all or nothing with the other
+//! scopes. At admission the request reserves its tokens (as above) and its **worst-case
+//! cost**: the prompt estimate at the model's input price plus the completion bound (× `n`) at
+//! its output price, from [`RateLimitConfig::prices`] (by the requested model's name; a model
+//! without a price costs nothing against a money budget, its token budget still applies). A
+//! request is admitted only if `spent + reservation ≤ budget`, checked and taken under one lock
+//! (local) or in one script (Redis), so concurrent requests can never overshoot the budget
+//! together. The settlement replaces the reservation with the exact usage and its exact cost
+//! ([`UnitPrice`], in nano-dollars per token); when the usage reports only a total, the total
+//! is charged at the higher of the two prices; without usage the reservation is kept. A
+//! settlement arriving after its period ended changes nothing (that period is gone).
+//!
+//! Refused: 429 `rate_limit_error` / **`budget_exceeded`**, the message naming the key and the
+//! budget, `Retry-After` / `retry-after-ms` until the period resets, and the per-minute
+//! `x-ratelimit-*` headers unchanged. A request whose reservation exceeds the whole budget can
+//! never fit: no `Retry-After`, `x-should-retry: false`.
+//!
+//! Where the spend lives: in the backend's counters, like every other counter here —
+//! [`LocalBackend`]'s memory (lost at restart: a restarted gateway starts the period afresh)
+//! or Redis (shared by the replicas, one hash per key and period expiring a day after the
+//! period; it survives gateway restarts). Periods follow the gateway's wall clock (Redis:
+//! each instance's, so instances should run NTP). The budget itself is persisted with the key:
+//! `[[keys]]` `budget_tokens`, `budget_usd`, `budget_period` in the configuration, or the
+//! `budget_*` columns of the PostgreSQL key table.
+//!
 //! # Answers
 //!
-//! Refused: 429 `rate_limit_error` / `rate_limit_exceeded`, the message naming the limit
+//! Refused by a rate limit: 429 `rate_limit_error` / `rate_limit_exceeded` (a budget:
+//! `budget_exceeded`, above), the message naming the limit
 //! (requests, tokens or concurrent requests) and the scope, with `Retry-After` (whole seconds,
 //! rounded up), `retry-after-ms`, and the refusing scope's `x-ratelimit-*` headers. Admitted:
 //! the response carries `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` of the tightest

@@ -329,7 +329,9 @@ impl RedisBackendBuilder {
 /// GCRA as [`LocalBackend`](super::LocalBackend)'s, with TATs stored as microseconds (floating
 /// point in Lua: exact to well under a microsecond for centuries), each key expiring when its
 /// bucket is full again; concurrency is a counter with a lease ([`RedisBackendBuilder::lease`]).
-/// All of a request's keys must live on one node (no Redis Cluster).
+/// A key's [budget](super#budgets) is a hash per key and period (`budget:<id>:<period
+/// start>`), checked and taken in the same admission script and expiring a day after its
+/// period. All of a request's keys must live on one node (no Redis Cluster).
 ///
 /// The connection is a [`ConnectionManager`]: cheap to clone, multiplexed, and it reconnects by
 /// itself. When Redis cannot answer, admissions follow [`FailMode`]; the start of each incident
@@ -427,14 +429,16 @@ fn decode(v: &[i64], request: AdmitRequest, period_start: u64) -> Result<Decisio
                     limits: s.limits,
                 })
                 .collect();
-            let budget = request.budget.map(|b| TicketBudget {
-                key: b.key,
-                budget: b.budget,
-                period_start,
-                tokens,
-                micro_usd: b.micro_usd,
-                price: b.price,
-                used_micro_usd: None,
+            let budget = request.budget.map(|b| {
+                Box::new(TicketBudget {
+                    key: b.key,
+                    budget: b.budget,
+                    period_start,
+                    tokens,
+                    micro_usd: b.micro_usd,
+                    price: b.price,
+                    used_micro_usd: None,
+                })
             });
             Ok(Decision::Admitted(Ticket { scopes, budget }, status))
         }

@@ -111,7 +111,10 @@ pub(super) fn admit_request(
         let completion = completion_bound(request, config.default_completion_tokens)
             .saturating_mul(request.choices());
         let budget = budget.map(|(id, budget)| {
-            let price = config.prices.get(&request.model).map(|p| UnitPrice::from(*p));
+            let price = config
+                .prices
+                .get(&request.model)
+                .map(|p| UnitPrice::from(*p));
             BudgetCheck {
                 key: budget_key(id),
                 budget,

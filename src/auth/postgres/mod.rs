@@ -72,5 +72,6 @@ mod store;
 
 pub use admin::{AdminFuture, AdminKeys};
 pub use store::{
-    BUDGETS_MIGRATION, KeyInfo, MIGRATION, NewKey, PgKeyStore, PgKeyStoreConfig, PgKeyStoreError, Secret,
+    BUDGETS_MIGRATION, KeyInfo, MIGRATION, NewKey, PgKeyStore, PgKeyStoreConfig, PgKeyStoreError,
+    Secret,
 };
