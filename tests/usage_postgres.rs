@@ -167,3 +167,39 @@ async fn the_database_going_away_loses_nothing_that_fits_the_buffer() {
     assert_eq!((down.buffered(), down.lost()), (15, 5));
     schema.drop_it().await;
 }
+
+#[tokio::test]
+async fn spent_since_sums_a_keys_usage_to_reseed_its_budget() {
+    use chatgate::rate_limit::{Budget, BudgetPeriod, LocalBackend};
+    use std::time::{Duration, UNIX_EPOCH};
+    let schema = Schema::new("spent").await;
+    let sink = PgSink::new(URL, &schema.table(), PgWrite::Copy, 1000).unwrap();
+    sink.migrate().await.unwrap();
+    // 4 records of team-a at 2025-01-01T00:00:00Z (15..=18 tokens, $0.00001 each), one of
+    // another key, one of team-a the day before.
+    let mut batch = records(4, "spent");
+    let mut other = records(1, "other").remove(0);
+    other.key_id = Some("team-b".into());
+    let mut before = records(1, "before").remove(0);
+    before.started_at_ms -= 86_400_000;
+    batch.extend([other, before]);
+    sink.write(&batch).await.unwrap();
+    let jan1 = UNIX_EPOCH + Duration::from_millis(1_735_689_600_000);
+    let (tokens, cost) = sink.spent_since("team-a", jan1).await.unwrap();
+    assert_eq!(tokens, 15 + 16 + 17 + 18);
+    assert!((cost - 0.000_04).abs() < 1e-12, "{cost}");
+    assert_eq!(sink.spent_since("nobody", jan1).await.unwrap(), (0, 0.0));
+
+    // Seeded into a backend whose clock says 2025-01-01T12:00:00Z.
+    let backend = LocalBackend::with_clock(4, jan1 + Duration::from_secs(43_200));
+    let budget = Budget::new(BudgetPeriod::Day).tokens(100);
+    let since = UNIX_EPOCH + Duration::from_millis(BudgetPeriod::Day.start(1_735_732_800_000));
+    assert_eq!(since, jan1);
+    let (tokens, cost) = sink.spent_since("team-a", since).await.unwrap();
+    backend.seed_budget("team-a", &budget, tokens, cost);
+    assert_eq!(
+        backend.budget_spent("budget:team-a", BudgetPeriod::Day),
+        (66, 40)
+    );
+    schema.drop_it().await;
+}

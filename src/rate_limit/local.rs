@@ -316,6 +316,38 @@ impl LocalBackend {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Adds to what the key `key_id` has spent of `budget` in the period holding now: at start,
+    /// to carry over what was spent before a restart (this backend's counters live in memory),
+    /// e.g. from the usage records (`PgSink::spent_since` the period's
+    /// [`start`](super::BudgetPeriod::start), feature `postgres`). `usd` is rounded to the
+    /// micro-dollar.
+    ///
+    /// ```
+    /// use chatgate::rate_limit::{Budget, BudgetPeriod, LocalBackend};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let backend = LocalBackend::new();
+    /// let budget = Budget::new(BudgetPeriod::Month).tokens(1000);
+    /// backend.seed_budget("team-a", &budget, 400, 1.5);
+    /// assert_eq!(backend.budget_spent("budget:team-a", BudgetPeriod::Month), (400, 1_500_000));
+    /// # }
+    /// ```
+    pub fn seed_budget(&self, key_id: &str, budget: &super::Budget, tokens: u64, usd: f64) {
+        let start = budget.period.start(self.wall(self.now()));
+        let mut map = self.lock_budgets();
+        let spent = map.entry(super::service::budget_key(key_id)).or_default();
+        if spent.start != start {
+            *spent = Spent {
+                start,
+                ..Spent::default()
+            };
+        }
+        spent.tokens = spent.tokens.saturating_add(tokens);
+        spent.micro_usd = spent
+            .micro_usd
+            .saturating_add(super::budget::usd_to_micro(usd));
+    }
+
     /// What the budget `key` (`budget:<key id>`) has spent in the period holding now:
     /// `(tokens, micro_usd)`, zeros when nothing (or in an earlier period).
     pub fn budget_spent(&self, key: &str, period: super::BudgetPeriod) -> (u64, u64) {

@@ -217,6 +217,34 @@ impl PgSink {
         client.batch_execute(&sql).await.map_err(pg)
     }
 
+    /// What `key_id` spent in the requests recorded since `since` (by their `started_at`):
+    /// total tokens and total cost (in the prices' currency; unpriced rows count 0). Used to
+    /// re-seed a [budget](crate::rate_limit#budgets)'s spend in memory at start
+    /// ([`LocalBackend::seed_budget`](crate::rate_limit::LocalBackend::seed_budget)). Records
+    /// still buffered are not counted.
+    ///
+    /// # Errors
+    /// The database cannot be reached or refuses.
+    pub async fn spent_since(
+        &self,
+        key_id: &str,
+        since: SystemTime,
+    ) -> Result<(u64, f64), SinkError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let sql = format!(
+            "SELECT COALESCE(SUM(total_tokens), 0)::bigint, COALESCE(SUM(cost), 0)::float8 \
+             FROM {} WHERE key_id = $1 AND started_at >= $2",
+            self.table
+        );
+        let row = client
+            .query_one(&sql, &[&key_id, &since])
+            .await
+            .map_err(pg)?;
+        let tokens: i64 = row.get(0);
+        let cost: f64 = row.get(1);
+        Ok((u64::try_from(tokens).unwrap_or(0), cost))
+    }
+
     /// Records waiting for the database.
     pub fn buffered(&self) -> usize {
         *self
