@@ -347,6 +347,40 @@ async fn accounting(config: &Config) -> Result<Accounting, String> {
 
 /// The key store the configuration asks for: `[[keys]]` (rebuilt at every reload), the
 /// PostgreSQL store made once at start (`shared`), or none (open).
+/// Carries the budgets' spend over a restart: with the in-memory limiter and usage records in
+/// PostgreSQL, what each `[[keys]]` key with a budget spent in its current period is read back
+/// from the records. (Redis keeps the spend itself.)
+#[cfg(feature = "postgres")]
+async fn seed_budgets(config: &Config, local: &chatgate::rate_limit::LocalBackend) {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    let usage = config.usage_config();
+    let Some(url) = &usage.postgres else { return };
+    let Ok(sink) = chatgate::usage::PgSink::new(
+        url,
+        &usage.postgres_table,
+        chatgate::usage::PgWrite::Copy,
+        1,
+    ) else {
+        return;
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    for key in config.keys() {
+        let Some(budget) = key.budget else { continue };
+        let since = UNIX_EPOCH + Duration::from_millis(budget.period.start(now));
+        match sink.spent_since(&key.id, since).await {
+            Ok((tokens, cost)) => local.seed_budget(&key.id, &budget, tokens, cost),
+            Err(e) => {
+                eprintln!(
+                    "budgets: cannot read the spend so far from the usage records ({e}); budgets start from zero"
+                );
+                return;
+            }
+        }
+    }
+}
+
 fn key_store(config: &Config, shared: Option<&Arc<dyn KeyStore>>) -> Option<Arc<dyn KeyStore>> {
     if config.postgres_keys().is_some() {
         return shared.cloned();
@@ -551,13 +585,26 @@ async fn run(args: Args) -> ExitCode {
         }
     };
     // The limiter's counters: made once, kept by every reloaded stack.
-    let limiter = match config.limits_config().make_backend() {
+    let local = matches!(
+        config.limits_config().backend(),
+        chatgate::config::LimiterBackend::Local
+    )
+    .then(chatgate::rate_limit::LocalBackend::new);
+    let limiter = match &local {
+        Some(l) => Ok(Arc::new(l.clone()) as Arc<dyn LimitBackend>),
+        None => config.limits_config().make_backend(),
+    };
+    let limiter = match limiter {
         Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
+    #[cfg(feature = "postgres")]
+    if let Some(local) = &local {
+        seed_budgets(&config, local).await;
+    }
     let tools = match server_tools(&config) {
         Ok(t) => t,
         Err(e) => {

@@ -305,6 +305,28 @@ impl Source<'_> {
         Ok((digest, record))
     }
 
+    /// A `budget_usd` without any `[[prices]]` would never be charged: refused.
+    pub(super) fn money_budgets_need_prices(
+        &self,
+        keys: &[RawKey],
+        has_prices: bool,
+    ) -> Result<(), ConfigError> {
+        match keys
+            .iter()
+            .find_map(|k| k.budget_usd.as_ref().map(|u| (k, u)))
+        {
+            Some((k, usd)) if !has_prices => Err(self.invalid(
+                usd,
+                format!(
+                    "key {:?}: budget_usd needs [[prices]] for the models (without a price a \
+                     request costs nothing)",
+                    k.id.get_ref()
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// `budget_tokens`, `budget_usd` and `budget_period` (default `month`).
     fn budget(&self, k: &RawKey, what: &str) -> Result<Option<Budget>, ConfigError> {
         let period = match &k.budget_period {

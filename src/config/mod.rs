@@ -212,8 +212,10 @@
 //! Errors (all at `file:line:column`, none showing a secret or a `sha256` value): a `sha256`
 //! that is not 64 hex digits, both or neither of `sha256` and `key`, a duplicate id, two keys
 //! with the same secret, an unknown field, a zero limit, an `expires` without an offset, a zero
-//! `budget_tokens`, a `budget_usd` that is not positive, an unknown `budget_period`, a
-//! `budget_period` without a budget.
+//! `budget_tokens`, a `budget_usd` that is not positive or without any `[[prices]]`, an unknown
+//! `budget_period`, a `budget_period` without a budget. With the in-memory limiter and usage
+//! records in PostgreSQL, the proxy re-reads at start what each `[[keys]]` budget spent in its
+//! current period.
 //! `expires` may also be a TOML date-time without quotes. It is parsed by the crate's own RFC
 //! 3339 reader ([`parse_rfc3339`](crate::auth::parse_rfc3339)), not a date crate: only UTC
 //! instants are needed, `humantime` knows only `Z` and `httpdate` only HTTP dates.
@@ -473,6 +475,11 @@ impl Config {
     /// gateway is then open, unless [`postgres_keys`](Self::postgres_keys) is set).
     pub fn key_store(&self) -> Option<crate::auth::ConfigKeyStore> {
         self.keys.key_store()
+    }
+
+    /// The keys of the `[[keys]]` tables, in file order.
+    pub fn keys(&self) -> impl Iterator<Item = &crate::auth::KeyRecord> {
+        self.keys.keys.iter().map(|(_, record)| record)
     }
 
     /// The PostgreSQL key store's settings, when `[auth] store = "postgres"`.

@@ -249,7 +249,7 @@ impl Source<'_> {
             .iter()
             .map(|m| self.model(m, &names))
             .collect::<Result<_, _>>()?;
-        Ok(Config {
+        let config = Config {
             listen,
             serve: self.serve_config(raw.server.as_ref())?,
             validate: self.validate_config(raw.validation.as_ref())?,
@@ -269,7 +269,9 @@ impl Source<'_> {
                 .iter()
                 .map(|c| self.function_catalog(c))
                 .collect::<Result<_, _>>()?,
-        })
+        };
+        self.money_budgets_need_prices(&raw.keys, !raw.prices.is_empty())?;
+        Ok(config)
     }
 
     pub(super) fn model(

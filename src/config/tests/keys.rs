@@ -29,7 +29,8 @@ fn budgets_parse_with_the_key() {
         "[[keys]]\nid = \"a\"\nkey = \"sk-1\"\nbudget_tokens = 5_000_000\nbudget_usd = 25.0\n\
          budget_period = \"week\"\n[[keys]]\nid = \"b\"\nkey = \"sk-2\"\nbudget_usd = 0.5\n\
          [[keys]]\nid = \"c\"\nkey = \"sk-3\"\nbudget_tokens = 10\nbudget_period = \"30d\"\n\
-         [[keys]]\nid = \"d\"\nkey = \"sk-4\"\n",
+         [[keys]]\nid = \"d\"\nkey = \"sk-4\"\n\
+         [[prices]]\nmodel = \"echo\"\ninput_per_million = 1.0\noutput_per_million = 2.0\n",
     ))
     .unwrap();
     let budget = |secret: &str| match c.key_store().unwrap().lookup(&KeyDigest::of(secret)) {
@@ -149,6 +150,10 @@ fn key_errors_name_file_line_column_and_never_the_secret() {
         (
             "[[keys]]\nid = \"a\"\nkey = \"sk-1\"\nbudget_usd = 1.0\nbudget_period = \"year\"\n",
             "config.toml:8:17: key \"a\": invalid budget period \"year\"",
+        ),
+        (
+            "[[keys]]\nid = \"a\"\nkey = \"sk-1\"\nbudget_usd = 1.0\n",
+            "config.toml:7:14: key \"a\": budget_usd needs [[prices]] for the models",
         ),
         (
             "[[keys]]\nid = \"a\"\nkey = \"sk-1\"\nbudget_period = \"day\"\n",
