@@ -729,6 +729,35 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_settlement_after_the_period_ended_changes_nothing() {
+        use crate::rate_limit::{Budget, BudgetCheck, BudgetPeriod};
+        // 1 h periods, starting 1 s before the end of one.
+        let origin = std::time::UNIX_EPOCH + Duration::from_secs(3600 - 1);
+        let b = LocalBackend::with_clock(2, origin);
+        let period = BudgetPeriod::Every(Duration::from_secs(3600));
+        let ask = |tokens| AdmitRequest {
+            budget: Some(BudgetCheck {
+                key: "budget:k".into(),
+                budget: Budget::new(period).tokens(100),
+                micro_usd: 0,
+                price: None,
+            }),
+            ..req(tokens, &[])
+        };
+        let (t, _) = admitted(b.decide(ask(90)));
+        assert!(
+            matches!(b.decide(ask(20)), Decision::Refused(Refusal { limit: LimitKind::BudgetTokens, retry_after: Some(w), .. }) if w == S)
+        );
+        tokio::time::advance(S).await;
+        // A new period: the old reservation is gone, and its settlement (a debit) is ignored.
+        let (t2, _) = admitted(b.decide(ask(20)));
+        b.apply(t, Some(500));
+        assert_eq!(b.budget_spent("budget:k", period), (20, 0));
+        b.apply(t2, Some(5));
+        assert_eq!(b.budget_spent("budget:k", period), (5, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn idle_scopes_are_forgotten() {
         let b = LocalBackend::with_shards(1);
         let l = Limits::none().rpm(60);

@@ -94,8 +94,12 @@
 //! Where the spend lives: in the backend's counters, like every other counter here —
 //! [`LocalBackend`]'s memory (lost at restart: a restarted gateway starts the period afresh)
 //! or Redis (shared by the replicas, one hash per key and period expiring a day after the
-//! period; it survives gateway restarts). Periods follow the gateway's wall clock (Redis:
-//! each instance's, so instances should run NTP). The budget itself is persisted with the key:
+//! period; it survives gateway restarts). The local backend can be re-seeded at start with
+//! [`LocalBackend::seed_budget`] (the proxy does it from the PostgreSQL usage records, with
+//! `PgSink::spent_since`). Periods follow the gateway's wall clock (Redis: each instance's, so
+//! instances should run NTP). While Redis is unreachable and the backend fails open, budgets
+//! are not enforced either (requests pass unchecked, as for the limits). A change of a key's
+//! period (reload, admin update) starts a new count. The budget itself is persisted with the key:
 //! `[[keys]]` `budget_tokens`, `budget_usd`, `budget_period` in the configuration, or the
 //! `budget_*` columns of the PostgreSQL key table.
 //!
