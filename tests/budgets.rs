@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -214,4 +216,86 @@ async fn a_money_budget_reserves_the_worst_case_and_settles_the_exact_cost() {
     assert_eq!(backend.budget_spent("budget:money", period), (9, 10_000));
     assert_eq!(call(&svc, request(&p, 10)).await.0, 200);
     assert_eq!(backend.budget_spent("budget:money", period), (18, 20_000));
+}
+
+#[tokio::test]
+async fn a_toml_budget_over_http() {
+    use chatgate::auth::{AuthLayer, KeyStore};
+    use chatgate::config::Config;
+    use chatgate::gateway::Gateway;
+    use chatgate::route::ModelRouter;
+    let config = Config::from_toml_str(
+        r#"
+[[models]]
+name = "echo"
+builtin = "echo"
+
+[[keys]]
+id = "team-a"
+key = "sk-test-budget"
+budget_usd = 0.04
+budget_period = "day"
+
+[[prices]]
+model = "echo"
+input_per_million = 1000.0
+output_per_million = 2000.0
+"#,
+        std::path::Path::new("budgets.toml"),
+    )
+    .unwrap();
+    let store: Arc<dyn KeyStore> = Arc::new(config.key_store().unwrap());
+    let router = ModelRouter::builder()
+        .service("echo", EchoModel::new())
+        .build();
+    let models = router.models().to_vec();
+    let backend = LocalBackend::new();
+    let chat = ServiceBuilder::new()
+        .layer(AuthLayer::from_shared(store))
+        .layer(ValidateLayer::new())
+        .layer(RateLimitLayer::new(
+            backend.clone(),
+            config
+                .limits_config()
+                .rate_limit_config()
+                .estimator(exact)
+                .prices(config.prices().clone()),
+        ))
+        .service(router);
+    let server = support::start_with(Gateway::with_stack(chat, models)).await;
+    let client = support::client();
+    let post = || {
+        Request::post(format!("http://{}/v1/chat/completions", server.addr))
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer sk-test-budget")
+            .body(Full::new(Bytes::from_static(
+                br#"{"model":"echo","messages":[{"role":"user","content":"hi"}],"max_tokens":10}"#,
+            )))
+            .unwrap()
+    };
+    // 28 000 µ$ reserved, 10 000 charged each: 10 000 + 28 000 fits in 40 000, 20 000 + 28 000
+    // does not.
+    for n in 1..=2 {
+        let (status, _, body) = support::send(&client, post()).await;
+        assert_eq!(status, 200, "{body:?}");
+        // The client may have the whole body a moment before the server sees its end and
+        // settles: wait for the settlement (no sleep, bounded).
+        let mut settled = false;
+        for _ in 0..10_000 {
+            if backend.budget_spent("budget:team-a", BudgetPeriod::Day).1 == n * 10_000 {
+                settled = true;
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(settled, "settled at the exact cost");
+    }
+    let (status, headers, body) = support::send(&client, post()).await;
+    assert_eq!(status, 429);
+    let err: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(err["error"]["code"], "budget_exceeded");
+    assert_eq!(err["error"]["type"], "rate_limit_error");
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=86_400).contains(&retry), "{retry}");
+    assert!(!String::from_utf8_lossy(&body).contains("sk-test"));
 }
