@@ -94,12 +94,22 @@ fn bench(c: &mut Criterion) {
         let bytes = Bytes::from(body);
         group.throughput(Throughput::Bytes(bytes.len() as u64));
         group.bench_with_input(BenchmarkId::new("chatgate", name), &bytes, |b, bytes| {
-            b.iter(|| validate(black_box(bytes.clone()), &config).expect("valid"))
+            b.iter(|| {
+                validate(black_box(bytes.clone()), &config)
+                    .expect("valid")
+                    .to_bytes()
+            })
         });
         group.bench_with_input(
             BenchmarkId::new("chatgate, defaults off", name),
             &bytes,
-            |b, bytes| b.iter(|| validate(black_box(bytes.clone()), &no_defaults).expect("valid")),
+            |b, bytes| {
+                b.iter(|| {
+                    validate(black_box(bytes.clone()), &no_defaults)
+                        .expect("valid")
+                        .to_bytes()
+                })
+            },
         );
         group.bench_with_input(
             BenchmarkId::new("serde_json::Value", name),
