@@ -11,6 +11,7 @@ use tokio::sync::mpsc::OwnedPermit;
 use tokio::time::Instant;
 
 use super::record::unix_ms;
+use super::scan::{self, Quick};
 use super::sink::Msg;
 use super::{UsageHandle, UsageRecord};
 use crate::body::EndKind;
@@ -60,6 +61,9 @@ pub(crate) struct Observed {
     pub(crate) oversized: bool,
     pub(crate) unknown: bool,
     pub(crate) invalid: bool,
+    /// A chunk was parsed whole (its model noted): later ones may be [looked at](super::scan)
+    /// quickly.
+    parsed_chunk: bool,
 }
 
 #[derive(Deserialize)]
@@ -129,9 +133,18 @@ impl Observed {
             self.saw_error = Some(error_code(data).unwrap_or_else(|| "upstream_failed".into()));
             return false;
         }
+        if self.parsed_chunk
+            && let Quick::Delta { content } = scan::quick(data)
+        {
+            if content {
+                self.content_delta();
+            }
+            return false;
+        }
         let Ok(chunk) = serde_json::from_slice::<ChunkWire<'_>>(data) else {
             return false;
         };
+        self.parsed_chunk = true;
         let usage_only = chunk.usage.is_some()
             && chunk.choices.as_ref().is_some_and(Vec::is_empty)
             && chunk.object.as_deref() == Some("chat.completion.chunk");
@@ -149,10 +162,7 @@ impl Observed {
                     || d.reasoning_content.is_some_and(|s| !s.is_empty())
                     || d.tool_calls.is_some_and(|t| !t.is_empty());
                 if content {
-                    self.deltas += 1;
-                    if self.first_content.is_none() {
-                        self.first_content = Some(Instant::now());
-                    }
+                    self.content_delta();
                 }
             }
             if let Some(r) = c.finish_reason {
@@ -162,51 +172,81 @@ impl Observed {
         usage_only
     }
 
+    fn content_delta(&mut self) {
+        self.deltas += 1;
+        if self.first_content.is_none() {
+            self.first_content = Some(Instant::now());
+        }
+    }
+
     /// A whole non-streamed body; `false` when it is not a chat completion.
+    ///
+    /// Read with borrowed strings, skipping the messages; the answers' text is read (a second
+    /// parse) only when the upstream reported no usage and the tokens must be estimated.
     pub(crate) fn completion(&mut self, body: &[u8]) -> bool {
         #[derive(Deserialize)]
-        struct Completion {
-            #[serde(default)]
-            model: Option<String>,
-            choices: Vec<Choice>,
+        struct Completion<'a> {
+            #[serde(default, borrow)]
+            model: Option<Cow<'a, str>>,
+            #[serde(borrow)]
+            choices: Vec<Choice<'a>>,
             #[serde(default)]
             usage: Option<WireUsage>,
         }
         #[derive(Deserialize)]
-        struct Choice {
-            #[serde(default)]
-            message: Option<Message>,
-            #[serde(default)]
-            finish_reason: Option<String>,
+        struct Choice<'a> {
+            #[serde(default, borrow)]
+            finish_reason: Option<Cow<'a, str>>,
         }
-        #[derive(Deserialize)]
-        struct Message {
-            #[serde(default)]
-            content: Option<String>,
-            #[serde(default)]
-            tool_calls: Option<serde_json::Value>,
-        }
-        let Ok(c) = serde_json::from_slice::<Completion>(body) else {
+        let Ok(c) = serde_json::from_slice::<Completion<'_>>(body) else {
             self.invalid = true;
             return false;
         };
-        self.response_model = c.model;
+        self.response_model = c.model.map(Cow::into_owned);
         self.usage = c.usage;
-        for choice in c.choices {
-            if let Some(m) = choice.message {
-                if let Some(t) = m.content {
-                    self.completion_text.push_str(&t);
-                }
-                if let Some(calls) = m.tool_calls {
-                    self.completion_text.push_str(&calls.to_string());
-                }
-            }
-            if let Some(r) = choice.finish_reason {
-                self.finish_reasons.push(r);
-            }
+        self.finish_reasons = c
+            .choices
+            .into_iter()
+            .filter_map(|c| c.finish_reason.map(Cow::into_owned))
+            .collect();
+        if self.usage.is_none() {
+            self.completion_text = completion_text(body);
         }
         true
     }
+}
+
+/// The text of a completion's answers (content and tool calls), for an estimate.
+fn completion_text(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct Texts {
+        choices: Vec<Choice>,
+    }
+    #[derive(Deserialize)]
+    struct Choice {
+        #[serde(default)]
+        message: Option<Message>,
+    }
+    #[derive(Deserialize)]
+    struct Message {
+        #[serde(default)]
+        content: Option<String>,
+        #[serde(default)]
+        tool_calls: Option<serde_json::Value>,
+    }
+    let mut text = String::new();
+    let Ok(t) = serde_json::from_slice::<Texts>(body) else {
+        return text;
+    };
+    for m in t.choices.into_iter().filter_map(|c| c.message) {
+        if let Some(content) = m.content {
+            text.push_str(&content);
+        }
+        if let Some(calls) = m.tool_calls {
+            text.push_str(&calls.to_string());
+        }
+    }
+    text
 }
 
 /// What the outer layer learned.
@@ -399,5 +439,80 @@ impl Drop for Draft {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         self.handle.emit(record, permit);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a stream's chunks leave in `Observed`, looked at quickly where possible, and parsed
+    /// whole every time.
+    fn both(chunks: &[&str]) -> (Observed, Observed) {
+        let mut quick = Observed::default();
+        let mut full = Observed::default();
+        for c in chunks {
+            let e = Event::new(c.as_bytes(), None);
+            let a = quick.event(&e);
+            full.parsed_chunk = false;
+            let b = full.event(&e);
+            assert_eq!(a, b, "usage-only verdict differs on {c}");
+        }
+        (quick, full)
+    }
+
+    fn same(chunks: &[&str]) -> Observed {
+        let (q, f) = both(chunks);
+        assert_eq!(q.deltas, f.deltas, "deltas");
+        assert_eq!(q.finish_reasons, f.finish_reasons, "finish reasons");
+        assert_eq!(q.response_model, f.response_model, "model");
+        assert_eq!(
+            q.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
+            f.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
+            "usage"
+        );
+        assert_eq!(q.first_content.is_some(), f.first_content.is_some());
+        q
+    }
+
+    #[test]
+    fn the_quick_look_and_the_parse_agree() {
+        let o = same(&[
+            r#"{"object":"chat.completion.chunk","model":"m1","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}],"usage":null}"#,
+            r#"{"object":"chat.completion.chunk","model":"m1","choices":[{"index":0,"delta":{"content":"He"},"finish_reason":null}],"usage":null}"#,
+            r#"{"object":"chat.completion.chunk","model":"m1","choices":[{"index":0,"delta":{"content":"\"usage\":{\"prompt_tokens\":99}"},"finish_reason":null}],"usage":null}"#,
+            r#"{"object":"chat.completion.chunk","model":"m1","choices":[{"index":0,"delta":{"content":"caf\u00e9"},"finish_reason":null}]}"#,
+            r#"{"object":"chat.completion.chunk","model":"m1","choices":[{"index":0,"delta":{"reasoning_content":"hmm"},"finish_reason":null}]}"#,
+            r#"{"object":"chat.completion.chunk","model":"m1","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]},"finish_reason":null}]}"#,
+            r#"{"object":"chat.completion.chunk","model":"m1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}"#,
+            r#"{"object":"chat.completion.chunk","model":"m1","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":5,"total_tokens":12}}"#,
+        ]);
+        assert_eq!(o.deltas, 5);
+        assert_eq!(o.finish_reasons, ["stop"]);
+        assert_eq!(o.usage.and_then(|u| u.completion_tokens), Some(5));
+        assert_eq!(o.response_model.as_deref(), Some("m1"));
+    }
+
+    #[test]
+    fn usage_in_every_chunk_is_kept_from_the_last() {
+        let o = same(&[
+            r#"{"model":"m","choices":[{"delta":{"content":"a"},"finish_reason":null}],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#,
+            r#"{"model":"m","choices":[{"delta":{"content":"b"},"finish_reason":null}],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#,
+            r#"{"model":"m","choices":[{"delta":{"content":"c"},"finish_reason":"length"}],"usage" : {"prompt_tokens":3,"completion_tokens":3}}"#,
+        ]);
+        assert_eq!(o.usage.and_then(|u| u.completion_tokens), Some(3));
+        assert_eq!(o.finish_reasons, ["length"]);
+        assert_eq!(o.deltas, 3);
+    }
+
+    #[test]
+    fn the_first_chunk_is_always_parsed_for_its_model() {
+        let mut o = Observed::default();
+        let c = r#"{"model":"first","choices":[{"delta":{"content":"a"},"finish_reason":null}]}"#;
+        o.event(&Event::new(c.as_bytes(), None));
+        let c = r#"{"model":"second","choices":[{"delta":{"content":"b"},"finish_reason":null}]}"#;
+        o.event(&Event::new(c.as_bytes(), None));
+        assert_eq!(o.response_model.as_deref(), Some("first"));
+        assert_eq!(o.deltas, 2);
     }
 }

@@ -109,7 +109,8 @@ pin_project! {
     #[project = StateProj]
     enum State<F> {
         Calling { #[pin] future: F },
-        Reading { parts: Option<http::response::Parts>, body: Option<BoxBody>, buf: BytesMut },
+        // A body that comes in one frame (the usual case) is kept as it came, not copied.
+        Reading { parts: Option<http::response::Parts>, body: Option<BoxBody>, first: Option<Bytes>, buf: BytesMut },
         Done,
     }
 }
@@ -200,36 +201,50 @@ where
                         return Poll::Ready(Ok(res));
                     }
                     let (parts, body) = res.into_parts();
-                    let cap = body
-                        .size_hint()
-                        .exact()
-                        .map_or(8192, |n| n.min(*this.max_body as u64) as usize);
                     this.state.set(State::Reading {
                         parts: Some(parts),
                         body: Some(boxed(body)),
-                        buf: BytesMut::with_capacity(cap),
+                        first: None,
+                        buf: BytesMut::new(),
                     });
                 }
-                StateProj::Reading { parts, body, buf } => {
+                StateProj::Reading {
+                    parts,
+                    body,
+                    first,
+                    buf,
+                } => {
                     let inner = body.as_mut().expect("body kept while reading");
                     let frame = ready!(Pin::new(inner).poll_frame(cx));
                     let draft = Arc::clone(this.draft.as_ref().expect("kept while reading"));
                     match frame {
                         Some(Ok(frame)) => {
                             if let Ok(data) = frame.into_data() {
-                                if buf.len() + data.len() > *this.max_body {
+                                let held = first.as_ref().map_or(buf.len(), Bytes::len);
+                                if held + data.len() > *this.max_body {
                                     // Too long to read: it passes through, unread.
                                     draft.inner().observed.unknown = true;
                                     let parts = parts.take().expect("parts kept while reading");
                                     let rest = body.take().expect("body kept while reading");
                                     let mut prefix = std::mem::take(buf);
+                                    if let Some(f) = first.take() {
+                                        prefix.extend_from_slice(&f);
+                                    }
                                     prefix.extend_from_slice(&data);
                                     this.draft.take();
                                     this.state.set(State::Done);
                                     let body = Prefixed::new(prefix.freeze(), rest).boxed_unsync();
                                     return Poll::Ready(Ok(Response::from_parts(parts, body)));
                                 }
-                                buf.extend_from_slice(&data);
+                                if let Some(f) = first.take() {
+                                    buf.reserve(f.len() + data.len());
+                                    buf.extend_from_slice(&f);
+                                    buf.extend_from_slice(&data);
+                                } else if buf.is_empty() {
+                                    *first = Some(data);
+                                } else {
+                                    buf.extend_from_slice(&data);
+                                }
                             }
                         }
                         Some(Err(_)) => {
@@ -241,7 +256,7 @@ where
                             )));
                         }
                         None => {
-                            let body = std::mem::take(buf).freeze();
+                            let body = first.take().unwrap_or_else(|| std::mem::take(buf).freeze());
                             let parts = parts.take().expect("parts kept while reading");
                             let ok = draft.inner().observed.completion(&body);
                             this.state.set(State::Done);

@@ -41,12 +41,8 @@ impl Open {
         Ok(self.writer.as_mut().expect("just opened"))
     }
 
-    fn write(&mut self, batch: &[UsageRecord]) -> std::io::Result<()> {
-        let w = self.writer()?;
-        for r in batch {
-            serde_json::to_writer(&mut *w, r)?;
-            w.write_all(b"\n")?;
-        }
+    fn write(&mut self, lines: &[u8]) -> std::io::Result<()> {
+        self.writer()?.write_all(lines)?;
         let due = match self.policy {
             FlushPolicy::EveryBatch => true,
             FlushPolicy::Interval(d) => self.last_flush.elapsed() >= d,
@@ -117,8 +113,17 @@ impl JsonlSink {
 
 impl UsageSink for JsonlSink {
     fn write<'a>(&'a self, batch: &'a [UsageRecord]) -> SinkFuture<'a> {
-        let batch = batch.to_vec();
-        self.blocking(move |o| o.write(&batch))
+        // Serialised here, so only bytes cross to the blocking thread (not a copy of the batch).
+        let mut lines = Vec::with_capacity(batch.len() * 512);
+        for r in batch {
+            if let Err(e) = serde_json::to_writer(&mut lines, r) {
+                return Box::pin(std::future::ready(Err(SinkError::new(format!(
+                    "jsonl: {e}"
+                )))));
+            }
+            lines.push(b'\n');
+        }
+        self.blocking(move |o| o.write(&lines))
     }
 
     fn flush(&self) -> SinkFuture<'_> {

@@ -78,6 +78,7 @@ mod metrics;
 mod postgres;
 mod prices;
 mod record;
+mod scan;
 mod service;
 mod sink;
 mod trace;

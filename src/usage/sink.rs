@@ -228,6 +228,17 @@ async fn dispatch(
     let mut buf = Vec::with_capacity(batch);
     let mut records = Vec::with_capacity(batch);
     'run: while rx.recv_many(&mut buf, batch).await > 0 {
+        // Under load, more records are made while the other ready tasks run: after one turn
+        // they go in the same batch (one wake-up and one write per batch, not per record).
+        if buf.len() < batch {
+            tokio::task::yield_now().await;
+            while buf.len() < batch {
+                match rx.try_recv() {
+                    Ok(msg) => buf.push(msg),
+                    Err(_) => break,
+                }
+            }
+        }
         for msg in buf.drain(..) {
             match msg {
                 Msg::Record(r) => records.push(r),

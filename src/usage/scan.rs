@@ -1,0 +1,147 @@
+//! A quick look at a stream chunk's bytes, before (instead of) parsing it.
+//!
+//! Nearly every chunk of a stream carries one content delta and nothing the record needs beyond
+//! "a delta was here": no usage, no finish reason. Parsing each with serde cost about as much as
+//! the rest of the gateway's work on the chunk (`BENCHMARKS.md`, "Usage"), so the meter looks for
+//! a few keys with `memchr`'s SIMD searchers and parses only the chunks where one of them says
+//! there is more to read.
+//!
+//! Why byte searches are sound here: inside a JSON string every `"` is escaped, so the bytes
+//! `"usage"` followed by `:` can only be a key, never text a model wrote. Letters of a key can be
+//! disguised only with a `\u` escape, so a chunk holding `\u` anywhere is always parsed. Whenever
+//! a look is not conclusive, the answer is [`Quick::Parse`]: a false alarm costs a parse, never a
+//! wrong record. The unit tests compare both paths on chunks built to mislead the searchers.
+
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
+
+/// What the quick look found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Quick {
+    /// No usage, no finish reason, no escapes: only whether a delta carried content (text,
+    /// reasoning text or tool calls).
+    Delta { content: bool },
+    /// Something the record needs (or something unclear): parse the chunk.
+    Parse,
+}
+
+static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
+static FINISH: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"finish_reason\""));
+static CONTENT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"content\""));
+static REASONING: LazyLock<Finder<'static>> =
+    LazyLock::new(|| Finder::new(b"\"reasoning_content\""));
+static TOOL_CALLS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"tool_calls\""));
+
+/// The value after the key that ends just before `at`: past whitespace, `:` and whitespace.
+/// `None` when no `:` follows (the match was not a key).
+fn value_after(data: &[u8], at: usize) -> Option<&[u8]> {
+    data.get(at..)?
+        .trim_ascii_start()
+        .strip_prefix(b":")
+        .map(<[u8]>::trim_ascii_start)
+}
+
+/// Whether every occurrence of the key `finder` looks for has the value `null`.
+fn all_null(data: &[u8], finder: &Finder<'_>) -> bool {
+    let len = finder.needle().len();
+    finder
+        .find_iter(data)
+        .all(|at| value_after(data, at + len).is_some_and(|v| v.starts_with(b"null")))
+}
+
+/// Whether some occurrence of the key `finder` looks for is a non-empty string.
+fn some_text(data: &[u8], finder: &Finder<'_>) -> bool {
+    let len = finder.needle().len();
+    finder.find_iter(data).any(|at| {
+        value_after(data, at + len)
+            .and_then(|v| v.strip_prefix(b"\""))
+            .is_some_and(|s| !s.starts_with(b"\""))
+    })
+}
+
+/// Whether some occurrence of the key `finder` looks for is a non-empty array.
+fn some_items(data: &[u8], finder: &Finder<'_>) -> bool {
+    let len = finder.needle().len();
+    finder.find_iter(data).any(|at| {
+        value_after(data, at + len)
+            .and_then(|v| v.strip_prefix(b"["))
+            .is_some_and(|s| !s.trim_ascii_start().starts_with(b"]"))
+    })
+}
+
+/// A quick look at the JSON of one chunk.
+pub(crate) fn quick(data: &[u8]) -> Quick {
+    if memchr::memmem::find(data, b"\\u").is_some()
+        || !all_null(data, &USAGE)
+        || !all_null(data, &FINISH)
+    {
+        return Quick::Parse;
+    }
+    Quick::Delta {
+        content: some_text(data, &CONTENT)
+            || some_text(data, &REASONING)
+            || some_items(data, &TOOL_CALLS),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delta(content: bool) -> Quick {
+        Quick::Delta { content }
+    }
+
+    #[test]
+    fn plain_deltas_are_not_parsed() {
+        let c = br#"{"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#;
+        assert_eq!(quick(c), delta(true));
+        let c = br#"{"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}],"usage":null}"#;
+        assert_eq!(quick(c), delta(true));
+        let c = br#"{"choices" : [ { "delta" : { "content" : "" } , "finish_reason" : null } ] }"#;
+        assert_eq!(quick(c), delta(false));
+        let c = br#"{"choices":[{"delta":{"role":"assistant"},"finish_reason":null}]}"#;
+        assert_eq!(quick(c), delta(false));
+        let c = br#"{"choices":[{"delta":{"reasoning_content":"hm","content":null}}]}"#;
+        assert_eq!(quick(c), delta(true));
+        let c =
+            br#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{"}}]}}]}"#;
+        assert_eq!(quick(c), delta(true));
+        let c = br#"{"choices":[{"delta":{"tool_calls":[ ]}}]}"#;
+        assert_eq!(quick(c), delta(false));
+    }
+
+    #[test]
+    fn usage_finish_reasons_and_escapes_are_parsed() {
+        for c in [
+            &br#"{"choices":[],"usage":{"prompt_tokens":1}}"#[..],
+            br#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#,
+            br#"{"choices":[{"delta":{},"finish_reason" : "length"}]}"#,
+            // A second choice's finish reason.
+            br#"{"choices":[{"finish_reason":null},{"finish_reason":"stop"}]}"#,
+            // A key spelt with an escape.
+            br#"{"choices":[],"\u0075sage":{"prompt_tokens":1}}"#,
+            // Text that merely holds an escape: parsed too (never wrong, only slower).
+            br#"{"choices":[{"delta":{"content":"caf\u00e9"}}]}"#,
+            // Not followed by a colon: not conclusive.
+            br#"["usage"]"#,
+            br#"{"usage""#,
+        ] {
+            assert_eq!(quick(c), Quick::Parse, "{}", String::from_utf8_lossy(c));
+        }
+    }
+
+    #[test]
+    fn keys_written_by_the_model_do_not_fool_it() {
+        // The model's text holds the key names, quoted as JSON text always is (escaped).
+        let c = br#"{"choices":[{"delta":{"content":"\"usage\":{\"prompt_tokens\":9},\"finish_reason\":\"stop\""},"finish_reason":null}]}"#;
+        assert_eq!(quick(c), delta(true));
+        let c =
+            br#"{"choices":[{"delta":{"content":"say \"content\":\"x\""},"finish_reason":null}]}"#;
+        assert_eq!(quick(c), delta(true));
+        // Only the escaped quotes spell "content" here: the delta's own content is empty.
+        let c = br#"{"choices":[{"delta":{"content":"","refusal":"\"content\":\"x\""},"finish_reason":null}]}"#;
+        assert_eq!(quick(c), delta(false));
+    }
+}
