@@ -1,7 +1,8 @@
 //! [`MetricsSink`]: Prometheus metrics with OpenTelemetry's GenAI semantic-convention names,
 //! served by [`MetricsRoute`] at `GET /metrics`.
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::sync::atomic::Ordering::Relaxed;
@@ -125,6 +126,29 @@ pub struct MetricsSink {
     requests: Family<Labels, Counter>,
     rejections: Family<Labels, Counter>,
     upstream_failures: Family<Labels, Counter>,
+    /// The series of each label combination seen, so a record costs one small lookup instead of
+    /// a label set built and hashed per metric. Bounded as the labels are.
+    series: Mutex<HashMap<SeriesKey, Series>>,
+}
+
+#[derive(Debug, Hash, PartialEq, Eq)]
+struct SeriesKey {
+    request_model: String,
+    response_model: String,
+    key: String,
+    status: u16,
+}
+
+/// One label combination's metrics (the histograms only once a record needs them, so no empty
+/// series is exported).
+#[derive(Debug)]
+struct Series {
+    common: Labels,
+    input: Option<Histogram>,
+    output: Option<Histogram>,
+    ttft: Option<Histogram>,
+    duration: Histogram,
+    requests: Counter,
 }
 
 #[derive(Debug)]
@@ -213,6 +237,7 @@ impl MetricsSink {
             requests,
             rejections,
             upstream_failures,
+            series: Mutex::default(),
         }
     }
 
@@ -228,32 +253,65 @@ impl MetricsSink {
     pub fn add(&self, r: &UsageRecord) {
         let b = &self.bounds;
         let request_model = b.model(r.model.as_deref());
-        let response_model = b.model(r.response_model.as_deref().or(r.routed_model.as_deref()));
-        let status = r.status.to_string();
-        let common: Labels = vec![
-            ("gen_ai_operation_name", "chat".to_owned()),
-            ("gen_ai_request_model", request_model.clone()),
-            ("gen_ai_response_model", response_model),
-            ("key_id", b.key(r.key_id.as_deref())),
-            ("status", status.clone()),
-        ];
+        let key = SeriesKey {
+            request_model,
+            response_model: b.model(r.response_model.as_deref().or(r.routed_model.as_deref())),
+            key: b.key(r.key_id.as_deref()),
+            status: r.status,
+        };
         let success = (200..300).contains(&r.status);
-        if success {
-            for (kind, n) in [("input", r.prompt_tokens), ("output", r.completion_tokens)] {
-                let mut l = common.clone();
-                l.push(("gen_ai_token_type", kind.to_owned()));
-                self.tokens.get_or_create(&l).observe(n as f64);
+        {
+            let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+            let s = match series.entry(key) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => {
+                    let k = e.key();
+                    let common: Labels = vec![
+                        ("gen_ai_operation_name", "chat".to_owned()),
+                        ("gen_ai_request_model", k.request_model.clone()),
+                        ("gen_ai_response_model", k.response_model.clone()),
+                        ("key_id", k.key.clone()),
+                        ("status", k.status.to_string()),
+                    ];
+                    let duration = self.duration.get_or_create(&common).clone();
+                    let requests = self
+                        .requests
+                        .get_or_create(&vec![("status", k.status.to_string())])
+                        .clone();
+                    e.insert(Series {
+                        common,
+                        input: None,
+                        output: None,
+                        ttft: None,
+                        duration,
+                        requests,
+                    })
+                }
+            };
+            if success {
+                let tokens = |kind: &str| {
+                    let mut l = s.common.clone();
+                    l.push(("gen_ai_token_type", kind.to_owned()));
+                    self.tokens.get_or_create(&l).clone()
+                };
+                s.input
+                    .get_or_insert_with(|| tokens("input"))
+                    .observe(r.prompt_tokens as f64);
+                s.output
+                    .get_or_insert_with(|| tokens("output"))
+                    .observe(r.completion_tokens as f64);
+                if r.streamed
+                    && let Some(t) = r.ttft_ms
+                {
+                    let common = &s.common;
+                    s.ttft
+                        .get_or_insert_with(|| self.ttft.get_or_create(common).clone())
+                        .observe(t / 1000.0);
+                }
             }
-            if r.streamed
-                && let Some(t) = r.ttft_ms
-            {
-                self.ttft.get_or_create(&common).observe(t / 1000.0);
-            }
+            s.duration.observe(r.duration_ms / 1000.0);
+            s.requests.inc();
         }
-        self.duration
-            .get_or_create(&common)
-            .observe(r.duration_ms / 1000.0);
-        self.requests.get_or_create(&vec![("status", status)]).inc();
         if (400..500).contains(&r.status) && r.status != 499 {
             let reason = match r.status {
                 400 => "bad_request",
@@ -272,7 +330,7 @@ impl MetricsSink {
         let broke = r.partial && r.error.as_deref() != Some("client_closed");
         if r.status >= 500 || broke {
             self.upstream_failures
-                .get_or_create(&vec![("gen_ai_request_model", request_model)])
+                .get_or_create(&vec![("gen_ai_request_model", b.model(r.model.as_deref()))])
                 .inc();
         }
     }
