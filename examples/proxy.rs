@@ -52,7 +52,7 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tower::ServiceBuilder;
-use tower::util::BoxCloneSyncService;
+use tower::util::{BoxCloneSyncService, Either};
 use tower::{Layer, ServiceExt};
 
 #[derive(Debug, Default, PartialEq)]
@@ -193,9 +193,9 @@ async fn shutdown_signal() {
 /// `[[function_catalogs]]` are configured (runs `uc_function` tools, calling the router once per
 /// round), the router.
 fn chat_stack(config: &Config, router: ModelRouter, state: &State) -> ChatStack {
-    let inner = ServiceBuilder::new()
-        .layer(ValidateLayer::with_config(config.validate_config()))
-        .layer(UsageMeterLayer::new())
+    // `[usage] enabled = false` takes both usage layers out.
+    let accounted = config.usage_config().enabled;
+    let tail = ServiceBuilder::new()
         .layer(ModelAccessLayer::new())
         .layer(RateLimitLayer::from_shared(
             Arc::clone(&state.limiter),
@@ -206,11 +206,30 @@ fn chat_stack(config: &Config, router: ModelRouter, state: &State) -> ChatStack 
         ))
         .option_layer(state.tools.clone())
         .service(router);
+    let metered = if accounted {
+        Either::Left(UsageMeterLayer::new().layer(tail))
+    } else {
+        Either::Right(tail.map_response(box_response))
+    };
+    let inner = ValidateLayer::with_config(config.validate_config()).layer(metered);
     let authed = match key_store(config, state.shared_keys.as_ref()) {
         Some(store) => boxed(AuthLayer::from_shared(store).layer(inner)),
         None => boxed(inner),
     };
-    boxed(UsageLayer::new(state.usage.handle.clone()).layer(authed))
+    if accounted {
+        boxed(UsageLayer::new(state.usage.handle.clone()).layer(authed))
+    } else {
+        authed
+    }
+}
+
+/// A response with its body boxed (as `UsageMeterLayer` hands it on).
+fn box_response<B>(res: Response<B>) -> Response<BoxBody>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<chatgate::BoxError>,
+{
+    res.map(|b| b.map_err(Into::into).boxed_unsync())
 }
 
 /// The stack's type: boxed, over the server's request body.

@@ -12,7 +12,10 @@
 #                port, model "mock" routed to the mock), so the proxy is started with that config; in
 #                the arguments, @PORT@ and @UPSTREAM_PORT@ stand for the proxy's and the mock's ports.
 #   chatgate_base  a second chatgate proxy binary ($CHATGATE_BASE_BIN, e.g. the previous commit's), with
-#                the same configuration on its own port: before/after comparisons in one run
+#                the same configuration on its own port: before/after comparisons in one run.
+#                CHATGATE_EXTRA_TOML / CHATGATE_BASE_EXTRA_TOML name files appended to the
+#                chatgate / chatgate_base configuration: one binary with a feature on and off, e.g.
+#                the usage comparison (bench/load/usage-on.toml against bench/load/usage-off.toml)
 #   nginx        Debian's nginx as a plain reverse proxy (bench/load/nginx.conf), 1 worker process
 # Scenarios: non-streamed completions, and streamed ones of 50 chunks (+ usage chunk + [DONE]).
 # For each scenario and target, interleaved in rounds (direct, passthrough, chatgate, nginx, direct…):
@@ -31,7 +34,8 @@
 # Knobs (environment): ROUNDS (3), DURATION (6, seconds per saturation run), LAT_DURATION (6),
 # WARMUP (2), CONCURRENCY (64), LAT_CONCURRENCY (32), RATE_NONSTREAM / RATE_STREAM (auto or req/s),
 # RATE_FRACTION (0.25), PROXY_THREADS (1), TARGETS (direct,passthrough,chatgate,nginx),
-# CHATGATE_PROXY_ARGS, CHATGATE_PROXY_BIN, CHATGATE_PATH (/v1/chat/completions), RESULTS_DIR,
+# CHATGATE_PROXY_ARGS, CHATGATE_PROXY_BIN, CHATGATE_BASE_BIN, CHATGATE_EXTRA_TOML,
+# CHATGATE_BASE_EXTRA_TOML, CHATGATE_PATH (/v1/chat/completions), RESULTS_DIR,
 # SKIP_BUILD (0).
 set -euo pipefail
 
@@ -140,6 +144,9 @@ url = "http://127.0.0.1:$MOCK_PORT/v1"
 EOF
 
 sed -e "s|127.0.0.1:$CG_PORT|127.0.0.1:$CGB_PORT|" bench/load/chatgate.toml >"$TMP/chatgate_base.toml"
+# Tables appended to one target's configuration: the same binary with and without a feature.
+if [[ -n ${CHATGATE_BASE_EXTRA_TOML:-} ]]; then cat "$CHATGATE_BASE_EXTRA_TOML" >>"$TMP/chatgate_base.toml"; fi
+if [[ -n ${CHATGATE_EXTRA_TOML:-} ]]; then cat "$CHATGATE_EXTRA_TOML" >>bench/load/chatgate.toml; fi
 
 sed -e "s|@PREFIX@|$TMP|g" -e "s|@UPSTREAM_PORT@|$MOCK_PORT|g" -e "s|@LISTEN_PORT@|$NGINX_PORT|g" \
     bench/load/nginx.conf >"$TMP/nginx.conf"

@@ -15,6 +15,7 @@ use crate::usage::{FlushPolicy, Overflow, Price, Prices};
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUsage {
+    enabled: Option<bool>,
     jsonl: Option<String>,
     jsonl_flush: Option<Spanned<String>>,
     postgres: Option<String>,
@@ -54,6 +55,10 @@ pub enum LogFormat {
 /// Usage accounting's settings (`[usage]`).
 #[derive(Clone, Debug)]
 pub struct UsageConfig {
+    /// Whether requests are accounted at all (`enabled = false` takes the usage layers out of
+    /// the proxy's stack: no records, no per-request log line, nothing new at `/metrics`; streams
+    /// are then not asked for usage, so token limits settle such streams on their reservation).
+    pub enabled: bool,
     /// A JSONL file to append records to.
     pub jsonl: Option<PathBuf>,
     /// When the JSONL file is flushed (`jsonl_flush = "batch"` or a duration such as `"1s"`).
@@ -75,6 +80,7 @@ pub struct UsageConfig {
 impl Default for UsageConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             jsonl: None,
             jsonl_flush: FlushPolicy::EveryBatch,
             postgres: None,
@@ -93,6 +99,7 @@ impl Source<'_> {
         let Some(raw) = raw else {
             return Ok(c);
         };
+        c.enabled = raw.enabled.unwrap_or(true);
         let base = self.file.parent().unwrap_or(Path::new("."));
         c.jsonl = raw.jsonl.as_ref().map(|p| base.join(p));
         if let Some(f) = &raw.jsonl_flush {

@@ -157,3 +157,19 @@ fn server_and_validation_errors_name_the_position() {
         assert_starts(&fails(&format!("{text}{ECHO}")), prefix);
     }
 }
+
+#[test]
+fn usage_accounting_is_on_unless_turned_off() {
+    assert!(parse(ECHO).expect("no [usage]").usage_config().enabled);
+    let on = format!("{ECHO}[usage]\njsonl = \"u.jsonl\"\n");
+    assert!(
+        parse(&on)
+            .expect("[usage] without enabled")
+            .usage_config()
+            .enabled
+    );
+    let off = format!("{ECHO}[usage]\nenabled = false\n");
+    assert!(!parse(&off).expect("enabled = false").usage_config().enabled);
+    let bad = format!("{ECHO}[usage]\nenabled = \"no\"\n");
+    assert!(fails(&bad).contains("config.toml:5"), "{}", fails(&bad));
+}
