@@ -204,7 +204,8 @@ where
     Ok((
         layer,
         OtlpGuard {
-            provider: Some(provider),
+            provider,
+            stopped: false,
         },
     ))
 }
@@ -212,34 +213,29 @@ where
 /// Flushes and stops the export of [`layer`]'s spans: call [`shutdown`](Self::shutdown) when
 /// the server has stopped (dropping the guard does too).
 pub struct OtlpGuard {
-    provider: Option<SdkTracerProvider>,
+    provider: SdkTracerProvider,
+    stopped: bool,
 }
 
 impl fmt::Debug for OtlpGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OtlpGuard")
-            .field("running", &self.provider.is_some())
-            .finish()
+        f.debug_struct("OtlpGuard").finish_non_exhaustive()
     }
 }
 
 impl OtlpGuard {
     /// The tracer provider behind the layer (to make tracers for your own spans).
-    pub fn provider(&self) -> Option<&SdkTracerProvider> {
-        self.provider.as_ref()
+    pub fn provider(&self) -> &SdkTracerProvider {
+        &self.provider
     }
 
     /// Exports every span finished so far, and waits until the collector has answered (or the
     /// SDK's 5 s flush timeout has passed). Blocks the calling thread.
     ///
     /// # Errors
-    /// The export failed or timed out, or the guard was shut down.
+    /// The export failed or timed out.
     pub fn force_flush(&self) -> Result<(), OtlpError> {
-        let provider = self
-            .provider
-            .as_ref()
-            .ok_or_else(|| OtlpError("the OTLP export was shut down".to_owned()))?;
-        provider
+        self.provider
             .force_flush()
             .map_err(|e| OtlpError(format!("OTLP flush: {e}")))
     }
@@ -254,12 +250,12 @@ impl OtlpGuard {
     }
 
     fn stop(&mut self) -> Result<(), OtlpError> {
-        match self.provider.take() {
-            Some(p) => p
-                .shutdown()
-                .map_err(|e| OtlpError(format!("OTLP shutdown: {e}"))),
-            None => Ok(()),
+        if std::mem::replace(&mut self.stopped, true) {
+            return Ok(());
         }
+        self.provider
+            .shutdown()
+            .map_err(|e| OtlpError(format!("OTLP shutdown: {e}")))
     }
 }
 
