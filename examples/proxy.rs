@@ -24,6 +24,11 @@
 //! at start. `--hash-key KEY` prints the SHA-256 digest to put in `sha256 = "…"` (`--hash-key -`
 //! reads the key from stdin, so it stays out of the shell history).
 //!
+//! Logs: one line per request on stderr (`RUST_LOG`, default `info`; `[log] format`). Built with
+//! `--features otlp`, `[log] otlp_endpoint` (or `OTEL_EXPORTER_OTLP_ENDPOINT`) also exports each
+//! request's `chat` span by OTLP/HTTP, flushed on shutdown; built without it, the proxy refuses
+//! a configured endpoint rather than ignore it.
+//!
 //! The command line: `--help` (to stdout, exit 0), `--version`, `--listen ADDR` (an `IP:port`
 //! or a `host:port` resolved at start, overriding the file's `listen`), `--config FILE`,
 //! `--check`; `--opt=value` works too. A usage error (unknown option, missing value) is
@@ -36,7 +41,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use chatgate::auth::{AuthLayer, KeyDigest, KeyStore, ModelAccessLayer};
-use chatgate::config::{Config, LogFormat};
+use chatgate::config::{Config, LogFormat, OtlpExport};
 use chatgate::gateway::{Gateway, ServeConfig, serve_with};
 use chatgate::rate_limit::{LimitBackend, RateLimitLayer};
 use chatgate::route::{BoxBody, ModelRouter};
@@ -97,6 +102,10 @@ options:
 
 environment:
   TOKIO_WORKER_THREADS   worker threads (default: one per core; 1: a single thread)
+  RUST_LOG               which log lines are printed (default: info, one line per request)
+  OTEL_EXPORTER_OTLP_ENDPOINT
+                         an OTLP/HTTP collector's base URL to export request spans to, when
+                         the file has no [log] otlp_endpoint (needs the otlp feature)
 
 exit status: 0 success, 1 configuration or runtime error, 2 usage error";
 
@@ -293,28 +302,99 @@ fn server_tools(config: &Config) -> Result<Option<ServerToolsLayer>, String> {
     }
 }
 
+/// The OTLP span export the configuration asks for (`[log] otlp_endpoint`, else
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`). A proxy built without the `otlp` feature refuses one: an
+/// endpoint silently ignored would look like a collector that lost every span.
+fn otlp_export(config: &Config) -> Result<Option<OtlpExport>, String> {
+    let export = config.otlp().map_err(|e| e.to_string())?;
+    #[cfg(not(feature = "otlp"))]
+    if let Some(e) = &export {
+        return Err(format!(
+            "{} is set ({}), but this proxy was built without the otlp feature: \
+             rebuild it with `--features otlp`, or remove the setting",
+            e.origin(),
+            e.endpoint()
+        ));
+    }
+    Ok(export)
+}
+
+/// What `init_logging` leaves running: the OTLP export, flushed when the proxy stops.
+struct Telemetry {
+    #[cfg(feature = "otlp")]
+    otlp: Option<chatgate::otlp::OtlpGuard>,
+}
+
+impl Telemetry {
+    /// Exports the spans still queued and stops the exporter (it blocks: off the runtime).
+    async fn shutdown(self) {
+        #[cfg(feature = "otlp")]
+        if let Some(guard) = self.otlp {
+            match tokio::task::spawn_blocking(move || guard.shutdown()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => eprintln!("{e}"),
+                Err(e) => eprintln!("OTLP shutdown failed: {e}"),
+            }
+        }
+    }
+}
+
 /// Logging: one line per request (target `chatgate::usage`), level from `RUST_LOG` (default
-/// `info`), format from `[log] format`.
+/// `info`), format from `[log] format`; and, with `otlp` (feature `otlp`), the request spans
+/// exported by OTLP/HTTP.
 ///
-/// Only events are formatted: each request's line carries its own fields, so the request's span
-/// (and its fields, recorded as the request goes) need not be. Lines go through
-/// [`log_buffer`]: batched into one write every few milliseconds, warnings and errors at once.
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::filter::{EnvFilter, FilterExt, filter_fn};
+/// Each layer has its own filter: `RUST_LOG` chooses the log lines only, and the OTLP layer
+/// takes chatgate's request spans at `INFO` whatever `RUST_LOG` says (`RUST_LOG=warn` keeps the
+/// export). The log layer formats events only: each request's line carries its own fields, so
+/// the request's span (and its fields, recorded as the request goes) need not be. Lines go
+/// through [`log_buffer`]: batched into one write every few milliseconds, warnings and errors at
+/// once.
+fn init_logging(format: LogFormat, otlp: Option<&OtlpExport>) -> Result<Telemetry, String> {
+    use tracing_subscriber::filter::{FilterExt, filter_fn};
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::{Layer, fmt};
+    use tracing_subscriber::{EnvFilter, Layer, Registry};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let filter = filter.and(filter_fn(|m| !m.is_span()));
     log_buffer::start();
-    let layer = fmt::layer()
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(log_buffer::Writer);
-    let layer = match format {
-        LogFormat::Json => layer.json().with_filter(filter).boxed(),
-        LogFormat::Text => layer.with_filter(filter).boxed(),
+    #[allow(unused_mut)] // without the `otlp` feature, nothing is added
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![match format {
+        LogFormat::Json => fmt.json().with_filter(filter).boxed(),
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
+    }];
+    #[cfg(feature = "otlp")]
+    let telemetry = Telemetry {
+        otlp: match otlp {
+            None => None,
+            Some(export) => {
+                let (layer, guard) = chatgate::otlp::layer(&export.otlp_config())
+                    .map_err(|e| format!("{}: {e}", export.origin()))?;
+                layers.push(layer.boxed());
+                eprintln!(
+                    "exporting request spans to {} (service.name {:?})",
+                    export.traces_url(),
+                    export.service_name()
+                );
+                Some(guard)
+            }
+        },
     };
-    let _ = tracing_subscriber::registry().with(layer).try_init();
+    #[cfg(not(feature = "otlp"))]
+    let telemetry = {
+        // Refused by `otlp_export` before: never silently dropped.
+        if let Some(export) = otlp {
+            return Err(format!(
+                "{}: built without the otlp feature",
+                export.origin()
+            ));
+        }
+        Telemetry {}
+    };
+    let _ = tracing_subscriber::registry().with(layers).try_init();
+    Ok(telemetry)
 }
 
 /// Log lines, batched: appended to one buffer (a lock and a copy per line), written to stderr
@@ -654,6 +734,13 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let otlp = match otlp_export(&config) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if args.check {
         let keys = match (config.key_store(), config.postgres_keys()) {
             (Some(store), _) => format!("{} keys", store.len()),
@@ -666,8 +753,11 @@ async fn run(args: Args) -> ExitCode {
             eprintln!("{e}");
             return ExitCode::FAILURE;
         }
+        let spans = otlp
+            .as_ref()
+            .map_or_else(String::new, |o| format!("; spans to {}", o.traces_url()));
         println!(
-            "{}: ok ({} models: {}; {keys})",
+            "{}: ok ({} models: {}; {keys}{spans})",
             args.config
                 .as_ref()
                 .map_or_else(String::new, |p| p.display().to_string()),
@@ -684,7 +774,13 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    init_logging(config.log_format());
+    let telemetry = match init_logging(config.log_format(), otlp.as_ref()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let usage = match accounting(&config).await {
         Ok(a) => a,
         Err(e) => {
@@ -771,8 +867,10 @@ async fn run(args: Args) -> ExitCode {
     // thread only waits.
     let server = serve_with(listener, gateway, shutdown_signal(), config.serve_config());
     let served = tokio::spawn(server).await;
-    // Every record of the requests served reaches the sinks before exit.
+    // Every record of the requests served reaches the sinks before exit, and every span the
+    // collector.
     state.usage.handle.close().await;
+    telemetry.shutdown().await;
     match served {
         Ok(Ok(())) => {
             eprintln!("chatgate stopped");
@@ -926,6 +1024,25 @@ mod tests {
         assert_eq!(
             err(&["--hash-key"]),
             "--hash-key needs a key (or - for stdin)"
+        );
+    }
+
+    #[test]
+    fn an_otlp_endpoint_needs_the_feature() {
+        let text = "[[models]]\nname = \"echo\"\nbuiltin = \"echo\"\n\
+                    [log]\notlp_endpoint = \"http://127.0.0.1:4318\"\n";
+        let config = Config::from_toml_str(text, std::path::Path::new("gw.toml")).expect("valid");
+        let result = otlp_export(&config);
+        #[cfg(not(feature = "otlp"))]
+        {
+            let err = result.expect_err("refused without the feature");
+            assert!(err.contains("built without the otlp feature"), "{err}");
+            assert!(err.starts_with("[log] otlp_endpoint is set"), "{err}");
+        }
+        #[cfg(feature = "otlp")]
+        assert_eq!(
+            result.expect("accepted").map(|e| e.traces_url()),
+            Some("http://127.0.0.1:4318/v1/traces".to_owned())
         );
     }
 

@@ -11,6 +11,8 @@ pub mod error;
 pub mod gateway;
 mod json;
 mod macros;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod rate_limit;
 pub mod request_id;
 pub mod route;

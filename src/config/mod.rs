@@ -172,7 +172,14 @@
 //!
 //! [log]
 //! format = "text"                  # or "json"; the level comes from RUST_LOG
+//! otlp_endpoint = "http://127.0.0.1:4318"   # export request spans by OTLP/HTTP (feature `otlp`)
+//! otlp_service_name = "chatgate"   # the spans' service.name (default "chatgate")
 //! ```
+//!
+//! `otlp_endpoint` is an OTLP/HTTP collector's base URL (`http` or `https`, no credentials):
+//! spans are posted to `<otlp_endpoint>/v1/traces` (see [`Config::otlp`] and `crate::otlp`).
+//! Without the key, the `OTEL_EXPORTER_OTLP_ENDPOINT` environment variable is used the same
+//! way. A proxy built without the `otlp` feature refuses to start with either set.
 //!
 //! Sinks are made once at start: a reload applies new prices, and reports other `[usage]`
 //! changes as needing a restart.
@@ -334,7 +341,9 @@ pub use keys::{DEFAULT_CACHE_SIZE, DEFAULT_CACHE_TTL, DEFAULT_NEGATIVE_TTL, Post
 pub use limits::{LimiterBackend, LimitsConfig, OnRedisError};
 pub use model::{Backend, Builtin, Health, HealthProbe, Model, Timeouts, Upstream};
 use raw::{RawConfig, Source};
-pub use usage::{LogFormat, UsageConfig};
+pub use usage::{
+    DEFAULT_OTLP_SERVICE_NAME, LogFormat, OTEL_EXPORTER_OTLP_ENDPOINT, OtlpExport, UsageConfig,
+};
 
 use crate::gateway::ServeConfig;
 use crate::validate::ValidateConfig;
@@ -363,7 +372,7 @@ pub struct Config {
     models: Vec<Model>,
     usage: UsageConfig,
     prices: crate::usage::Prices,
-    log: LogFormat,
+    log: usage::LogConfig,
     keys: keys::KeysConfig,
     limits: LimitsConfig,
     function_catalogs: Vec<FunctionCatalogConfig>,
@@ -410,7 +419,7 @@ impl Config {
             }],
             usage: UsageConfig::default(),
             prices: crate::usage::Prices::new(),
-            log: LogFormat::Text,
+            log: usage::LogConfig::default(),
             keys: keys::KeysConfig::default(),
             limits: LimitsConfig::default(),
             function_catalogs: Vec::new(),
@@ -429,7 +438,20 @@ impl Config {
 
     /// The proxy's log format (`[log] format = "text" | "json"`).
     pub fn log_format(&self) -> LogFormat {
-        self.log
+        self.log.format
+    }
+
+    /// Where to export the request spans by OTLP/HTTP: `[log] otlp_endpoint`, else the
+    /// [`OTEL_EXPORTER_OTLP_ENDPOINT`] environment variable (read now, not when the file was
+    /// parsed); `None` when neither is set. Exporting needs the `otlp` feature
+    /// (`chatgate::otlp`); a proxy built without it must refuse an endpoint rather than ignore
+    /// it.
+    ///
+    /// # Errors
+    /// The variable holds an invalid URL (the file's key was checked at load).
+    pub fn otlp(&self) -> Result<Option<OtlpExport>, ConfigError> {
+        let env = std::env::var(OTEL_EXPORTER_OTLP_ENDPOINT).ok();
+        self.log.otlp(env.as_deref())
     }
 
     /// The function catalogs (`[[function_catalogs]]`), in file order: where the gateway finds

@@ -256,7 +256,7 @@ impl Source<'_> {
             models,
             usage: self.usage_config(raw.usage.as_ref())?,
             prices: self.prices(&raw.prices)?,
-            log: self.log_format(raw.log.as_ref())?,
+            log: self.log_config(raw.log.as_ref())?,
             keys: self.keys_config(
                 &raw.keys,
                 raw.auth.as_ref(),

@@ -1,13 +1,13 @@
 //! The `[usage]`, `[[prices]]` and `[log]` tables: usage accounting's sinks, the models' prices
-//! and the proxy's log format.
+//! and the proxy's log format and span export.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::ConfigError;
 use super::raw::Source;
+use super::{ConfigError, ErrorKind};
 use crate::auth::KeyDigest;
 use crate::usage::{FlushPolicy, Overflow, Price, Prices};
 
@@ -40,6 +40,142 @@ pub(super) struct RawPrice {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLog {
     format: Option<Spanned<String>>,
+    otlp_endpoint: Option<Spanned<String>>,
+    otlp_service_name: Option<Spanned<String>>,
+}
+
+/// The environment variable naming the OTLP collector when `[log] otlp_endpoint` is absent
+/// (OpenTelemetry's standard variable; a base URL, as the key).
+pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+
+/// The `service.name` exported spans carry when `[log] otlp_service_name` is absent.
+pub const DEFAULT_OTLP_SERVICE_NAME: &str = "chatgate";
+
+/// `[log]`, validated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct LogConfig {
+    pub(super) format: LogFormat,
+    /// `otlp_endpoint`, checked.
+    pub(super) otlp_endpoint: Option<String>,
+    /// `otlp_service_name`.
+    pub(super) otlp_service_name: Option<String>,
+}
+
+impl LogConfig {
+    /// The span export: the file's `otlp_endpoint`, else `env` (the value of
+    /// [`OTEL_EXPORTER_OTLP_ENDPOINT`]; empty counts as unset).
+    pub(super) fn otlp(&self, env: Option<&str>) -> Result<Option<OtlpExport>, ConfigError> {
+        let service_name = self
+            .otlp_service_name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_OTLP_SERVICE_NAME.to_owned());
+        if let Some(endpoint) = &self.otlp_endpoint {
+            return Ok(Some(OtlpExport {
+                endpoint: endpoint.clone(),
+                service_name,
+                from_env: false,
+            }));
+        }
+        let Some(value) = env.map(str::trim).filter(|v| !v.is_empty()) else {
+            return Ok(None);
+        };
+        let endpoint = otlp_endpoint(value).map_err(|problem| ConfigError {
+            kind: ErrorKind::Env,
+            file: None,
+            position: None,
+            problem: format!("{OTEL_EXPORTER_OTLP_ENDPOINT}: {problem}"),
+        })?;
+        Ok(Some(OtlpExport {
+            endpoint,
+            service_name,
+            from_env: true,
+        }))
+    }
+}
+
+/// Where the proxy exports its request spans by OTLP/HTTP: `[log] otlp_endpoint` (else the
+/// [`OTEL_EXPORTER_OTLP_ENDPOINT`] variable) and `otlp_service_name`. See
+/// [`Config::otlp`](super::Config::otlp).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtlpExport {
+    endpoint: String,
+    service_name: String,
+    from_env: bool,
+}
+
+impl OtlpExport {
+    /// The collector's base URL (`http` or `https`, no trailing `/`), such as
+    /// `http://127.0.0.1:4318`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Where spans are posted: the endpoint followed by `/v1/traces`.
+    pub fn traces_url(&self) -> String {
+        format!("{}/v1/traces", self.endpoint)
+    }
+
+    /// The `service.name` resource (`otlp_service_name`, default `"chatgate"`).
+    pub fn service_name(&self) -> &str {
+        &self.service_name
+    }
+
+    /// Whether the endpoint came from [`OTEL_EXPORTER_OTLP_ENDPOINT`] rather than the file.
+    pub fn from_env(&self) -> bool {
+        self.from_env
+    }
+
+    /// Where the endpoint was set, for messages: `[log] otlp_endpoint` or the variable.
+    pub fn origin(&self) -> &'static str {
+        if self.from_env {
+            OTEL_EXPORTER_OTLP_ENDPOINT
+        } else {
+            "[log] otlp_endpoint"
+        }
+    }
+
+    /// The library's export settings ([`crate::otlp::layer`]) for this endpoint and name.
+    #[cfg(feature = "otlp")]
+    pub fn otlp_config(&self) -> crate::otlp::OtlpConfig {
+        crate::otlp::OtlpConfig {
+            service_name: self.service_name.clone(),
+            ..crate::otlp::OtlpConfig::new(self.endpoint.clone())
+        }
+    }
+}
+
+/// Checks an OTLP collector's base URL; returns it without a trailing `/`.
+fn otlp_endpoint(text: &str) -> Result<String, String> {
+    let fail = |why: &str| format!("invalid URL {text:?}: {why}");
+    if text.contains('#') || text.contains('?') {
+        return Err(fail("must not have a query or fragment"));
+    }
+    let uri: http::Uri = text.parse().map_err(|e| fail(&format!("{e}")))?;
+    let scheme = match uri.scheme_str() {
+        Some(s @ ("http" | "https")) => s,
+        _ => return Err(fail("scheme must be http or https")),
+    };
+    let Some(authority) = uri.authority() else {
+        return Err(fail("missing host"));
+    };
+    if authority.as_str().contains('@') {
+        // The URL itself is left out: it holds a credential.
+        return Err(
+            "invalid URL: must not contain credentials (user:password@); \
+                    give the collector's headers in OTEL_EXPORTER_OTLP_HEADERS"
+                .to_owned(),
+        );
+    }
+    if authority.host().is_empty() {
+        return Err(fail("missing host"));
+    }
+    let path = uri.path().trim_end_matches('/');
+    if path.ends_with("/v1/traces") {
+        return Err(fail(
+            "give the collector's base URL (such as http://127.0.0.1:4318): /v1/traces is appended",
+        ));
+    }
+    Ok(format!("{scheme}://{authority}{path}"))
 }
 
 /// The proxy's log format (`[log] format`).
@@ -170,17 +306,40 @@ impl Source<'_> {
         Ok(prices)
     }
 
-    pub(super) fn log_format(&self, raw: Option<&RawLog>) -> Result<LogFormat, ConfigError> {
-        match raw.and_then(|l| l.format.as_ref()) {
-            None => Ok(LogFormat::Text),
+    pub(super) fn log_config(&self, raw: Option<&RawLog>) -> Result<LogConfig, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(LogConfig::default());
+        };
+        let format = match &raw.format {
+            None => LogFormat::Text,
             Some(f) => match f.get_ref().as_str() {
-                "text" => Ok(LogFormat::Text),
-                "json" => Ok(LogFormat::Json),
-                other => Err(self.invalid(
-                    f,
-                    format!(r#"log format {other:?} is not "text" or "json""#),
-                )),
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(self.invalid(
+                        f,
+                        format!(r#"log format {other:?} is not "text" or "json""#),
+                    ));
+                }
             },
-        }
+        };
+        let otlp_endpoint = match &raw.otlp_endpoint {
+            None => None,
+            Some(e) => Some(
+                otlp_endpoint(e.get_ref())
+                    .map_err(|problem| self.invalid(e, format!("otlp_endpoint: {problem}")))?,
+            ),
+        };
+        let otlp_service_name = match &raw.otlp_service_name {
+            Some(n) if n.get_ref().trim().is_empty() => {
+                return Err(self.invalid(n, "otlp_service_name must not be empty".to_owned()));
+            }
+            n => n.as_ref().map(|n| n.get_ref().clone()),
+        };
+        Ok(LogConfig {
+            format,
+            otlp_endpoint,
+            otlp_service_name,
+        })
     }
 }

@@ -119,7 +119,7 @@ where
             .extensions()
             .get::<RequestId>()
             .map(|r| r.as_str().to_owned());
-        let span = super::trace::span(request_id.as_deref());
+        let span = super::trace::span(request_id.as_deref(), req.headers());
         let draft = Arc::new(Draft::new(
             self.handle.clone(),
             self.permit.take(),

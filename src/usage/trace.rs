@@ -5,9 +5,10 @@ use tracing::field::Empty;
 
 use super::UsageRecord;
 
-/// The span of one request (fields are filled when its record is made).
-pub(crate) fn span(request_id: Option<&str>) -> tracing::Span {
-    tracing::info_span!(
+/// The span of one request (fields are filled when its record is made). With the `otlp`
+/// feature, a W3C `traceparent` in `headers` becomes its OpenTelemetry parent.
+pub(crate) fn span(request_id: Option<&str>, headers: &http::HeaderMap) -> tracing::Span {
+    let span = tracing::info_span!(
         target: "chatgate::usage",
         "chat",
         otel.name = "chat",
@@ -22,7 +23,18 @@ pub(crate) fn span(request_id: Option<&str>) -> tracing::Span {
         error.type = Empty,
         upstream = Empty,
         http.response.status_code = Empty,
-    )
+    );
+    #[cfg(feature = "otlp")]
+    crate::otlp::set_remote_parent(&span, headers);
+    #[cfg(not(feature = "otlp"))]
+    let _ = headers;
+    span
+}
+
+/// A count as the span's integer value: `tracing` hands unsigned integers to the OpenTelemetry
+/// layer as text, signed ones as OTLP `int` attributes.
+fn int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Fills the span's fields and logs the request's line.
@@ -40,8 +52,8 @@ pub(crate) fn record(span: &tracing::Span, r: &UsageRecord) {
     if let Some(m) = r.response_model.as_ref().or(r.routed_model.as_ref()) {
         span.record("gen_ai.response.model", m.as_str());
     }
-    span.record("gen_ai.usage.input_tokens", r.prompt_tokens);
-    span.record("gen_ai.usage.output_tokens", r.completion_tokens);
+    span.record("gen_ai.usage.input_tokens", int(r.prompt_tokens));
+    span.record("gen_ai.usage.output_tokens", int(r.completion_tokens));
     span.record("gen_ai.response.finish_reasons", reasons.as_str());
     if let Some(e) = &r.error {
         span.record("error.type", e.as_str());
@@ -49,7 +61,7 @@ pub(crate) fn record(span: &tracing::Span, r: &UsageRecord) {
     if let Some(u) = &r.upstream {
         span.record("upstream", u.as_str());
     }
-    span.record("http.response.status_code", r.status);
+    span.record("http.response.status_code", i64::from(r.status));
     tracing::info!(
         target: "chatgate::usage",
         parent: span,

@@ -8,6 +8,7 @@ mod credentials;
 mod health;
 mod keys;
 mod limits;
+mod log;
 mod server;
 
 const EXAMPLE: &str = r#"listen = "127.0.0.1:8080"          # optional; a SocketAddr
