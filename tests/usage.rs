@@ -597,3 +597,30 @@ async fn without_a_place_in_the_channel_records_are_dropped_and_counted() {
     assert_eq!(handle.emitted() + handle.dropped(), 10);
     assert!(handle.dropped() > 0);
 }
+
+#[tokio::test]
+async fn made_up_model_names_do_not_grow_the_usage_aggregate() {
+    let mut env = Env::new(None).await;
+    for i in 0..20 {
+        let res = post(
+            &env.client,
+            env.server.addr,
+            serde_json::json!({"model": format!("no-such-model-{i}"), "messages": [{"role": "user", "content": "hi"}]}),
+            &[],
+        )
+        .await;
+        assert_eq!(res.status(), 404);
+        let _ = res.into_body().collect().await;
+        // Every request still has its record, with the model asked for.
+        assert_eq!(env.record().await.model, Some(format!("no-such-model-{i}")));
+    }
+    env.handle.flush().await;
+    let (status, usage) = env.get("/v1/usage", Some(ADMIN)).await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&usage).unwrap();
+    let rows = v["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{v}");
+    assert_eq!(rows[0]["model"], "");
+    assert_eq!(rows[0]["requests"], 20);
+    assert_eq!(rows[0]["errors"], 20);
+}

@@ -261,7 +261,7 @@ impl fmt::Debug for Settle {
 }
 
 /// Where the limiter's counters live: [`LocalBackend`](super::LocalBackend) (in memory, one
-/// process) or, with the `redis` feature, [`RedisBackend`](super::RedisBackend) (shared by
+/// process) or, with the `redis` feature, `RedisBackend` (shared by
 /// several gateway instances).
 ///
 /// A backend is made **once** and shared (it is an `Arc` inside, or put it in one): rebuilding

@@ -44,6 +44,10 @@ pub struct UsageRow {
 }
 
 /// An in-memory aggregate of the records per key, model and day.
+///
+/// The model of a row is the model asked for when the request reached a route (so a configured
+/// name); requests that reached none (rejected before routing, or naming a model that does not
+/// exist) are counted under the model `""`, so made-up model names cannot grow the aggregate.
 #[derive(Debug, Default)]
 pub struct MemorySink {
     rows: Mutex<BTreeMap<(String, String, String), UsageRow>>,
@@ -57,11 +61,11 @@ impl MemorySink {
 
     /// Adds one record.
     pub fn add(&self, r: &UsageRecord) {
-        let key = (
-            r.key_id.clone().unwrap_or_default(),
-            r.model.clone().unwrap_or_default(),
-            r.day(),
-        );
+        let model = match (&r.routed_model, &r.model) {
+            (Some(_), Some(m)) => m.clone(),
+            _ => String::new(),
+        };
+        let key = (r.key_id.clone().unwrap_or_default(), model, r.day());
         let mut rows = self.rows.lock().unwrap_or_else(PoisonError::into_inner);
         let row = rows.entry(key).or_insert_with_key(|(k, m, d)| UsageRow {
             key_id: k.clone(),

@@ -26,6 +26,11 @@ pub(crate) enum Quick {
     Parse,
 }
 
+/// Whether `data` holds a `\u` escape.
+fn has_unicode_escape(data: &[u8]) -> bool {
+    memchr::memchr_iter(b'\\', data).any(|i| data.get(i + 1) == Some(&b'u'))
+}
+
 static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
 static FINISH: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"finish_reason\""));
 static CONTENT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"content\""));
@@ -72,7 +77,7 @@ fn some_items(data: &[u8], finder: &Finder<'_>) -> bool {
 
 /// A quick look at the JSON of one chunk.
 pub(crate) fn quick(data: &[u8]) -> Quick {
-    if memchr::memmem::find(data, b"\\u").is_some()
+    if has_unicode_escape(data)
         || !all_null(data, &USAGE)
         || !all_null(data, &FINISH)
     {

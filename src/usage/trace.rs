@@ -42,6 +42,31 @@ pub(crate) fn record(span: &tracing::Span, r: &UsageRecord) {
     if span.is_disabled() && !tracing::enabled!(target: "chatgate::usage", tracing::Level::INFO) {
         return;
     }
+    if !span.is_disabled() {
+        record_span(span, r);
+    }
+    tracing::info!(
+        target: "chatgate::usage",
+        parent: span,
+        request_id = r.request_id.as_deref().unwrap_or(""),
+        key_id = r.key_id.as_deref().unwrap_or(""),
+        model = r.model.as_deref().unwrap_or(""),
+        routed_model = r.routed_model.as_deref().unwrap_or(""),
+        status = r.status,
+        streamed = r.streamed,
+        input_tokens = r.prompt_tokens,
+        output_tokens = r.completion_tokens,
+        estimated = r.estimated,
+        partial = r.partial,
+        duration_ms = r.duration_ms,
+        ttft_ms = r.ttft_ms.unwrap_or(-1.0),
+        error = r.error.as_deref().unwrap_or(""),
+        "request"
+    );
+}
+
+/// Fills the span's fields (for a layer that keeps spans, such as the OTLP export).
+fn record_span(span: &tracing::Span, r: &UsageRecord) {
     let reasons = r.finish_reasons.join(",");
     if let Some(k) = &r.key_id {
         span.record("key_id", k.as_str());
@@ -62,22 +87,4 @@ pub(crate) fn record(span: &tracing::Span, r: &UsageRecord) {
         span.record("upstream", u.as_str());
     }
     span.record("http.response.status_code", i64::from(r.status));
-    tracing::info!(
-        target: "chatgate::usage",
-        parent: span,
-        request_id = r.request_id.as_deref().unwrap_or(""),
-        key_id = r.key_id.as_deref().unwrap_or(""),
-        model = r.model.as_deref().unwrap_or(""),
-        routed_model = r.routed_model.as_deref().unwrap_or(""),
-        status = r.status,
-        streamed = r.streamed,
-        input_tokens = r.prompt_tokens,
-        output_tokens = r.completion_tokens,
-        estimated = r.estimated,
-        partial = r.partial,
-        duration_ms = r.duration_ms,
-        ttft_ms = r.ttft_ms.unwrap_or(-1.0),
-        error = r.error.as_deref().unwrap_or(""),
-        "request"
-    );
 }
