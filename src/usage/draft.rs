@@ -515,4 +515,85 @@ mod tests {
         assert_eq!(o.response_model.as_deref(), Some("first"));
         assert_eq!(o.deltas, 2);
     }
+
+    #[test]
+    fn the_quick_look_agrees_with_the_parse_on_generated_chunks() {
+        // A small deterministic generator (xorshift): text full of quotes, backslashes, key
+        // names and control characters, in chunks with and without usage and finish reasons.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let pieces = [
+            "a",
+            "\"",
+            "\\",
+            "u",
+            ":",
+            "{",
+            "}",
+            "[",
+            "]",
+            "usage",
+            "\"usage\":{",
+            "finish_reason",
+            "\"content\":\"x\"",
+            "null",
+            "é",
+            "\n",
+            "\u{1}",
+            " ",
+            "tool_calls",
+            "\\u0075",
+        ];
+        for _ in 0..3000 {
+            let mut text = String::new();
+            for _ in 0..(next() % 6) {
+                text.push_str(pieces[(next() % pieces.len() as u64) as usize]);
+            }
+            let mut delta = serde_json::Map::new();
+            match next() % 4 {
+                0 => {}
+                1 => {
+                    delta.insert("content".into(), text.clone().into());
+                }
+                2 => {
+                    delta.insert("reasoning_content".into(), text.clone().into());
+                }
+                _ => {
+                    let calls = if next() % 2 == 0 {
+                        serde_json::json!([])
+                    } else {
+                        serde_json::json!([{"index": 0, "function": {"arguments": text}}])
+                    };
+                    delta.insert("tool_calls".into(), calls);
+                }
+            }
+            let finish = if next() % 5 == 0 {
+                serde_json::json!("stop")
+            } else {
+                serde_json::Value::Null
+            };
+            let mut chunk = serde_json::json!({
+                "object": "chat.completion.chunk",
+                "model": "m",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            });
+            match next() % 3 {
+                0 => {}
+                1 => chunk["usage"] = serde_json::Value::Null,
+                _ => {
+                    chunk["usage"] =
+                        serde_json::json!({"prompt_tokens": 2, "completion_tokens": next() % 9})
+                }
+            }
+            let first =
+                r#"{"model":"m","choices":[{"delta":{"role":"assistant"},"finish_reason":null}]}"#;
+            let chunk = chunk.to_string();
+            same(&[first, &chunk]);
+        }
+    }
 }

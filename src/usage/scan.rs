@@ -3,7 +3,7 @@
 //! Nearly every chunk of a stream carries one content delta and nothing the record needs beyond
 //! "a delta was here": no usage, no finish reason. Parsing each with serde cost about as much as
 //! the rest of the gateway's work on the chunk (`BENCHMARKS.md`, "Usage"), so the meter looks for
-//! a few keys with `memchr`'s SIMD searchers and parses only the chunks where one of them says
+//! a few keys in one `memchr` pass over its quotes and parses only the chunks where one of them says
 //! there is more to read.
 //!
 //! Why byte searches are sound here: inside a JSON string every `"` is escaped, so the bytes
@@ -11,10 +11,6 @@
 //! disguised only with a `\u` escape, so a chunk holding `\u` anywhere is always parsed. Whenever
 //! a look is not conclusive, the answer is [`Quick::Parse`]: a false alarm costs a parse, never a
 //! wrong record. The unit tests compare both paths on chunks built to mislead the searchers.
-
-use std::sync::LazyLock;
-
-use memchr::memmem::Finder;
 
 /// What the quick look found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,13 +27,6 @@ fn has_unicode_escape(data: &[u8]) -> bool {
     memchr::memchr_iter(b'\\', data).any(|i| data.get(i + 1) == Some(&b'u'))
 }
 
-static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
-static FINISH: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"finish_reason\""));
-static CONTENT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"content\""));
-static REASONING: LazyLock<Finder<'static>> =
-    LazyLock::new(|| Finder::new(b"\"reasoning_content\""));
-static TOOL_CALLS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"tool_calls\""));
-
 /// The value after the key that ends just before `at`: past whitespace, `:` and whitespace.
 /// `None` when no `:` follows (the match was not a key).
 fn value_after(data: &[u8], at: usize) -> Option<&[u8]> {
@@ -47,47 +36,54 @@ fn value_after(data: &[u8], at: usize) -> Option<&[u8]> {
         .map(<[u8]>::trim_ascii_start)
 }
 
-/// Whether every occurrence of the key `finder` looks for has the value `null`.
-fn all_null(data: &[u8], finder: &Finder<'_>) -> bool {
-    let len = finder.needle().len();
-    finder
-        .find_iter(data)
-        .all(|at| value_after(data, at + len).is_some_and(|v| v.starts_with(b"null")))
+/// Whether a value is `null`.
+fn is_null(value: Option<&[u8]>) -> bool {
+    value.is_some_and(|v| v.starts_with(b"null"))
 }
 
-/// Whether some occurrence of the key `finder` looks for is a non-empty string.
-fn some_text(data: &[u8], finder: &Finder<'_>) -> bool {
-    let len = finder.needle().len();
-    finder.find_iter(data).any(|at| {
-        value_after(data, at + len)
-            .and_then(|v| v.strip_prefix(b"\""))
-            .is_some_and(|s| !s.starts_with(b"\""))
-    })
+/// Whether a value is a non-empty string.
+fn is_text(value: Option<&[u8]>) -> bool {
+    value
+        .and_then(|v| v.strip_prefix(b"\""))
+        .is_some_and(|s| !s.starts_with(b"\""))
 }
 
-/// Whether some occurrence of the key `finder` looks for is a non-empty array.
-fn some_items(data: &[u8], finder: &Finder<'_>) -> bool {
-    let len = finder.needle().len();
-    finder.find_iter(data).any(|at| {
-        value_after(data, at + len)
-            .and_then(|v| v.strip_prefix(b"["))
-            .is_some_and(|s| !s.trim_ascii_start().starts_with(b"]"))
-    })
+/// Whether a value is a non-empty array.
+fn is_items(value: Option<&[u8]>) -> bool {
+    value
+        .and_then(|v| v.strip_prefix(b"["))
+        .is_some_and(|s| !s.trim_ascii_start().starts_with(b"]"))
 }
 
-/// A quick look at the JSON of one chunk.
+/// A quick look at the JSON of one chunk: one pass over its quotes (`memchr`), looking at the
+/// bytes after each for the few keys that matter.
 pub(crate) fn quick(data: &[u8]) -> Quick {
-    if has_unicode_escape(data)
-        || !all_null(data, &USAGE)
-        || !all_null(data, &FINISH)
-    {
+    if has_unicode_escape(data) {
         return Quick::Parse;
     }
-    Quick::Delta {
-        content: some_text(data, &CONTENT)
-            || some_text(data, &REASONING)
-            || some_items(data, &TOOL_CALLS),
+    let mut content = false;
+    for i in memchr::memchr_iter(b'"', data) {
+        let rest = &data[i + 1..];
+        let key: &[u8] = match rest.first() {
+            Some(b'u') => b"usage\"",
+            Some(b'f') => b"finish_reason\"",
+            Some(b'c') => b"content\"",
+            Some(b'r') => b"reasoning_content\"",
+            Some(b't') => b"tool_calls\"",
+            _ => continue,
+        };
+        if !rest.starts_with(key) {
+            continue;
+        }
+        let value = value_after(data, i + 1 + key.len());
+        match key[0] {
+            b'u' | b'f' if !is_null(value) => return Quick::Parse,
+            b'c' | b'r' => content |= is_text(value),
+            b't' => content |= is_items(value),
+            _ => {}
+        }
     }
+    Quick::Delta { content }
 }
 
 #[cfg(test)]
