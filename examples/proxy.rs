@@ -363,7 +363,10 @@ fn init_logging(format: LogFormat, otlp: Option<&OtlpExport>) -> Result<Telemetr
     #[allow(unused_mut)] // without the `otlp` feature, nothing is added
     let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![match format {
         LogFormat::Json => fmt.json().with_filter(filter).boxed(),
-        LogFormat::Text => fmt.with_filter(filter).boxed(),
+        LogFormat::Text => fmt
+            .fmt_fields(log_fields::Plain)
+            .with_filter(filter)
+            .boxed(),
     }];
     #[cfg(feature = "otlp")]
     let telemetry = Telemetry {
@@ -395,6 +398,196 @@ fn init_logging(format: LogFormat, otlp: Option<&OtlpExport>) -> Result<Telemetr
     };
     let _ = tracing_subscriber::registry().with(layers).try_init();
     Ok(telemetry)
+}
+
+/// The text format's fields, as `tracing-subscriber` writes them (`name=value`, the message
+/// bare) but cheaper: a string made only of plain characters is written as it is, any other
+/// string quoted and escaped (so a client's model name cannot forge a line or a field);
+/// numbers and booleans with `Display` (durations to the microsecond).
+mod log_fields {
+    use std::fmt;
+
+    use tracing::field::{Field, Visit};
+    use tracing_subscriber::field::RecordFields;
+    use tracing_subscriber::fmt::FormatFields;
+    use tracing_subscriber::fmt::format::Writer;
+
+    /// The `FormatFields` of the text log layer.
+    #[derive(Clone, Copy, Debug, Default)]
+    pub(crate) struct Plain;
+
+    impl<'w> FormatFields<'w> for Plain {
+        fn format_fields<R: RecordFields>(&self, writer: Writer<'w>, fields: R) -> fmt::Result {
+            let mut v = Visitor {
+                writer,
+                first: true,
+                result: Ok(()),
+            };
+            fields.record(&mut v);
+            v.result
+        }
+    }
+
+    struct Visitor<'w> {
+        writer: Writer<'w>,
+        first: bool,
+        result: fmt::Result,
+    }
+
+    fn plain(s: &str) -> bool {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:/@+=".contains(&b))
+    }
+
+    impl Visitor<'_> {
+        /// Writes the separator and `name=` (nothing for the message).
+        fn name(&mut self, field: &Field) -> fmt::Result {
+            if !self.first {
+                self.writer.write_char(' ')?;
+            }
+            self.first = false;
+            if field.name() != "message" {
+                self.writer.write_str(field.name())?;
+                self.writer.write_char('=')?;
+            }
+            Ok(())
+        }
+
+        fn field(&mut self, field: &Field, value: fmt::Arguments<'_>) {
+            if self.result.is_ok() {
+                self.result = self.name(field).and_then(|()| self.writer.write_fmt(value));
+            }
+        }
+
+        fn raw(&mut self, field: &Field, value: &str) {
+            if self.result.is_ok() {
+                self.result = self.name(field).and_then(|()| self.writer.write_str(value));
+            }
+        }
+
+        fn int(&mut self, field: &Field, negative: bool, mut n: u64) {
+            let mut buf = [0u8; 21];
+            let mut i = buf.len();
+            loop {
+                i -= 1;
+                buf[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+            if negative {
+                i -= 1;
+                buf[i] = b'-';
+            }
+            // Only ASCII digits and '-' were written.
+            self.raw(field, std::str::from_utf8(&buf[i..]).unwrap_or("?"));
+        }
+    }
+
+    impl Visit for Visitor<'_> {
+        fn record_str(&mut self, field: &Field, value: &str) {
+            if plain(value) {
+                self.raw(field, value);
+            } else {
+                self.field(field, format_args!("{value:?}"));
+            }
+        }
+
+        fn record_u64(&mut self, field: &Field, value: u64) {
+            self.int(field, false, value);
+        }
+
+        fn record_i64(&mut self, field: &Field, value: i64) {
+            self.int(field, value < 0, value.unsigned_abs());
+        }
+
+        fn record_bool(&mut self, field: &Field, value: bool) {
+            self.raw(field, if value { "true" } else { "false" });
+        }
+
+        fn record_f64(&mut self, field: &Field, value: f64) {
+            if value.is_finite() && value.abs() < 1e12 {
+                // Milliseconds to the microsecond: integer formatting, not a float's.
+                let micros = (value * 1000.0).round() as i64;
+                let sign = if micros < 0 { "-" } else { "" };
+                let micros = micros.unsigned_abs();
+                self.field(
+                    field,
+                    format_args!("{sign}{}.{:03}", micros / 1000, micros % 1000),
+                );
+            } else {
+                self.field(field, format_args!("{value}"));
+            }
+        }
+
+        fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+            self.field(field, format_args!("{value:?}"));
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn plain_strings_bare_others_escaped() {
+            assert!(plain("3f2a-9c"));
+            assert!(plain("Qwen/Qwen2.5-7B-Instruct"));
+            assert!(!plain(""));
+            assert!(!plain("a b"));
+            assert!(!plain("x\ny=1"));
+            assert!(!plain("say \"hi\""));
+        }
+
+        #[test]
+        fn a_line_reads_like_tracing_s_own() {
+            use tracing_subscriber::layer::SubscriberExt;
+            let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+            let sink = out.clone();
+            let layer = tracing_subscriber::fmt::layer()
+                .without_time()
+                .with_ansi(false)
+                .with_target(false)
+                .fmt_fields(Plain)
+                .with_writer(move || Sink(sink.clone()));
+            let subscriber = tracing_subscriber::registry().with(layer);
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::info!(
+                    model = "evil\nINFO forged=1",
+                    key_id = "k1",
+                    status = 200u16,
+                    zero = 0u64,
+                    delta = -15i64,
+                    streamed = true,
+                    duration_ms = 1.2345,
+                    ttft_ms = -1.0,
+                    error = "",
+                    "request"
+                );
+            });
+            let line = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+            assert_eq!(
+                line,
+                " INFO request model=\"evil\\nINFO forged=1\" key_id=k1 status=200 zero=0 delta=-15 streamed=true \
+                 duration_ms=1.235 ttft_ms=-1.000 error=\"\"\n"
+            );
+        }
+
+        struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Log lines, batched: appended to one buffer (a lock and a copy per line), written to stderr
