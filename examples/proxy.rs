@@ -567,7 +567,7 @@ mod log_fields {
                     "request"
                 );
             });
-            let line = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+            let line = String::from_utf8(out.lock().expect("lock").clone()).expect("UTF-8");
             assert_eq!(
                 line,
                 " INFO request model=\"evil\\nINFO forged=1\" key_id=k1 status=200 zero=0 delta=-15 streamed=true \
@@ -579,7 +579,7 @@ mod log_fields {
 
         impl std::io::Write for Sink {
             fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
+                self.0.lock().expect("lock").extend_from_slice(b);
                 Ok(b.len())
             }
 
