@@ -156,6 +156,7 @@
 //!
 //! ```toml
 //! [usage]
+//! # enabled = false                # accounting off: no usage layers in the proxy's stack
 //! jsonl = "usage.jsonl"            # append one JSON record per request (relative to this file)
 //! jsonl_flush = "batch"            # or a duration: flush at most that often ("1s")
 //! # postgres = "postgres://postgres@127.0.0.1:5432/test"   # feature `postgres`
