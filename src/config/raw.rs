@@ -443,36 +443,18 @@ impl Source<'_> {
     /// Checks an upstream base URL; returns it parsed and as text without a trailing `/`.
     pub(super) fn base_url(&self, raw: &Spanned<String>) -> Result<(Uri, String), ConfigError> {
         let text = raw.get_ref();
-        let fail = |why: &str| self.invalid(raw, format!("invalid URL {text:?}: {why}"));
-        if text.contains('#') {
-            return Err(fail("must not have a fragment (#…)"));
-        }
-        if text.contains('?') {
-            return Err(fail(
-                "must not have a query (?…); the proxy appends /chat/completions",
-            ));
-        }
-        let uri: Uri = text.parse().map_err(|e| fail(&format!("{e}")))?;
-        let scheme = match uri.scheme_str() {
-            Some(s @ ("http" | "https")) => s,
-            _ => return Err(fail("scheme must be http or https")),
-        };
-        let Some(authority) = uri.authority() else {
-            return Err(fail("missing host"));
-        };
-        if authority.as_str().contains('@') {
-            // The URL itself is left out: it holds a credential.
-            return Err(self.invalid(
-                raw,
-                "invalid URL: must not contain credentials (user:password@); use api_key_env"
-                    .to_owned(),
-            ));
-        }
-        if authority.host().is_empty() {
-            return Err(fail("missing host"));
-        }
-        let base = format!("{scheme}://{authority}{}", uri.path().trim_end_matches('/'));
-        let url = base.parse().map_err(|e| fail(&format!("{e}")))?;
+        let base = check_base_url(
+            text,
+            BaseUrlRules {
+                fragment: "must not have a fragment (#…)",
+                query: "must not have a query (?…); the proxy appends /chat/completions",
+                credentials: "use api_key_env",
+            },
+        )
+        .map_err(|problem| self.invalid(raw, problem))?;
+        let url = base
+            .parse()
+            .map_err(|e| self.invalid(raw, format!("invalid URL {text:?}: {e}")))?;
         Ok((url, base))
     }
 
@@ -549,4 +531,49 @@ impl Source<'_> {
             Some(v) => Ok(*v.get_ref()),
         }
     }
+}
+
+/// What [`check_base_url`] says about the parts a base URL must not have.
+pub(super) struct BaseUrlRules {
+    /// The problem when it has a fragment.
+    pub(super) fragment: &'static str,
+    /// The problem when it has a query.
+    pub(super) query: &'static str,
+    /// Where credentials go instead.
+    pub(super) credentials: &'static str,
+}
+
+/// The checks every base URL of the configuration passes (upstreams, the OTLP collector):
+/// `http` or `https`, a host, no query, fragment or `user:password@`. Returns the URL without a
+/// trailing `/`, or the problem (which never shows a URL that holds a credential).
+pub(super) fn check_base_url(text: &str, rules: BaseUrlRules) -> Result<String, String> {
+    let fail = |why: &str| format!("invalid URL {text:?}: {why}");
+    if text.contains('#') {
+        return Err(fail(rules.fragment));
+    }
+    if text.contains('?') {
+        return Err(fail(rules.query));
+    }
+    let uri: Uri = text.parse().map_err(|e| fail(&format!("{e}")))?;
+    let scheme = match uri.scheme_str() {
+        Some(s @ ("http" | "https")) => s,
+        _ => return Err(fail("scheme must be http or https")),
+    };
+    let Some(authority) = uri.authority() else {
+        return Err(fail("missing host"));
+    };
+    if authority.as_str().contains('@') {
+        // The URL itself is left out: it holds a credential.
+        return Err(format!(
+            "invalid URL: must not contain credentials (user:password@); {}",
+            rules.credentials
+        ));
+    }
+    if authority.host().is_empty() {
+        return Err(fail("missing host"));
+    }
+    Ok(format!(
+        "{scheme}://{authority}{}",
+        uri.path().trim_end_matches('/')
+    ))
 }

@@ -146,36 +146,26 @@ impl OtlpExport {
 
 /// Checks an OTLP collector's base URL; returns it without a trailing `/`.
 fn otlp_endpoint(text: &str) -> Result<String, String> {
-    let fail = |why: &str| format!("invalid URL {text:?}: {why}");
-    if text.contains('#') || text.contains('?') {
-        return Err(fail("must not have a query or fragment"));
-    }
-    let uri: http::Uri = text.parse().map_err(|e| fail(&format!("{e}")))?;
-    let scheme = match uri.scheme_str() {
-        Some(s @ ("http" | "https")) => s,
-        _ => return Err(fail("scheme must be http or https")),
-    };
-    let Some(authority) = uri.authority() else {
-        return Err(fail("missing host"));
-    };
-    if authority.as_str().contains('@') {
-        // The URL itself is left out: it holds a credential.
-        return Err(
-            "invalid URL: must not contain credentials (user:password@); \
-                    give the collector's headers in OTEL_EXPORTER_OTLP_HEADERS"
-                .to_owned(),
-        );
-    }
-    if authority.host().is_empty() {
-        return Err(fail("missing host"));
-    }
-    let path = uri.path().trim_end_matches('/');
+    let base = super::raw::check_base_url(
+        text,
+        super::raw::BaseUrlRules {
+            fragment: "must not have a query or fragment",
+            query: "must not have a query or fragment",
+            credentials: "give the collector's headers in OTEL_EXPORTER_OTLP_HEADERS",
+        },
+    )?;
+    // The path: what follows the authority.
+    let path = base
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+        .unwrap_or("");
     if path.ends_with("/v1/traces") {
-        return Err(fail(
-            "give the collector's base URL (such as http://127.0.0.1:4318): /v1/traces is appended",
+        return Err(format!(
+            "invalid URL {text:?}: give the collector's base URL (such as http://127.0.0.1:4318): \
+             /v1/traces is appended"
         ));
     }
-    Ok(format!("{scheme}://{authority}{path}"))
+    Ok(base)
 }
 
 /// The proxy's log format (`[log] format`).
