@@ -1220,6 +1220,58 @@ mod tests {
         );
     }
 
+    /// `[usage] enabled = false` takes the usage layers out of the stack: a request served over
+    /// HTTP leaves no record; by default it leaves one.
+    #[tokio::test]
+    async fn usage_accounting_can_be_turned_off() {
+        use http_body_util::Full;
+        use hyper_util::client::legacy::Client;
+        use hyper_util::rt::TokioExecutor;
+
+        for (extra, records) in [("", 1), ("[usage]\nenabled = false\n", 0)] {
+            let text = format!("[[models]]\nname = \"echo\"\nbuiltin = \"echo\"\n{extra}");
+            let config =
+                Config::from_toml_str(&text, std::path::Path::new("gw.toml")).expect("valid");
+            let state = State {
+                usage: accounting(&config).await.expect("accounting"),
+                shared_keys: None,
+                limiter: Arc::new(chatgate::rate_limit::LocalBackend::new()),
+                limiter_backend: config.limits_config().backend().clone(),
+                tools: None,
+                catalogs: Vec::new(),
+            };
+            let router = config.router().expect("router");
+            let models = router.models().to_vec();
+            let gateway = Gateway::with_stack(chat_stack(&config, router, &state), models);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("address");
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(serve_with(
+                listener,
+                gateway,
+                async {
+                    let _ = stopped.await;
+                },
+                config.serve_config(),
+            ));
+            let client = Client::builder(TokioExecutor::new()).build_http();
+            let body = r#"{"model":"echo","messages":[{"role":"user","content":"hi"}]}"#;
+            let req = Request::post(format!("http://{addr}/v1/chat/completions"))
+                .header("content-type", "application/json")
+                .body(Full::new(bytes::Bytes::from_static(body.as_bytes())))
+                .expect("request");
+            let res = client.request(req).await.expect("response");
+            assert_eq!(res.status(), 200);
+            let _ = res.into_body().collect().await.expect("body");
+            let _ = stop.send(());
+            server.await.expect("server task").expect("served");
+            state.usage.handle.close().await;
+            assert_eq!(state.usage.handle.emitted(), records, "{extra:?}");
+        }
+    }
+
     #[test]
     fn an_otlp_endpoint_needs_the_feature() {
         let text = "[[models]]\nname = \"echo\"\nbuiltin = \"echo\"\n\
