@@ -6,6 +6,8 @@
 
 mod support;
 
+use support::RecordChan;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,9 +16,7 @@ use bytes::Bytes;
 use chatgate::gateway::Gateway;
 use chatgate::otlp::{self, OtlpConfig};
 use chatgate::route::ModelRouter;
-use chatgate::usage::{
-    SinkFuture, UsageHandle, UsageLayer, UsageMeterLayer, UsageRecord, UsageSink,
-};
+use chatgate::usage::{UsageHandle, UsageLayer, UsageMeterLayer, UsageRecord};
 use chatgate::{EchoModel, ValidateLayer};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -135,20 +135,9 @@ impl Collector {
     }
 }
 
-/// A sink that hands each record to the test: once a request's record is here, its span has
-/// ended (the record is made, and the span filled and closed, when the request's last handle
-/// on it goes).
-#[derive(Debug)]
-struct Chan(mpsc::UnboundedSender<UsageRecord>);
-
-impl UsageSink for Chan {
-    fn write<'a>(&'a self, batch: &'a [UsageRecord]) -> SinkFuture<'a> {
-        for r in batch {
-            let _ = self.0.send(r.clone());
-        }
-        Box::pin(std::future::ready(Ok(())))
-    }
-}
+// Records reach the test through `support::RecordChan`: once a request's record is there, its
+// span has ended (the record is made, and the span filled and closed, when the request's last
+// handle on it goes).
 
 /// What the log layer printed.
 #[derive(Clone, Default)]
@@ -190,7 +179,9 @@ impl Env {
             .service("echo", EchoModel::new())
             .build();
         let (tx, records) = mpsc::unbounded_channel();
-        let handle = UsageHandle::builder().sink(Arc::new(Chan(tx))).build();
+        let handle = UsageHandle::builder()
+            .sink(Arc::new(RecordChan(tx)))
+            .build();
         let models = router.models().to_vec();
         let chat = ServiceBuilder::new()
             .layer(UsageLayer::new(handle))

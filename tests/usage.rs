@@ -19,22 +19,9 @@ use chatgate::{EchoModel, ValidateLayer};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use support::mock_upstream::{Mock, MockBody, chunk, sse};
-use support::{HttpClient, Server, client, next_chunk, post, start_with, text};
+use support::{HttpClient, RecordChan, Server, client, next_chunk, post, start_with, text};
 use tokio::sync::mpsc;
 use tower::ServiceBuilder;
-
-/// A sink that hands each record to the test.
-#[derive(Debug)]
-struct Chan(mpsc::UnboundedSender<UsageRecord>);
-
-impl UsageSink for Chan {
-    fn write<'a>(&'a self, batch: &'a [UsageRecord]) -> SinkFuture<'a> {
-        for r in batch {
-            let _ = self.0.send(r.clone());
-        }
-        Box::pin(std::future::ready(Ok(())))
-    }
-}
 
 struct Env {
     server: Server,
@@ -65,7 +52,7 @@ impl Env {
         let memory = Arc::new(MemorySink::new());
         let metrics = Arc::new(MetricsSink::new(["echo", "qwen"], 2));
         let handle = UsageHandle::builder()
-            .sink(Arc::new(Chan(tx)))
+            .sink(Arc::new(RecordChan(tx)))
             .sink(memory.clone())
             .sink(metrics.clone())
             .prices(Prices::new().with(

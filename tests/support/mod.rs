@@ -203,3 +203,19 @@ pub async fn next_chunk(body: &mut Incoming) -> Option<Bytes> {
         }
     }
 }
+
+/// A usage sink that hands each record to the test (through an unbounded channel).
+#[derive(Debug)]
+pub struct RecordChan(pub tokio::sync::mpsc::UnboundedSender<chatgate::usage::UsageRecord>);
+
+impl chatgate::usage::UsageSink for RecordChan {
+    fn write<'a>(
+        &'a self,
+        batch: &'a [chatgate::usage::UsageRecord],
+    ) -> chatgate::usage::SinkFuture<'a> {
+        for r in batch {
+            let _ = self.0.send(r.clone());
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
