@@ -228,6 +228,19 @@ impl EventDecoder {
         self.size > 0 || self.line_len > 0 || (self.bom > 0 && self.bom < 3)
     }
 
+    /// Whether the stream so far ends exactly on an event boundary, with nothing of the next
+    /// event (not even a BOM or half a `\r\n`) seen: bytes that are whole events can be skipped
+    /// here without changing what the decoder makes of the rest.
+    pub const fn is_at_boundary(&self) -> bool {
+        self.bom == 3
+            && !self.after_cr
+            && self.line_len == 0
+            && self.size == 0
+            && !self.has_data
+            && !self.oversized
+            && self.name.is_empty()
+    }
+
     /// What to write so that the stream so far ends on an event boundary: nothing, `\n` (the
     /// last line ended but the event did not) or `\n\n` (cut mid-line).
     pub const fn terminator(&self) -> &'static [u8] {

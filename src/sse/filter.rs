@@ -49,6 +49,36 @@ pub fn is_usage_only_chunk(data: &[u8]) -> bool {
     })
 }
 
+/// Chooses the events an [`EventFilter`] drops. Any `FnMut(&Event<'_>) -> bool` closure is one.
+pub trait EventPredicate {
+    /// Whether to drop this event.
+    fn drop_event(&mut self, event: &Event<'_>) -> bool;
+
+    /// A look at a whole frame before it is decoded, offered when the stream is at an event
+    /// boundary and nothing is held ([`EventDecoder::is_at_boundary`]), for frames no longer than
+    /// the decoder's [`max_event_bytes`](EventDecoder::max_event_bytes). Returning `true` says
+    /// every event in it is kept and has been seen by the predicate itself: the frame is
+    /// forwarded as it is, without being decoded, and [`drop_event`](Self::drop_event) is not
+    /// asked about its events.
+    ///
+    /// Return `true` only for a frame that is one or more complete events, the last one ended
+    /// by its blank line, none of them `[DONE]` nor an [error](Event::is_error). The default
+    /// returns `false`.
+    fn keeps_frame(&mut self, frame: &[u8]) -> bool {
+        let _ = frame;
+        false
+    }
+}
+
+impl<F> EventPredicate for F
+where
+    F: FnMut(&Event<'_>) -> bool,
+{
+    fn drop_event(&mut self, event: &Event<'_>) -> bool {
+        self(event)
+    }
+}
+
 /// A sans-IO filter that drops chosen events from an event stream, at event boundaries inside
 /// frames, and forwards everything else byte for byte.
 ///
@@ -102,7 +132,7 @@ impl<P> fmt::Debug for EventFilter<P> {
 
 impl<P> EventFilter<P>
 where
-    P: FnMut(&Event<'_>) -> bool,
+    P: EventPredicate,
 {
     /// A filter that drops the events for which `drop` returns `true`; events of up to
     /// [`DEFAULT_MAX_EVENT_BYTES`](super::DEFAULT_MAX_EVENT_BYTES) can be dropped.
@@ -136,6 +166,15 @@ where
             lf_of,
             dropped,
         } = self;
+        if held.is_empty()
+            && lf_of.is_none()
+            && !*passing
+            && frame.len() <= max
+            && decoder.is_at_boundary()
+            && pred.keeps_frame(&frame)
+        {
+            return Some(frame);
+        }
         // Ranges of `frame` to remove, in order.
         let mut drops: Vec<Range<usize>> = Vec::new();
         // Where the current event starts in `frame`.
@@ -158,7 +197,8 @@ where
             } else {
                 end
             };
-            let drop_it = !*passing && event.is_some_and(|e| !e.is_oversized() && pred(&e));
+            let drop_it =
+                !*passing && event.is_some_and(|e| !e.is_oversized() && pred.drop_event(&e));
             if drop_it {
                 *dropped += 1;
                 drops.push(start..end);
@@ -269,7 +309,7 @@ pin_project_lite::pin_project! {
 
 impl<B: Body, P> Filtered<B, P>
 where
-    P: FnMut(&Event<'_>) -> bool,
+    P: EventPredicate,
 {
     /// Wraps an event-stream body; `drop` returns `true` for the events to drop.
     pub fn new(inner: B, drop: P) -> Self {
@@ -304,7 +344,7 @@ impl<B: Body + fmt::Debug, P> fmt::Debug for Filtered<B, P> {
 impl<B, P> Body for Filtered<B, P>
 where
     B: Body<Data = Bytes>,
-    P: FnMut(&Event<'_>) -> bool,
+    P: EventPredicate,
 {
     type Data = Bytes;
     type Error = B::Error;
@@ -369,7 +409,7 @@ mod tests {
     }
 
     /// Pushes `parts` in order, checking the bound on held bytes; all that is forwarded.
-    fn run<P: FnMut(&Event<'_>) -> bool>(f: &mut EventFilter<P>, parts: &[&[u8]]) -> Vec<u8> {
+    fn run<P: EventPredicate>(f: &mut EventFilter<P>, parts: &[&[u8]]) -> Vec<u8> {
         let max = f.decoder().max_event_bytes();
         let mut out = Vec::new();
         for p in parts {
@@ -422,6 +462,67 @@ mod tests {
                 assert_eq!(f.dropped(), 3);
             }
         }
+    }
+
+    /// Drops `data: drop` events; keeps whole frames of `data: keep` events without decoding
+    /// them (counting what it was offered and took).
+    struct Keeper {
+        offered: usize,
+        taken: usize,
+    }
+
+    impl EventPredicate for Keeper {
+        fn drop_event(&mut self, e: &Event<'_>) -> bool {
+            e.data() == b"drop"
+        }
+        fn keeps_frame(&mut self, frame: &[u8]) -> bool {
+            self.offered += 1;
+            let all_kept = frame.strip_suffix(b"\n\n").is_some_and(|f| {
+                f.split(|&b| b == b'\n')
+                    .all(|l| l.is_empty() || l == b"data: keep")
+            });
+            self.taken += usize::from(all_kept);
+            all_kept
+        }
+    }
+
+    #[test]
+    fn frames_kept_whole_by_the_predicate_are_forwarded_and_the_rest_filtered() {
+        let stream: &[u8] =
+            b"data: keep\n\ndata: drop\n\ndata: keep\n\ndata: keep\n\ndata: [DONE]\n\n";
+        let expected: &[u8] = b"data: keep\n\ndata: keep\n\ndata: keep\n\ndata: [DONE]\n\n";
+        let mut took_some = false;
+        for i in 0..=stream.len() {
+            for j in i..=stream.len() {
+                let mut f = EventFilter::new(Keeper {
+                    offered: 0,
+                    taken: 0,
+                });
+                let out = run(&mut f, &[&stream[..i], &stream[i..j], &stream[j..]]);
+                assert_eq!(
+                    String::from_utf8_lossy(&out),
+                    String::from_utf8_lossy(expected),
+                    "split {i} {j}"
+                );
+                assert_eq!(f.dropped(), 1, "split {i} {j}");
+                took_some |= f.drop.taken > 0;
+            }
+        }
+        assert!(took_some);
+        // A frame is kept whole, as the same bytes, only at an event boundary.
+        let mut f = EventFilter::new(Keeper {
+            offered: 0,
+            taken: 0,
+        });
+        assert!(
+            f.push(Bytes::from_static(b"data: drop\n\ndata: ke"))
+                .is_none()
+        );
+        let out = f.push(Bytes::from_static(b"ep\n\n")).unwrap();
+        assert_eq!(&out[..], b"data: keep\n\n");
+        let frame = Bytes::from_static(b"data: keep\n\ndata: keep\n\n");
+        assert_eq!(f.push(frame.clone()).unwrap().as_ptr(), frame.as_ptr());
+        assert_eq!((f.drop.offered, f.drop.taken), (1, 1));
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub use decoder::{DEFAULT_MAX_EVENT_BYTES, Event, EventDecoder};
 mod observe;
 pub use observe::{Observed, SseObserver};
 mod filter;
-pub use filter::{EventFilter, Filtered, is_usage_only_chunk};
+pub use filter::{EventFilter, EventPredicate, Filtered, is_usage_only_chunk};
 
 /// The event that ends a successful stream.
 pub const DONE: &[u8] = b"data: [DONE]\n\n";

@@ -23,6 +23,21 @@ pub trait SseObserver: Send {
     fn on_end(&mut self, decoder: &EventDecoder, failed: bool) {
         let _ = (decoder, failed);
     }
+
+    /// A look at a whole frame before it is decoded, offered when the stream is at an event
+    /// boundary ([`EventDecoder::is_at_boundary`]) and the frame is no longer than the
+    /// decoder's [`max_event_bytes`](EventDecoder::max_event_bytes). Returning `true` says the
+    /// observer has seen every event in it by itself: the frame is not decoded, and
+    /// [`on_event`](Self::on_event) is not called for its events.
+    ///
+    /// Return `true` only for a frame that is one or more complete events, the last one ended
+    /// by its blank line, none of them `[DONE]` nor an [error](Event::is_error) (the decoder
+    /// then stays as it was). The default looks at nothing and returns `false`. A fast path for
+    /// observers that can recognise their usual frames for less than decoding them costs.
+    fn on_frame(&mut self, frame: &[u8]) -> bool {
+        let _ = frame;
+        false
+    }
 }
 
 impl<F> SseObserver for F
@@ -125,7 +140,12 @@ where
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     let observer = this.observer;
-                    this.decoder.feed(data, |e| observer.on_event(&e));
+                    let skip = this.decoder.is_at_boundary()
+                        && data.len() <= this.decoder.max_event_bytes()
+                        && observer.on_frame(data);
+                    if !skip {
+                        this.decoder.feed(data, |e| observer.on_event(&e));
+                    }
                 }
             }
             Some(Err(_)) | None => {
@@ -225,5 +245,66 @@ mod tests {
         assert!(body.frame().await.is_none());
         assert!(body.decoder().saw_error());
         assert_eq!(body.observer().end, Some((true, false, true, true)));
+    }
+
+    /// Takes every frame offered that starts with `data: skip` and ends an event; logs what it
+    /// was offered.
+    #[derive(Default)]
+    struct Skipper {
+        offered: Vec<String>,
+        events: Vec<String>,
+    }
+
+    impl SseObserver for Skipper {
+        fn on_event(&mut self, event: &Event<'_>) {
+            self.events
+                .push(String::from_utf8_lossy(event.data()).into_owned());
+        }
+        fn on_frame(&mut self, frame: &[u8]) -> bool {
+            self.offered
+                .push(String::from_utf8_lossy(frame).into_owned());
+            // Only whole events may be taken.
+            frame.starts_with(b"data: skip") && frame.ends_with(b"\n\n")
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_are_offered_whole_only_at_event_boundaries() {
+        let frames = [
+            &b"data: a\n\n"[..],
+            b"data: skip 1\n\n",
+            b"data: b\n",
+            b"data: skip mid-event\n\n",
+            b"data: skip 2\n\ndata: c\r",
+            b"\ndata: skip after cr\n\n",
+            b"data: skip 3\n\n",
+            // Over the decoder's bound: decoded (an oversized event), not offered.
+            b"data: skip 4, which is longer than the sixty-four bytes of the bound\n\n",
+        ];
+        let script = Script(frames.iter().map(|f| Ok(Bytes::from_static(f))).collect());
+        let mut body = Observed::with_decoder(
+            script,
+            EventDecoder::with_max_event_bytes(64),
+            Skipper::default(),
+        );
+        while let Some(f) = body.frame().await {
+            f.unwrap();
+        }
+        let (_, s) = body.into_parts();
+        // The first frame is never at a boundary (a BOM may start it); then frames are
+        // offered only when nothing of an event is pending.
+        assert_eq!(
+            s.offered,
+            [
+                "data: skip 1\n\n",
+                "data: b\n",
+                "data: skip 2\n\ndata: c\r",
+                "data: skip 3\n\n"
+            ]
+        );
+        assert_eq!(
+            s.events,
+            ["a", "b\nskip mid-event", "skip 2", "c\nskip after cr", ""]
+        );
     }
 }

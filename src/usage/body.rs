@@ -10,10 +10,11 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
 use super::draft::{Draft, Observed, error_code};
+use super::scan::FrameTemplate;
 use crate::BoxError;
 use crate::body::{End, OnEnd};
 use crate::route::BoxBody;
-use crate::sse::Event;
+use crate::sse::{Event, EventPredicate, SseObserver};
 
 /// The end-of-response handler of [`Usage`](super::Usage): notes how and when the response
 /// ended (and the error code of an error response) in the request's record.
@@ -62,15 +63,31 @@ impl OnEnd for UsageEnd {
 
 /// Watches a stream's events for the meter; hands what it saw to the record when the body
 /// goes (also when it is dropped early).
+///
+/// Frames shaped like one learnt from the stream ([`FrameTemplate`]) are counted without
+/// decoding them.
 pub(crate) struct Tally {
     pub(crate) observed: Observed,
+    template: Option<FrameTemplate>,
+    /// Frames left to learn a template from.
+    tries: u8,
+    /// Frames in a row the template missed.
+    misses: u8,
     draft: Arc<Draft>,
 }
+
+/// Frames a stream's template is looked for in.
+const TEMPLATE_TRIES: u8 = 4;
+/// Frames in a row a template may miss before it is given up.
+const TEMPLATE_MISSES: u8 = 8;
 
 impl Tally {
     pub(crate) fn new(draft: Arc<Draft>) -> Self {
         Self {
             observed: Observed::default(),
+            template: None,
+            tries: TEMPLATE_TRIES,
+            misses: 0,
             draft,
         }
     }
@@ -78,6 +95,59 @@ impl Tally {
     /// Notes an event; whether it is a usage-only chunk.
     pub(crate) fn event(&mut self, e: &Event<'_>) -> bool {
         self.observed.event(e)
+    }
+
+    /// Counts a whole frame (at an event boundary) without decoding it, when it has the
+    /// stream's usual shape; `false`: decode it.
+    pub(crate) fn frame(&mut self, frame: &[u8]) -> bool {
+        if !self.observed.parsed_a_chunk() {
+            return false;
+        }
+        if self.template.is_none() {
+            if self.tries == 0 {
+                return false;
+            }
+            self.tries -= 1;
+            self.template = FrameTemplate::learn(frame);
+        }
+        let Some(template) = &self.template else {
+            return false;
+        };
+        match template.deltas(frame) {
+            Some(n) => {
+                self.misses = 0;
+                self.observed.content_deltas(n);
+                true
+            }
+            None => {
+                self.misses += 1;
+                if self.misses >= TEMPLATE_MISSES {
+                    self.template = None;
+                    self.misses = 0;
+                }
+                false
+            }
+        }
+    }
+}
+
+impl SseObserver for Tally {
+    fn on_event(&mut self, event: &Event<'_>) {
+        self.event(event);
+    }
+
+    fn on_frame(&mut self, frame: &[u8]) -> bool {
+        self.frame(frame)
+    }
+}
+
+impl EventPredicate for Tally {
+    fn drop_event(&mut self, event: &Event<'_>) -> bool {
+        self.event(event)
+    }
+
+    fn keeps_frame(&mut self, frame: &[u8]) -> bool {
+        self.frame(frame)
     }
 }
 

@@ -173,10 +173,21 @@ impl Observed {
     }
 
     fn content_delta(&mut self) {
-        self.deltas += 1;
-        if self.first_content.is_none() {
+        self.content_deltas(1);
+    }
+
+    /// `n` content deltas went by.
+    pub(crate) fn content_deltas(&mut self, n: u64) {
+        self.deltas += n;
+        if n > 0 && self.first_content.is_none() {
             self.first_content = Some(Instant::now());
         }
+    }
+
+    /// Whether a chunk was parsed whole (the response's model is known): later ones may be
+    /// read without parsing.
+    pub(crate) const fn parsed_a_chunk(&self) -> bool {
+        self.parsed_chunk
     }
 
     /// A whole non-streamed body; `false` when it is not a chat completion.

@@ -18,7 +18,7 @@ use crate::BoxError;
 use crate::body::OnEndBody;
 use crate::error::ApiError;
 use crate::route::{BoxBody, RoutedModel, UpstreamName};
-use crate::sse::{Event, Filtered, Observed};
+use crate::sse::{Filtered, Observed};
 
 pin_project! {
     /// Response future of [`Usage`](super::Usage).
@@ -183,20 +183,13 @@ where
                         draft.inner().streamed = true;
                         let draft = this.draft.take().expect("checked above");
                         this.state.set(State::Done);
-                        let mut tally = Tally::new(draft);
+                        let tally = Tally::new(draft);
                         let res = if *this.hide_usage {
                             res.map(|b| {
-                                boxed(Filtered::new(
-                                    b.map_err(Into::<BoxError>::into),
-                                    move |e: &Event<'_>| tally.event(e),
-                                ))
+                                boxed(Filtered::new(b.map_err(Into::<BoxError>::into), tally))
                             })
                         } else {
-                            res.map(|b| {
-                                boxed(Observed::new(b, move |e: &Event<'_>| {
-                                    tally.event(e);
-                                }))
-                            })
+                            res.map(|b| boxed(Observed::new(b, tally)))
                         };
                         return Poll::Ready(Ok(res));
                     }

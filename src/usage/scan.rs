@@ -98,6 +98,86 @@ pub(crate) fn quick(data: &[u8]) -> Quick {
     }
 }
 
+/// The usual frame of a stream, learnt from one: `data: ` and a chunk of one content delta, up
+/// to the opening quote of its text (`prefix`), and from the closing quote to the blank line
+/// (`suffix`).
+///
+/// Upstreams write every delta of a stream alike (the same id, creation time, model and keys in
+/// the same order): only the text changes. A frame that is `prefix`, then text without `"`,
+/// `\\`, `\n` or `\r`, then `suffix` (any number of times over) is therefore the learnt chunk with
+/// other text: the same JSON but for that string, since the text cannot end the string early
+/// or start a line. Its events need neither the event decoder nor the [quick look](quick): one
+/// content delta each when the text is not empty. Anything else (another shape, escapes, a
+/// second choice, the finish reason) misses and is decoded as before.
+#[derive(Debug)]
+pub(crate) struct FrameTemplate {
+    prefix: Box<[u8]>,
+    suffix: Box<[u8]>,
+}
+
+/// Where a JSON string that starts at `data[0]` (just after its opening quote) ends: the index
+/// of its closing quote.
+fn string_end(data: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(&b) = data.get(i) {
+        match b {
+            b'"' => return Some(i),
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+impl FrameTemplate {
+    /// The template of `frame`, when it is one event, `data: ` and a chunk whose quick look is
+    /// a delta with text, holding exactly one content key and no tool calls.
+    pub(crate) fn learn(frame: &[u8]) -> Option<Self> {
+        let json = frame.strip_prefix(b"data: ")?.strip_suffix(b"\n\n")?;
+        if memchr::memchr2(b'\n', b'\r', json).is_some()
+            || crate::sse::Event::new(json, None).is_error()
+            || quick(json) != (Quick::Delta { content: true })
+            || TOOL_CALLS.find(json).is_some()
+        {
+            return None;
+        }
+        let mut keys = CONTENT.find_iter(json);
+        let at = keys.next()?;
+        if keys.next().is_some() {
+            return None;
+        }
+        let before = &json[..at];
+        if !(before.ends_with(b"\"") || before.ends_with(b"\"reasoning_")) {
+            return None;
+        }
+        let value = value_after(json, at + CONTENT.needle().len())?;
+        let text = value.strip_prefix(b"\"")?;
+        // Offsets in `frame`.
+        let start = frame.len() - 2 - text.len();
+        let end = start + string_end(text)?;
+        Some(Self {
+            prefix: frame[..start].into(),
+            suffix: frame[end..].into(),
+        })
+    }
+
+    /// The number of content deltas in `frame` (events whose text is not empty), when every
+    /// event in it has the template's shape; `None` otherwise.
+    pub(crate) fn deltas(&self, frame: &[u8]) -> Option<u64> {
+        let mut rest = frame;
+        let mut deltas = 0;
+        while !rest.is_empty() {
+            let text = rest.strip_prefix(&*self.prefix)?;
+            let len = text
+                .iter()
+                .position(|&b| matches!(b, b'"' | b'\\' | b'\n' | b'\r'))?;
+            rest = text[len..].strip_prefix(&*self.suffix)?;
+            deltas += u64::from(len > 0);
+        }
+        Some(deltas)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,5 +239,144 @@ mod tests {
         // Only the escaped quotes spell "content" here: the delta's own content is empty.
         let c = br#"{"choices":[{"delta":{"content":"","refusal":"\"content\":\"x\""},"finish_reason":null}]}"#;
         assert_eq!(quick(c), delta(false));
+    }
+
+    fn frame(chunk: &str) -> Vec<u8> {
+        format!("data: {chunk}\n\n").into_bytes()
+    }
+
+    const LEARNT: &str = r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hi"},"logprobs":null,"finish_reason":null}],"usage":null}"#;
+
+    fn with_text(text: &str) -> String {
+        LEARNT.replace(r#""content":"Hi""#, &format!(r#""content":"{text}""#))
+    }
+
+    #[test]
+    fn a_template_is_learnt_from_a_plain_delta_only() {
+        assert!(FrameTemplate::learn(&frame(LEARNT)).is_some());
+        for not in [
+            // No text, a finish reason, usage, tool calls, two content keys, an error.
+            with_text(""),
+            LEARNT.replace(r#""finish_reason":null"#, r#""finish_reason":"stop""#),
+            LEARNT.replace(r#""usage":null"#, r#""usage":{"prompt_tokens":1}"#),
+            LEARNT.replace(r#""content":"Hi""#, r#""content":"Hi","tool_calls":[]"#),
+            LEARNT.replace(
+                r#""content":"Hi""#,
+                r#""reasoning_content":"a","content":"Hi""#,
+            ),
+            r#"{"error":{"content":"x"}}"#.to_owned(),
+        ] {
+            assert!(FrameTemplate::learn(&frame(&not)).is_none(), "{not}");
+        }
+        // Not one event written plainly.
+        let mut two = frame(LEARNT);
+        two.extend_from_slice(&frame(LEARNT));
+        for f in [
+            two,
+            format!("data:{LEARNT}\n\n").into_bytes(),
+            format!("data: {LEARNT}\r\n\r\n").into_bytes(),
+            format!("event: x\ndata: {LEARNT}\n\n").into_bytes(),
+            format!("data: {LEARNT}\n").into_bytes(),
+        ] {
+            assert!(
+                FrameTemplate::learn(&f).is_none(),
+                "{}",
+                String::from_utf8_lossy(&f)
+            );
+        }
+        // Escapes in the learnt text are fine: only what is around it is kept.
+        let t = FrameTemplate::learn(&frame(&with_text(r#"a\"b\\"#))).unwrap();
+        assert_eq!(t.deltas(&frame(&with_text("x"))), Some(1));
+    }
+
+    #[test]
+    fn frames_of_the_template_are_counted_and_others_missed() {
+        let t = FrameTemplate::learn(&frame(LEARNT)).unwrap();
+        assert_eq!(t.deltas(&frame(&with_text("lorem "))), Some(1));
+        assert_eq!(t.deltas(&frame(&with_text(""))), Some(0));
+        let mut three = frame(&with_text("a"));
+        three.extend_from_slice(&frame(&with_text("")));
+        three.extend_from_slice(&frame(&with_text("b c")));
+        assert_eq!(t.deltas(&three), Some(2));
+        for f in [
+            // Text that could change the shape, or the frame's framing.
+            frame(&with_text(r#"a\"b"#)),
+            frame(&with_text(r#"\u0022"#)),
+            frame(&with_text("\"},\"finish_reason\":\"stop")),
+            format!("data: {}\n\n", with_text("a\nb")).into_bytes(),
+            format!("data: {}\n\n", with_text("a\rb")).into_bytes(),
+            // Another shape, or an event cut by the end of the frame.
+            frame(&LEARNT.replace(r#""finish_reason":null"#, r#""finish_reason":"stop""#)),
+            frame(&LEARNT.replace(r#""model":"m""#, r#""model":"n""#)),
+            frame(LEARNT)[..20].to_vec(),
+            frame(LEARNT)[..frame(LEARNT).len() - 1].to_vec(),
+            b"data: [DONE]\n\n".to_vec(),
+        ] {
+            assert_eq!(t.deltas(&f), None, "{}", String::from_utf8_lossy(&f));
+        }
+        // A frame of the template followed by anything else misses as a whole.
+        let mut mixed = frame(&with_text("a"));
+        mixed.extend_from_slice(b"data: [DONE]\n\n");
+        assert_eq!(t.deltas(&mixed), None);
+    }
+
+    #[test]
+    fn what_the_template_counts_is_what_decoding_and_parsing_find() {
+        use crate::sse::EventDecoder;
+        use crate::usage::draft::Observed;
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let pieces = [
+            "a",
+            " b",
+            "\"",
+            "\\",
+            "\n",
+            "\r",
+            "\u{1}",
+            "é",
+            "\"},\"finish_reason\":\"stop",
+            "\"usage\":{",
+            "content\"",
+            "[DONE]",
+        ];
+        let t = FrameTemplate::learn(&frame(LEARNT)).unwrap();
+        let first = frame(LEARNT);
+        let mut hits = 0;
+        for _ in 0..3000 {
+            let mut f = Vec::new();
+            for _ in 0..=(next() % 3) {
+                let mut text = String::new();
+                for _ in 0..(next() % 4) {
+                    text.push_str(pieces[(next() % pieces.len() as u64) as usize]);
+                }
+                // The text as JSON writes it, in the learnt chunk.
+                let json = serde_json::to_string(&text).unwrap();
+                let chunk = LEARNT.replace(r#""Hi""#, &json);
+                f.extend_from_slice(&frame(&chunk));
+            }
+            let Some(n) = t.deltas(&f) else { continue };
+            hits += 1;
+            // Decoded and parsed whole, after a first chunk that gives the model.
+            let mut o = Observed::default();
+            let mut d = EventDecoder::new();
+            d.feed(&first, |e| {
+                o.event(&e);
+            });
+            let before = o.deltas;
+            d.feed(&f, |e| {
+                assert!(!e.is_done() && !e.is_error());
+                o.event(&e);
+            });
+            assert!(d.is_at_boundary());
+            assert_eq!(o.deltas - before, n, "{}", String::from_utf8_lossy(&f));
+            assert!(o.finish_reasons.is_empty() && o.usage.is_none());
+        }
+        assert!(hits > 500, "only {hits} frames had the template's shape");
     }
 }
