@@ -179,6 +179,7 @@ impl FrameTemplate {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
