@@ -54,18 +54,24 @@ pub trait EventPredicate {
     /// Whether to drop this event.
     fn drop_event(&mut self, event: &Event<'_>) -> bool;
 
-    /// A look at a whole frame before it is decoded, offered when the stream is at an event
-    /// boundary and nothing is held ([`EventDecoder::is_at_boundary`]), for frames no longer than
-    /// the decoder's [`max_event_bytes`](EventDecoder::max_event_bytes). Returning `true` says
-    /// every event in it is kept and has been seen by the predicate itself: the frame is
-    /// forwarded as it is, without being decoded, and [`drop_event`](Self::drop_event) is not
-    /// asked about its events.
+    /// A look at the bytes of a frame from an event boundary on
+    /// ([`EventDecoder::is_at_boundary`]), before they are decoded: the predicate may take the
+    /// events at their start itself, as events to keep, for less than decoding them costs, and
+    /// returns how many bytes it took. Those bytes are forwarded without being decoded and
+    /// [`drop_event`](Self::drop_event) is not asked about their events; the rest is decoded
+    /// as usual, and offered again after each event it has to decode.
     ///
-    /// Return `true` only for a frame that is one or more complete events, the last one ended
-    /// by its blank line, none of them `[DONE]` nor an [error](Event::is_error). The default
-    /// returns `false`.
-    fn keeps_frame(&mut self, frame: &[u8]) -> bool {
-        let _ = frame;
+    /// Take only whole events, each ended by its blank line and no longer than
+    /// `max_event_bytes` (as the decoder counts), none of them `[DONE]` nor an
+    /// [error](Event::is_error). The default takes nothing. Offered only when
+    /// [`takes_whole_events`](Self::takes_whole_events) says so.
+    fn keep_whole_events(&mut self, bytes: &[u8], max_event_bytes: usize) -> usize {
+        let _ = (bytes, max_event_bytes);
+        0
+    }
+
+    /// Whether to offer [`keep_whole_events`](Self::keep_whole_events) (default `false`).
+    fn takes_whole_events(&self) -> bool {
         false
     }
 }
@@ -166,15 +172,6 @@ where
             lf_of,
             dropped,
         } = self;
-        if held.is_empty()
-            && lf_of.is_none()
-            && !*passing
-            && frame.len() <= max
-            && decoder.is_at_boundary()
-            && pred.keeps_frame(&frame)
-        {
-            return Some(frame);
-        }
         // Ranges of `frame` to remove, in order.
         let mut drops: Vec<Range<usize>> = Vec::new();
         // Where the current event starts in `frame`.
@@ -190,28 +187,51 @@ where
         // What becomes of `held` (the start of the first event in this frame), if it ends here.
         let had_held = !held.is_empty();
         let mut held_dropped = None;
-        decoder.feed_blocks(&frame, |end, event| {
-            // The `\n` of a `\r\n` belongs to this event.
-            let end = if frame[end - 1] == b'\r' && frame.get(end) == Some(&b'\n') {
-                end + 1
+        let whole = pred.takes_whole_events();
+        // Where decoding is in `frame`: with `whole`, one event at a time, offering the
+        // predicate the rest at each event boundary.
+        let mut base = 0;
+        while base < frame.len() {
+            if whole && !*passing && decoder.is_at_boundary() {
+                let taken = pred
+                    .keep_whole_events(&frame[base..], max)
+                    .min(frame.len() - base);
+                base += taken;
+                start = base;
+                if base == frame.len() {
+                    break;
+                }
+            }
+            let to = if whole {
+                memchr::memmem::find(&frame[base..], b"\n\n").map_or(frame.len(), |i| base + i + 2)
             } else {
-                end
+                frame.len()
             };
-            let drop_it =
-                !*passing && event.is_some_and(|e| !e.is_oversized() && pred.drop_event(&e));
-            if drop_it {
-                *dropped += 1;
-                drops.push(start..end);
-            }
-            if had_held && held_dropped.is_none() {
-                held_dropped = Some(drop_it);
-            }
-            if end == frame.len() && frame[end - 1] == b'\r' {
-                *lf_of = Some(drop_it);
-            }
-            *passing = false;
-            start = end;
-        });
+            decoder.feed_blocks(&frame[base..to], |end, event| {
+                let end = base + end;
+                // The `\n` of a `\r\n` belongs to this event.
+                let end = if frame[end - 1] == b'\r' && frame.get(end) == Some(&b'\n') {
+                    end + 1
+                } else {
+                    end
+                };
+                let drop_it =
+                    !*passing && event.is_some_and(|e| !e.is_oversized() && pred.drop_event(&e));
+                if drop_it {
+                    *dropped += 1;
+                    drops.push(start..end);
+                }
+                if had_held && held_dropped.is_none() {
+                    held_dropped = Some(drop_it);
+                }
+                if end == frame.len() && frame[end - 1] == b'\r' {
+                    *lf_of = Some(drop_it);
+                }
+                *passing = false;
+                start = end;
+            });
+            base = to;
+        }
         // `frame[start..]` is the start of an event that has not ended yet (or the rest of
         // `held`'s, if nothing ended in this frame). The held bytes to forward first, if any:
         let mut prefix = 0;
@@ -464,8 +484,8 @@ mod tests {
         }
     }
 
-    /// Drops `data: drop` events; keeps whole frames of `data: keep` events without decoding
-    /// them (counting what it was offered and took).
+    /// Drops `data: drop` events; keeps `data: keep` events without decoding them where it is
+    /// offered them (counting how often it was offered bytes and took some).
     struct Keeper {
         offered: usize,
         taken: usize,
@@ -475,14 +495,17 @@ mod tests {
         fn drop_event(&mut self, e: &Event<'_>) -> bool {
             e.data() == b"drop"
         }
-        fn keeps_frame(&mut self, frame: &[u8]) -> bool {
+        fn keep_whole_events(&mut self, bytes: &[u8], max: usize) -> usize {
             self.offered += 1;
-            let all_kept = frame.strip_suffix(b"\n\n").is_some_and(|f| {
-                f.split(|&b| b == b'\n')
-                    .all(|l| l.is_empty() || l == b"data: keep")
-            });
-            self.taken += usize::from(all_kept);
-            all_kept
+            let mut taken = 0;
+            while bytes[taken..].starts_with(b"data: keep\n\n") && 11 <= max {
+                taken += 12;
+            }
+            self.taken += usize::from(taken > 0);
+            taken
+        }
+        fn takes_whole_events(&self) -> bool {
+            true
         }
     }
 
@@ -509,7 +532,7 @@ mod tests {
             }
         }
         assert!(took_some);
-        // A frame is kept whole, as the same bytes, only at an event boundary.
+        // At an event boundary only; a frame taken whole is forwarded as the same bytes.
         let mut f = EventFilter::new(Keeper {
             offered: 0,
             taken: 0,
@@ -518,11 +541,21 @@ mod tests {
             f.push(Bytes::from_static(b"data: drop\n\ndata: ke"))
                 .is_none()
         );
+        assert_eq!((f.drop.offered, f.drop.taken), (1, 0));
         let out = f.push(Bytes::from_static(b"ep\n\n")).unwrap();
         assert_eq!(&out[..], b"data: keep\n\n");
         let frame = Bytes::from_static(b"data: keep\n\ndata: keep\n\n");
         assert_eq!(f.push(frame.clone()).unwrap().as_ptr(), frame.as_ptr());
-        assert_eq!((f.drop.offered, f.drop.taken), (1, 1));
+        assert_eq!((f.drop.offered, f.drop.taken), (2, 1));
+        // Taken, dropped and taken again in one frame.
+        let out = f
+            .push(Bytes::from_static(
+                b"data: keep\n\ndata: drop\n\ndata: keep\n\n",
+            ))
+            .unwrap();
+        assert_eq!(&out[..], b"data: keep\n\ndata: keep\n\n");
+        assert_eq!((f.drop.offered, f.drop.taken), (4, 3));
+        assert_eq!(f.dropped(), 2);
     }
 
     #[test]

@@ -24,18 +24,25 @@ pub trait SseObserver: Send {
         let _ = (decoder, failed);
     }
 
-    /// A look at a whole frame before it is decoded, offered when the stream is at an event
-    /// boundary ([`EventDecoder::is_at_boundary`]) and the frame is no longer than the
-    /// decoder's [`max_event_bytes`](EventDecoder::max_event_bytes). Returning `true` says the
-    /// observer has seen every event in it by itself: the frame is not decoded, and
-    /// [`on_event`](Self::on_event) is not called for its events.
+    /// A look at the bytes of a frame from an event boundary on
+    /// ([`EventDecoder::is_at_boundary`]), before they are decoded: the observer may take the
+    /// events at their start itself, for less than decoding them costs, and returns how many
+    /// bytes it took. Those bytes are not decoded and [`on_event`](Self::on_event) is not called
+    /// for their events; the rest is decoded as usual, and offered again after each event it
+    /// has to decode.
     ///
-    /// Return `true` only for a frame that is one or more complete events, the last one ended
-    /// by its blank line, none of them `[DONE]` nor an [error](Event::is_error) (the decoder
-    /// then stays as it was). The default looks at nothing and returns `false`. A fast path for
-    /// observers that can recognise their usual frames for less than decoding them costs.
-    fn on_frame(&mut self, frame: &[u8]) -> bool {
-        let _ = frame;
+    /// Take only whole events, each ended by its blank line and no longer than
+    /// `max_event_bytes` (as the decoder counts), none of them `[DONE]` nor an
+    /// [error](Event::is_error): the decoder then stays as it was. The default takes nothing.
+    /// Offered only when [`takes_whole_events`](Self::takes_whole_events) says so.
+    fn on_whole_events(&mut self, bytes: &[u8], max_event_bytes: usize) -> usize {
+        let _ = (bytes, max_event_bytes);
+        0
+    }
+
+    /// Whether to offer [`on_whole_events`](Self::on_whole_events) (default `false`: frames
+    /// are decoded whole, without looking for event boundaries first).
+    fn takes_whole_events(&self) -> bool {
         false
     }
 }
@@ -122,6 +129,30 @@ impl<B: fmt::Debug, O> fmt::Debug for Observed<B, O> {
     }
 }
 
+/// Decodes `data` for `observer`, offering it the bytes from each event boundary on (see
+/// [`SseObserver::on_whole_events`]).
+fn feed<O: SseObserver>(decoder: &mut EventDecoder, observer: &mut O, data: &[u8]) {
+    if !observer.takes_whole_events() {
+        decoder.feed(data, |e| observer.on_event(&e));
+        return;
+    }
+    let max = decoder.max_event_bytes();
+    let mut rest = data;
+    while !rest.is_empty() {
+        if decoder.is_at_boundary() {
+            let taken = observer.on_whole_events(rest, max).min(rest.len());
+            rest = &rest[taken..];
+            if rest.is_empty() {
+                break;
+            }
+        }
+        // One event (up to a blank line written `\n\n`) at a time, or all of the rest.
+        let end = memchr::memmem::find(rest, b"\n\n").map_or(rest.len(), |i| i + 2);
+        decoder.feed(&rest[..end], |e| observer.on_event(&e));
+        rest = &rest[end..];
+    }
+}
+
 impl<B, O> Body for Observed<B, O>
 where
     B: Body<Data = Bytes>,
@@ -139,13 +170,7 @@ where
         match &item {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
-                    let observer = this.observer;
-                    let skip = this.decoder.is_at_boundary()
-                        && data.len() <= this.decoder.max_event_bytes()
-                        && observer.on_frame(data);
-                    if !skip {
-                        this.decoder.feed(data, |e| observer.on_event(&e));
-                    }
+                    feed(this.decoder, this.observer, data);
                 }
             }
             Some(Err(_)) | None => {
@@ -247,8 +272,8 @@ mod tests {
         assert_eq!(body.observer().end, Some((true, false, true, true)));
     }
 
-    /// Takes every frame offered that starts with `data: skip` and ends an event; logs what it
-    /// was offered.
+    /// Takes the `data: skip…` events at the start of what it is offered; logs what it was
+    /// offered.
     #[derive(Default)]
     struct Skipper {
         offered: Vec<String>,
@@ -260,26 +285,41 @@ mod tests {
             self.events
                 .push(String::from_utf8_lossy(event.data()).into_owned());
         }
-        fn on_frame(&mut self, frame: &[u8]) -> bool {
+        fn on_whole_events(&mut self, bytes: &[u8], max: usize) -> usize {
             self.offered
-                .push(String::from_utf8_lossy(frame).into_owned());
-            // Only whole events may be taken.
-            frame.starts_with(b"data: skip") && frame.ends_with(b"\n\n")
+                .push(String::from_utf8_lossy(bytes).into_owned());
+            // Takes `data: skip…` events written plainly, no longer than the bound.
+            let mut taken = 0;
+            while let Some(rest) = bytes[taken..].strip_prefix(b"data: skip") {
+                let Some(end) = memchr::memmem::find(rest, b"\n\n") else {
+                    break;
+                };
+                let len = b"data: skip".len() + end + 2;
+                if len - 1 > max || rest[..end].contains(&b'\n') {
+                    break;
+                }
+                taken += len;
+            }
+            taken
+        }
+        fn takes_whole_events(&self) -> bool {
+            true
         }
     }
 
     #[tokio::test]
-    async fn frames_are_offered_whole_only_at_event_boundaries() {
+    async fn events_are_offered_from_each_event_boundary() {
+        const LONG: &[u8] =
+            b"data: skip 3, which is longer than the sixty-four bytes of the bound\n\n";
         let frames = [
             &b"data: a\n\n"[..],
-            b"data: skip 1\n\n",
+            b"data: skip 1\n\ndata: x\n\ndata: skip 2\n\n",
             b"data: b\n",
             b"data: skip mid-event\n\n",
-            b"data: skip 2\n\ndata: c\r",
+            b"data: c\r",
             b"\ndata: skip after cr\n\n",
-            b"data: skip 3\n\n",
-            // Over the decoder's bound: decoded (an oversized event), not offered.
-            b"data: skip 4, which is longer than the sixty-four bytes of the bound\n\n",
+            // Over the decoder's bound: not taken, decoded (an oversized event).
+            LONG,
         ];
         let script = Script(frames.iter().map(|f| Ok(Bytes::from_static(f))).collect());
         let mut body = Observed::with_decoder(
@@ -291,20 +331,21 @@ mod tests {
             f.unwrap();
         }
         let (_, s) = body.into_parts();
-        // The first frame is never at a boundary (a BOM may start it); then frames are
-        // offered only when nothing of an event is pending.
+        // Never at the start of the stream (a BOM may start it), nor where an event is
+        // pending; otherwise after each event decoded.
         assert_eq!(
             s.offered,
             [
-                "data: skip 1\n\n",
+                "data: skip 1\n\ndata: x\n\ndata: skip 2\n\n",
+                "data: skip 2\n\n",
                 "data: b\n",
-                "data: skip 2\n\ndata: c\r",
-                "data: skip 3\n\n"
+                "data: c\r",
+                std::str::from_utf8(LONG).unwrap(),
             ]
         );
         assert_eq!(
             s.events,
-            ["a", "b\nskip mid-event", "skip 2", "c\nskip after cr", ""]
+            ["a", "x", "b\nskip mid-event", "c\nskip after cr", ""]
         );
     }
 }

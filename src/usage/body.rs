@@ -64,21 +64,21 @@ impl OnEnd for UsageEnd {
 /// Watches a stream's events for the meter; hands what it saw to the record when the body
 /// goes (also when it is dropped early).
 ///
-/// Frames shaped like one learnt from the stream ([`FrameTemplate`]) are counted without
+/// Events shaped like one learnt from the stream ([`FrameTemplate`]) are counted without
 /// decoding them.
 pub(crate) struct Tally {
     pub(crate) observed: Observed,
     template: Option<FrameTemplate>,
-    /// Frames left to learn a template from.
+    /// Looks left to learn a template.
     tries: u8,
-    /// Frames in a row the template missed.
+    /// Looks in a row the template missed.
     misses: u8,
     draft: Arc<Draft>,
 }
 
-/// Frames a stream's template is looked for in.
+/// Event boundaries a stream's template is looked for at.
 const TEMPLATE_TRIES: u8 = 4;
-/// Frames in a row a template may miss before it is given up.
+/// Looks in a row a template may miss before it is given up (and another learnt).
 const TEMPLATE_MISSES: u8 = 8;
 
 impl Tally {
@@ -97,37 +97,34 @@ impl Tally {
         self.observed.event(e)
     }
 
-    /// Counts a whole frame (at an event boundary) without decoding it, when it has the
-    /// stream's usual shape; `false`: decode it.
-    pub(crate) fn frame(&mut self, frame: &[u8]) -> bool {
+    /// Counts the events at the start of `bytes` (at an event boundary) that have the
+    /// stream's usual shape, without decoding them; how many bytes they take.
+    pub(crate) fn whole_events(&mut self, bytes: &[u8], max_event_bytes: usize) -> usize {
         if !self.observed.parsed_a_chunk() {
-            return false;
+            return 0;
         }
         if self.template.is_none() {
             if self.tries == 0 {
-                return false;
+                return 0;
             }
             self.tries -= 1;
-            self.template = FrameTemplate::learn(frame);
+            self.template = FrameTemplate::learn(bytes);
         }
         let Some(template) = &self.template else {
-            return false;
+            return 0;
         };
-        match template.deltas(frame) {
-            Some(n) => {
+        let (taken, deltas) = template.take(bytes, max_event_bytes);
+        if taken > 0 {
+            self.misses = 0;
+            self.observed.content_deltas(deltas);
+        } else {
+            self.misses += 1;
+            if self.misses >= TEMPLATE_MISSES {
+                self.template = None;
                 self.misses = 0;
-                self.observed.content_deltas(n);
-                true
-            }
-            None => {
-                self.misses += 1;
-                if self.misses >= TEMPLATE_MISSES {
-                    self.template = None;
-                    self.misses = 0;
-                }
-                false
             }
         }
+        taken
     }
 }
 
@@ -136,8 +133,12 @@ impl SseObserver for Tally {
         self.event(event);
     }
 
-    fn on_frame(&mut self, frame: &[u8]) -> bool {
-        self.frame(frame)
+    fn on_whole_events(&mut self, bytes: &[u8], max_event_bytes: usize) -> usize {
+        self.whole_events(bytes, max_event_bytes)
+    }
+
+    fn takes_whole_events(&self) -> bool {
+        true
     }
 }
 
@@ -146,8 +147,12 @@ impl EventPredicate for Tally {
         self.event(event)
     }
 
-    fn keeps_frame(&mut self, frame: &[u8]) -> bool {
-        self.frame(frame)
+    fn keep_whole_events(&mut self, bytes: &[u8], max_event_bytes: usize) -> usize {
+        self.whole_events(bytes, max_event_bytes)
+    }
+
+    fn takes_whole_events(&self) -> bool {
+        true
     }
 }
 

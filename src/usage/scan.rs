@@ -130,9 +130,12 @@ fn string_end(data: &[u8]) -> Option<usize> {
 }
 
 impl FrameTemplate {
-    /// The template of `frame`, when it is one event, `data: ` and a chunk whose quick look is
-    /// a delta with text, holding exactly one content key and no tool calls.
+    /// The template of the first event of `frame`, when it is `data: ` and a chunk whose quick
+    /// look is a delta with text, holding exactly one content key and no tool calls, then a
+    /// blank line.
     pub(crate) fn learn(frame: &[u8]) -> Option<Self> {
+        let end = memchr::memmem::find(frame, b"\n\n")? + 2;
+        let frame = &frame[..end];
         let json = frame.strip_prefix(b"data: ")?.strip_suffix(b"\n\n")?;
         if memchr::memchr2(b'\n', b'\r', json).is_some()
             || crate::sse::Event::new(json, None).is_error()
@@ -161,20 +164,38 @@ impl FrameTemplate {
         })
     }
 
-    /// The number of content deltas in `frame` (events whose text is not empty), when every
-    /// event in it has the template's shape; `None` otherwise.
-    pub(crate) fn deltas(&self, frame: &[u8]) -> Option<u64> {
-        let mut rest = frame;
+    /// The events of the template's shape at the start of `bytes`, each no longer than
+    /// `max_event_bytes` (as the event decoder counts): how many bytes they take, and how many
+    /// of them are content deltas (their text is not empty).
+    pub(crate) fn take(&self, bytes: &[u8], max_event_bytes: usize) -> (usize, u64) {
+        let mut rest = bytes;
         let mut deltas = 0;
-        while !rest.is_empty() {
-            let text = rest.strip_prefix(&*self.prefix)?;
-            let len = text
+        while let Some(text) = rest.strip_prefix(&*self.prefix) {
+            let Some(len) = text
                 .iter()
-                .position(|&b| matches!(b, b'"' | b'\\' | b'\n' | b'\r'))?;
-            rest = text[len..].strip_prefix(&*self.suffix)?;
+                .position(|&b| matches!(b, b'"' | b'\\' | b'\n' | b'\r'))
+            else {
+                break;
+            };
+            let Some(after) = text[len..].strip_prefix(&*self.suffix) else {
+                break;
+            };
+            // The event's line and its line end (the blank line is not counted).
+            if self.prefix.len() + len + self.suffix.len() - 1 > max_event_bytes {
+                break;
+            }
             deltas += u64::from(len > 0);
+            rest = after;
         }
-        Some(deltas)
+        (bytes.len() - rest.len(), deltas)
+    }
+
+    /// The number of content deltas in `frame`, when every event in it has the template's
+    /// shape; `None` otherwise.
+    #[cfg(test)]
+    pub(crate) fn deltas(&self, frame: &[u8]) -> Option<u64> {
+        let (n, deltas) = self.take(frame, usize::MAX);
+        (n == frame.len()).then_some(deltas)
     }
 }
 
@@ -269,11 +290,13 @@ mod tests {
         ] {
             assert!(FrameTemplate::learn(&frame(&not)).is_none(), "{not}");
         }
-        // Not one event written plainly.
+        // The first event of a frame is learnt from.
         let mut two = frame(LEARNT);
-        two.extend_from_slice(&frame(LEARNT));
+        two.extend_from_slice(b"data: [DONE]\n\n");
+        let t = FrameTemplate::learn(&two).unwrap();
+        assert_eq!(t.deltas(&frame(LEARNT)), Some(1));
+        // Not an event written plainly.
         for f in [
-            two,
             format!("data:{LEARNT}\n\n").into_bytes(),
             format!("data: {LEARNT}\r\n\r\n").into_bytes(),
             format!("event: x\ndata: {LEARNT}\n\n").into_bytes(),
