@@ -61,7 +61,7 @@ pub(crate) struct Observed {
     pub(crate) oversized: bool,
     pub(crate) unknown: bool,
     pub(crate) invalid: bool,
-    /// A chunk was parsed whole (its model noted): later ones may be [looked at](super::scan)
+    /// The first chunk was read (its model noted): later ones may be [looked at](super::scan)
     /// quickly.
     parsed_chunk: bool,
 }
@@ -133,14 +133,29 @@ impl Observed {
             self.saw_error = Some(error_code(data).unwrap_or_else(|| "upstream_failed".into()));
             return false;
         }
-        if self.parsed_chunk
-            && let Quick::Delta { content } = scan::quick(data)
+        // The first chunk gives the response's model: quickly when it is written plainly.
+        let first_model = if self.parsed_chunk {
+            None
+        } else {
+            scan::model(data)
+        };
+        if (self.parsed_chunk || first_model.is_some())
+            && let Quick::Delta { content } = scan::quick(data, &mut self.finish_reasons)
         {
+            if let Some(m) = first_model {
+                self.response_model = Some(m.to_owned());
+                self.parsed_chunk = true;
+            }
             if content {
                 self.content_delta();
             }
             return false;
         }
+        self.parse_chunk(data)
+    }
+
+    /// A chunk read with serde; whether it is a usage-only chunk.
+    fn parse_chunk(&mut self, data: &[u8]) -> bool {
         let Ok(chunk) = serde_json::from_slice::<ChunkWire<'_>>(data) else {
             return false;
         };
@@ -458,15 +473,14 @@ mod tests {
     use super::*;
 
     /// What a stream's chunks leave in `Observed`, looked at quickly where possible, and parsed
-    /// whole every time.
+    /// with serde every time.
     fn both(chunks: &[&str]) -> (Observed, Observed) {
         let mut quick = Observed::default();
         let mut full = Observed::default();
         for c in chunks {
             let e = Event::new(c.as_bytes(), None);
             let a = quick.event(&e);
-            full.parsed_chunk = false;
-            let b = full.event(&e);
+            let b = full.parse_chunk(e.data());
             assert_eq!(a, b, "usage-only verdict differs on {c}");
         }
         (quick, full)
@@ -583,16 +597,25 @@ mod tests {
                     delta.insert("tool_calls".into(), calls);
                 }
             }
-            let finish = if next() % 5 == 0 {
-                serde_json::json!("stop")
-            } else {
-                serde_json::Value::Null
+            let finish = match next() % 6 {
+                0 => serde_json::json!("stop"),
+                1 => serde_json::json!(text),
+                _ => serde_json::Value::Null,
             };
+            let mut choices =
+                vec![serde_json::json!({"index": 0, "delta": delta, "finish_reason": finish})];
+            if next() % 4 == 0 {
+                choices
+                    .push(serde_json::json!({"index": 1, "delta": {}, "finish_reason": "length"}));
+            }
             let mut chunk = serde_json::json!({
                 "object": "chat.completion.chunk",
-                "model": "m",
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                "model": if next() % 3 == 0 { text.clone() } else { "m".to_owned() },
+                "choices": choices,
             });
+            if next() % 5 == 0 {
+                chunk["metadata"] = serde_json::json!({"model": "nested"});
+            }
             match next() % 3 {
                 0 => {}
                 1 => chunk["usage"] = serde_json::Value::Null,
@@ -605,6 +628,8 @@ mod tests {
                 r#"{"model":"m","choices":[{"delta":{"role":"assistant"},"finish_reason":null}]}"#;
             let chunk = chunk.to_string();
             same(&[first, &chunk]);
+            // First in its stream: it gives the model.
+            same(&[&chunk, first]);
         }
     }
 }

@@ -19,8 +19,8 @@ use memchr::memmem::Finder;
 /// What the quick look found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Quick {
-    /// No usage, no finish reason, no escapes: only whether a delta carried content (text,
-    /// reasoning text or tool calls).
+    /// No usage, no `\\u` escapes, finish reasons only as plain strings: whether a delta
+    /// carried content (text, reasoning text or tool calls).
     Delta { content: bool },
     /// Something the record needs (or something unclear): parse the chunk.
     Parse,
@@ -83,16 +83,46 @@ fn some_text(data: &[u8]) -> bool {
     })
 }
 
-/// A quick look at the JSON of one chunk: four `memchr::memmem` searches (SIMD) for the keys that
+/// The text of a plain JSON string value (starting at its opening quote): no escapes, no
+/// control characters, valid UTF-8. `None` for anything else (then the chunk is parsed).
+fn plain_string(value: Option<&[u8]>) -> Option<&str> {
+    let text = value?.strip_prefix(b"\"")?;
+    let end = memchr::memchr2(b'"', b'\\', text)?;
+    if text[end] != b'"' || text[..end].iter().any(|&b| b < 0x20) {
+        return None;
+    }
+    std::str::from_utf8(&text[..end]).ok()
+}
+
+static MODEL: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"model\""));
+
+/// The chunk's `model`, when the key occurs once and its value is a [plain string](plain_string).
+pub(crate) fn model(data: &[u8]) -> Option<&str> {
+    let mut models = values(data, &MODEL);
+    let model = plain_string(models.next()?)?;
+    models.next().is_none().then_some(model)
+}
+
+/// A quick look at the JSON of one chunk: `memchr::memmem` searches (SIMD) for the keys that
 /// matter. (One pass over every quote with `memchr` was measured slower: a chunk has dozens of
 /// quotes and each search pays a call.)
-pub(crate) fn quick(data: &[u8]) -> Quick {
-    if has_unicode_escape(data)
-        || !values(data, &USAGE).all(is_null)
-        || !values(data, &FINISH).all(is_null)
-    {
+///
+/// Finish reasons written as [plain strings](plain_string) are appended to `finish_reasons`, in
+/// the order they appear (the order of the choices); any other non-null one makes it
+/// [`Quick::Parse`].
+pub(crate) fn quick(data: &[u8], finish_reasons: &mut Vec<String>) -> Quick {
+    if has_unicode_escape(data) || !values(data, &USAGE).all(is_null) {
         return Quick::Parse;
     }
+    let finish_ok = values(data, &FINISH).all(|v| is_null(v) || plain_string(v).is_some());
+    if !finish_ok {
+        return Quick::Parse;
+    }
+    finish_reasons.extend(
+        values(data, &FINISH)
+            .filter_map(plain_string)
+            .map(str::to_owned),
+    );
     Quick::Delta {
         content: some_text(data) || values(data, &TOOL_CALLS).any(is_items),
     }
@@ -139,7 +169,8 @@ impl FrameTemplate {
         let json = frame.strip_prefix(b"data: ")?.strip_suffix(b"\n\n")?;
         if memchr::memchr2(b'\n', b'\r', json).is_some()
             || crate::sse::Event::new(json, None).is_error()
-            || quick(json) != (Quick::Delta { content: true })
+            || quick(json, &mut Vec::new()) != (Quick::Delta { content: true })
+            || !values(json, &FINISH).all(is_null)
             || TOOL_CALLS.find(json).is_some()
         {
             return None;
@@ -208,45 +239,88 @@ mod tests {
         Quick::Delta { content }
     }
 
-    #[test]
-    fn plain_deltas_are_not_parsed() {
-        let c = br#"{"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#;
-        assert_eq!(quick(c), delta(true));
-        let c = br#"{"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}],"usage":null}"#;
-        assert_eq!(quick(c), delta(true));
-        let c = br#"{"choices" : [ { "delta" : { "content" : "" } , "finish_reason" : null } ] }"#;
-        assert_eq!(quick(c), delta(false));
-        let c = br#"{"choices":[{"delta":{"role":"assistant"},"finish_reason":null}]}"#;
-        assert_eq!(quick(c), delta(false));
-        let c = br#"{"choices":[{"delta":{"reasoning_content":"hm","content":null}}]}"#;
-        assert_eq!(quick(c), delta(true));
-        let c =
-            br#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{"}}]}}]}"#;
-        assert_eq!(quick(c), delta(true));
-        let c = br#"{"choices":[{"delta":{"tool_calls":[ ]}}]}"#;
-        assert_eq!(quick(c), delta(false));
-        // Other keys that end in "content" are not the delta's content.
-        let c = br#"{"choices":[{"delta":{"my_content":"x","content":""}}]}"#;
-        assert_eq!(quick(c), delta(false));
+    fn look(c: &[u8]) -> Quick {
+        quick(c, &mut Vec::new())
     }
 
     #[test]
-    fn usage_finish_reasons_and_escapes_are_parsed() {
+    fn plain_deltas_are_not_parsed() {
+        let c = br#"{"id":"x","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}"#;
+        assert_eq!(look(c), delta(true));
+        let c = br#"{"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}],"usage":null}"#;
+        assert_eq!(look(c), delta(true));
+        let c = br#"{"choices" : [ { "delta" : { "content" : "" } , "finish_reason" : null } ] }"#;
+        assert_eq!(look(c), delta(false));
+        let c = br#"{"choices":[{"delta":{"role":"assistant"},"finish_reason":null}]}"#;
+        assert_eq!(look(c), delta(false));
+        let c = br#"{"choices":[{"delta":{"reasoning_content":"hm","content":null}}]}"#;
+        assert_eq!(look(c), delta(true));
+        let c =
+            br#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{"}}]}}]}"#;
+        assert_eq!(look(c), delta(true));
+        let c = br#"{"choices":[{"delta":{"tool_calls":[ ]}}]}"#;
+        assert_eq!(look(c), delta(false));
+        // Other keys that end in "content" are not the delta's content.
+        let c = br#"{"choices":[{"delta":{"my_content":"x","content":""}}]}"#;
+        assert_eq!(look(c), delta(false));
+    }
+
+    #[test]
+    fn usage_escapes_and_unusual_finish_reasons_are_parsed() {
         for c in [
             &br#"{"choices":[],"usage":{"prompt_tokens":1}}"#[..],
-            br#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#,
-            br#"{"choices":[{"delta":{},"finish_reason" : "length"}]}"#,
-            // A second choice's finish reason.
-            br#"{"choices":[{"finish_reason":null},{"finish_reason":"stop"}]}"#,
             // A key spelt with an escape.
             br#"{"choices":[],"\u0075sage":{"prompt_tokens":1}}"#,
             // Text that merely holds an escape: parsed too (never wrong, only slower).
             br#"{"choices":[{"delta":{"content":"caf\u00e9"}}]}"#,
+            // Finish reasons that are not plain strings.
+            br#"{"choices":[{"delta":{},"finish_reason":"st\"op"}]}"#,
+            br#"{"choices":[{"delta":{},"finish_reason":7}]}"#,
+            b"{\"choices\":[{\"finish_reason\":\"a\x01\"}]}",
             // Not followed by a colon: not conclusive.
             br#"["usage"]"#,
             br#"{"usage""#,
+            br#"{"finish_reason""#,
         ] {
-            assert_eq!(quick(c), Quick::Parse, "{}", String::from_utf8_lossy(c));
+            assert_eq!(look(c), Quick::Parse, "{}", String::from_utf8_lossy(c));
+        }
+    }
+
+    #[test]
+    fn plain_finish_reasons_are_read_in_choice_order() {
+        for (c, reasons) in [
+            (&br#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#[..], &["stop"][..]),
+            (br#"{"choices":[{"delta":{},"finish_reason" : "length"}]}"#, &["length"]),
+            (
+                br#"{"choices":[{"finish_reason":null},{"finish_reason":"stop"},{"finish_reason":"tool_calls"}]}"#,
+                &["stop", "tool_calls"],
+            ),
+        ] {
+            let mut found = Vec::new();
+            assert_eq!(quick(c, &mut found), delta(false));
+            assert_eq!(found, reasons);
+        }
+        // Nothing is appended when the chunk must be parsed.
+        let mut found = Vec::new();
+        let c = br#"{"choices":[{"finish_reason":"stop"},{"finish_reason":"st\u006fp"}]}"#;
+        assert_eq!(quick(c, &mut found), Quick::Parse);
+        assert!(found.is_empty());
+    }
+
+    #[test]
+    fn the_model_is_read_when_it_is_plain_and_alone() {
+        assert_eq!(
+            model(br#"{"id":"x","model" : "m-1","choices":[]}"#),
+            Some("m-1")
+        );
+        for c in [
+            &br#"{"model":"m\"1"}"#[..],
+            br#"{"model":null}"#,
+            br#"{"model":"a","x":{"model":"b"}}"#,
+            br#"{"choices":[]}"#,
+            br#"{"content":"\"model\":\"fake\""}"#,
+        ] {
+            assert_eq!(model(c), None, "{}", String::from_utf8_lossy(c));
         }
     }
 
@@ -254,13 +328,13 @@ mod tests {
     fn keys_written_by_the_model_do_not_fool_it() {
         // The model's text holds the key names, quoted as JSON text always is (escaped).
         let c = br#"{"choices":[{"delta":{"content":"\"usage\":{\"prompt_tokens\":9},\"finish_reason\":\"stop\""},"finish_reason":null}]}"#;
-        assert_eq!(quick(c), delta(true));
+        assert_eq!(look(c), delta(true));
         let c =
             br#"{"choices":[{"delta":{"content":"say \"content\":\"x\""},"finish_reason":null}]}"#;
-        assert_eq!(quick(c), delta(true));
+        assert_eq!(look(c), delta(true));
         // Only the escaped quotes spell "content" here: the delta's own content is empty.
         let c = br#"{"choices":[{"delta":{"content":"","refusal":"\"content\":\"x\""},"finish_reason":null}]}"#;
-        assert_eq!(quick(c), delta(false));
+        assert_eq!(look(c), delta(false));
     }
 
     fn frame(chunk: &str) -> Vec<u8> {
