@@ -116,11 +116,7 @@ impl UsageSink for JsonlSink {
         // Serialised here, so only bytes cross to the blocking thread (not a copy of the batch).
         let mut lines = Vec::with_capacity(batch.len() * 512);
         for r in batch {
-            if let Err(e) = serde_json::to_writer(&mut lines, r) {
-                return Box::pin(std::future::ready(Err(SinkError::new(format!(
-                    "jsonl: {e}"
-                )))));
-            }
+            r.write_json(&mut lines);
             lines.push(b'\n');
         }
         self.blocking(move |o| o.write(&lines))
