@@ -359,6 +359,7 @@ fn init_logging(format: LogFormat, otlp: Option<&OtlpExport>) -> Result<Telemetr
     log_buffer::start();
     let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_timer(log_time::Rfc3339)
         .with_writer(log_buffer::Writer);
     #[allow(unused_mut)] // without the `otlp` feature, nothing is added
     let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![match format {
@@ -404,6 +405,104 @@ fn init_logging(format: LogFormat, otlp: Option<&OtlpExport>) -> Result<Telemetr
 /// bare) but cheaper: a string made only of plain characters is written as it is, any other
 /// string quoted and escaped (so a client's model name cannot forge a line or a field);
 /// numbers and booleans with `Display` (durations to the microsecond).
+/// The log lines' time: RFC 3339 in UTC with microseconds, as `tracing-subscriber`'s default
+/// writes it, with the date and time of day made once per second (per thread) rather than
+/// formatted field by field for every line.
+mod log_time {
+    use std::cell::RefCell;
+    use std::fmt;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use tracing_subscriber::fmt::format::Writer;
+    use tracing_subscriber::fmt::time::FormatTime;
+
+    /// `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+    #[derive(Clone, Copy, Debug, Default)]
+    pub(crate) struct Rfc3339;
+
+    /// `YYYY-MM-DDTHH:MM:SS` of unix seconds (Howard Hinnant's `civil_from_days`).
+    pub(crate) fn date_time(secs: u64) -> String {
+        let days = (secs / 86_400) as i64;
+        let rem = secs % 86_400;
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+            rem / 3600,
+            rem / 60 % 60,
+            rem % 60
+        )
+    }
+
+    impl FormatTime for Rfc3339 {
+        fn format_time(&self, w: &mut Writer<'_>) -> fmt::Result {
+            thread_local! {
+                static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+            }
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            let (secs, micros) = (now.as_secs(), now.subsec_micros());
+            let mut line = [0u8; 8];
+            line[0] = b'.';
+            let mut n = micros;
+            for b in line[1..7].iter_mut().rev() {
+                *b = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+            line[7] = b'Z';
+            let fraction = std::str::from_utf8(&line).map_err(|_| fmt::Error)?;
+            SECOND.with(|c| {
+                let mut c = c.borrow_mut();
+                if c.0 != secs {
+                    *c = (secs, date_time(secs));
+                }
+                w.write_str(&c.1)?;
+                w.write_str(fraction)
+            })
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn dates() {
+            assert_eq!(super::date_time(0), "1970-01-01T00:00:00");
+            assert_eq!(super::date_time(951_825_599), "2000-02-29T11:59:59");
+            assert_eq!(super::date_time(1_795_658_489), "2026-11-26T02:01:29");
+        }
+
+        #[test]
+        fn the_time_reads_like_tracing_subscriber_s_own() {
+            use tracing_subscriber::fmt::format::Writer;
+            use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+            // Made in the same second (tried again if a second ended between the two).
+            for _ in 0..3 {
+                let (mut ours, mut theirs) = (String::new(), String::new());
+                super::Rfc3339
+                    .format_time(&mut Writer::new(&mut ours))
+                    .expect("formats");
+                SystemTime
+                    .format_time(&mut Writer::new(&mut theirs))
+                    .expect("formats");
+                assert_eq!(ours.len(), theirs.len(), "{ours} {theirs}");
+                assert!(ours.ends_with('Z') && ours.as_bytes()[19] == b'.', "{ours}");
+                if ours[..19] == theirs[..19] {
+                    return;
+                }
+            }
+            panic!("the date and time differ");
+        }
+    }
+}
+
 mod log_fields {
     use std::fmt;
 
