@@ -535,8 +535,22 @@ mod log_fields {
 
     fn plain(s: &str) -> bool {
         !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.:/@+=".contains(&b))
+            && s.bytes().all(|b| {
+                matches!(b, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b':' | b'/' | b'@' | b'+' | b'=')
+            })
+    }
+
+    /// Writes `n` in decimal at the end of `buf`; where it starts.
+    fn digits(buf: &mut [u8], mut n: u64) -> usize {
+        let mut i = buf.len();
+        loop {
+            i -= 1;
+            buf[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                return i;
+            }
+        }
     }
 
     impl Visitor<'_> {
@@ -565,17 +579,9 @@ mod log_fields {
             }
         }
 
-        fn int(&mut self, field: &Field, negative: bool, mut n: u64) {
+        fn int(&mut self, field: &Field, negative: bool, n: u64) {
             let mut buf = [0u8; 21];
-            let mut i = buf.len();
-            loop {
-                i -= 1;
-                buf[i] = b'0' + (n % 10) as u8;
-                n /= 10;
-                if n == 0 {
-                    break;
-                }
-            }
+            let mut i = digits(&mut buf, n);
             if negative {
                 i -= 1;
                 buf[i] = b'-';
@@ -589,6 +595,8 @@ mod log_fields {
         fn record_str(&mut self, field: &Field, value: &str) {
             if plain(value) {
                 self.raw(field, value);
+            } else if value.is_empty() {
+                self.raw(field, "\"\"");
             } else {
                 self.field(field, format_args!("{value:?}"));
             }
@@ -610,12 +618,18 @@ mod log_fields {
             if value.is_finite() && value.abs() < 1e12 {
                 // Milliseconds to the microsecond: integer formatting, not a float's.
                 let micros = (value * 1000.0).round() as i64;
-                let sign = if micros < 0 { "-" } else { "" };
-                let micros = micros.unsigned_abs();
-                self.field(
-                    field,
-                    format_args!("{sign}{}.{:03}", micros / 1000, micros % 1000),
-                );
+                let mut buf = [0u8; 24];
+                // `.` and three digits of microseconds, after the milliseconds.
+                let m = micros.unsigned_abs();
+                let mut i = digits(&mut buf, 1000 + m % 1000);
+                buf[i] = b'.';
+                i = digits(&mut buf[..i], m / 1000);
+                if micros < 0 {
+                    i -= 1;
+                    buf[i] = b'-';
+                }
+                // Only ASCII digits, '.' and '-' were written.
+                self.raw(field, std::str::from_utf8(&buf[i..]).unwrap_or("?"));
             } else {
                 self.field(field, format_args!("{value}"));
             }
@@ -662,6 +676,9 @@ mod log_fields {
                     streamed = true,
                     duration_ms = 1.2345,
                     ttft_ms = -1.0,
+                    small = 0.0004,
+                    big = 12_345.0,
+                    neg = -0.4,
                     error = "",
                     "request"
                 );
@@ -670,7 +687,7 @@ mod log_fields {
             assert_eq!(
                 line,
                 " INFO request model=\"evil\\nINFO forged=1\" key_id=k1 status=200 zero=0 delta=-15 streamed=true \
-                 duration_ms=1.235 ttft_ms=-1.000 error=\"\"\n"
+                 duration_ms=1.235 ttft_ms=-1.000 small=0.000 big=12345.000 neg=-0.400 error=\"\"\n"
             );
         }
 
