@@ -69,15 +69,17 @@ impl OnEnd for UsageEnd {
 pub(crate) struct Tally {
     pub(crate) observed: Observed,
     template: Option<FrameTemplate>,
-    /// Looks left to learn a template.
+    /// Templates left to learn (from chunks the quick look read).
     tries: u8,
     /// Looks in a row the template missed.
     misses: u8,
+    /// Looks the template matched.
+    hits: u32,
     draft: Arc<Draft>,
 }
 
-/// Event boundaries a stream's template is looked for at.
-const TEMPLATE_TRIES: u8 = 4;
+/// Templates a stream may learn.
+const TEMPLATE_TRIES: u8 = 6;
 /// Looks in a row a template may miss before it is given up (and another learnt).
 const TEMPLATE_MISSES: u8 = 8;
 
@@ -88,38 +90,39 @@ impl Tally {
             template: None,
             tries: TEMPLATE_TRIES,
             misses: 0,
+            hits: 0,
             draft,
         }
     }
 
-    /// Notes an event; whether it is a usage-only chunk.
+    /// Notes an event; whether it is a usage-only chunk. A content delta that the quick look
+    /// read may become the stream's template.
     pub(crate) fn event(&mut self, e: &Event<'_>) -> bool {
-        self.observed.event(e)
+        let usage_only = self.observed.event(e);
+        if self.observed.last_was_delta && self.template.is_none() && self.tries > 0 {
+            self.tries -= 1;
+            self.template = FrameTemplate::of_delta(e.data());
+            self.hits = 0;
+        }
+        usage_only
     }
 
-    /// Counts the events at the start of `bytes` (at an event boundary) that have the
-    /// stream's usual shape, without decoding them; how many bytes they take.
+    /// Counts the events at the start of `bytes` (at an event boundary) that have the shape of
+    /// the stream's template, without decoding them; how many bytes they take.
     pub(crate) fn whole_events(&mut self, bytes: &[u8], max_event_bytes: usize) -> usize {
-        if !self.observed.parsed_a_chunk() {
-            return 0;
-        }
-        if self.template.is_none() {
-            if self.tries == 0 {
-                return 0;
-            }
-            self.tries -= 1;
-            self.template = FrameTemplate::learn(bytes);
-        }
         let Some(template) = &self.template else {
             return 0;
         };
         let (taken, deltas) = template.take(bytes, max_event_bytes);
         if taken > 0 {
             self.misses = 0;
+            self.hits += 1;
             self.observed.content_deltas(deltas);
         } else {
             self.misses += 1;
-            if self.misses >= TEMPLATE_MISSES {
+            // A template that never matched (say, learnt from the first chunk, which also
+            // carries the role) goes at once; one that did, after a run of misses.
+            if self.hits == 0 || self.misses >= TEMPLATE_MISSES {
                 self.template = None;
                 self.misses = 0;
             }
@@ -209,5 +212,110 @@ impl Body for Prefixed {
             hint.set_upper(u + n);
         }
         hint
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::sse::{EventDecoder, Filtered, Observed as ObservedBody};
+    use crate::usage::UsageHandle;
+
+    /// A body that yields the given frames.
+    struct Frames(VecDeque<Bytes>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    fn chunk(delta: &str, finish: &str) -> String {
+        format!(
+            r#"data: {{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":{finish}}}],"usage":null}}
+
+"#
+        )
+    }
+
+    /// A stream as upstreams write it: the role, content deltas (some with escapes, one
+    /// empty), the finish reason, the usage chunk, `[DONE]`.
+    fn stream() -> String {
+        let mut s = chunk(r#"{"role":"assistant","content":""}"#, "null");
+        for (i, text) in ["Hello", " wor", "ld", "", r#" \"q\""#, "\\n", " é", "!"]
+            .iter()
+            .enumerate()
+        {
+            s.push_str(&chunk(&format!(r#"{{"content":"{text}"}}"#), "null"));
+            if i == 3 {
+                s.push_str(": a comment\n\n");
+            }
+        }
+        s.push_str(&chunk("{}", r#""stop""#));
+        s.push_str("data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":7,\"total_tokens\":11}}\n\n");
+        s.push_str("data: [DONE]\n\n");
+        s
+    }
+
+    /// What the meter sees of `frames`, through the body the meter uses (`hide`: the filter
+    /// that drops the usage chunk); and what reaches the client.
+    async fn tally(frames: Vec<Bytes>, hide: bool) -> (Observed, Bytes) {
+        let handle = UsageHandle::builder().build();
+        let draft = Arc::new(Draft::new(handle, None, None, tracing::Span::none()));
+        let body = Frames(frames.into());
+        let tally = Tally::new(Arc::clone(&draft));
+        let out = if hide {
+            Filtered::new(body, tally).collect().await
+        } else {
+            ObservedBody::new(body, tally).collect().await
+        };
+        let out = out.unwrap().to_bytes();
+        let observed = std::mem::take(&mut draft.inner().observed);
+        (observed, out)
+    }
+
+    #[tokio::test]
+    async fn the_template_counts_what_decoding_finds_however_the_stream_is_cut() {
+        let s = stream();
+        // Every event decoded and read without a template.
+        let mut want = Observed::default();
+        EventDecoder::new().feed(s.as_bytes(), |e| {
+            want.event(&e);
+        });
+        assert_eq!(want.deltas, 7);
+        let bytes = Bytes::from(s.clone());
+        let without_usage = s.replace(
+            "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":7,\"total_tokens\":11}}\n\n",
+            "",
+        );
+        for hide in [false, true] {
+            // Whole, then cut in two anywhere, then in 97-byte frames.
+            let mut cuts: Vec<Vec<Bytes>> = vec![vec![bytes.clone()]];
+            for at in 1..bytes.len() {
+                cuts.push(vec![bytes.slice(..at), bytes.slice(at..)]);
+            }
+            cuts.push(bytes.chunks(97).map(Bytes::copy_from_slice).collect());
+            for frames in cuts {
+                let sizes: Vec<usize> = frames.iter().map(Bytes::len).collect();
+                let (got, out) = tally(frames, hide).await;
+                assert_eq!(got.deltas, want.deltas, "{sizes:?}");
+                assert_eq!(got.finish_reasons, ["stop"], "{sizes:?}");
+                assert_eq!(got.response_model.as_deref(), Some("m"));
+                assert_eq!(got.usage.and_then(|u| u.completion_tokens), Some(7));
+                assert!(got.saw_done && got.first_content.is_some());
+                let expected = if hide { &without_usage } else { &s };
+                assert_eq!(String::from_utf8_lossy(&out), *expected, "{sizes:?}");
+            }
+        }
     }
 }

@@ -24,7 +24,7 @@ pub(crate) struct WireUsage {
     #[serde(default)]
     prompt_tokens: Option<u64>,
     #[serde(default)]
-    completion_tokens: Option<u64>,
+    pub(crate) completion_tokens: Option<u64>,
     #[serde(default)]
     total_tokens: Option<u64>,
     #[serde(default)]
@@ -64,6 +64,8 @@ pub(crate) struct Observed {
     /// The first chunk was read (its model noted): later ones may be [looked at](super::scan)
     /// quickly.
     parsed_chunk: bool,
+    /// The last event was a chunk whose quick look found a delta with content.
+    pub(crate) last_was_delta: bool,
 }
 
 #[derive(Deserialize)]
@@ -120,6 +122,7 @@ impl Observed {
     /// One event of a stream; whether it is a usage-only chunk
     /// ([`is_usage_only_chunk`](crate::sse::is_usage_only_chunk)).
     pub(crate) fn event(&mut self, e: &Event<'_>) -> bool {
+        self.last_was_delta = false;
         if e.is_oversized() {
             self.oversized = true;
             return false;
@@ -149,6 +152,7 @@ impl Observed {
             if content {
                 self.content_delta();
             }
+            self.last_was_delta = content;
             return false;
         }
         self.parse_chunk(data)
@@ -197,12 +201,6 @@ impl Observed {
         if n > 0 && self.first_content.is_none() {
             self.first_content = Some(Instant::now());
         }
-    }
-
-    /// Whether a chunk was parsed whole (the response's model is known): later ones may be
-    /// read without parsing.
-    pub(crate) const fn parsed_a_chunk(&self) -> bool {
-        self.parsed_chunk
     }
 
     /// A whole non-streamed body; `false` when it is not a chat completion.

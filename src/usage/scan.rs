@@ -161,15 +161,26 @@ fn string_end(data: &[u8]) -> Option<usize> {
 
 impl FrameTemplate {
     /// The template of the first event of `frame`, when it is `data: ` and a chunk whose quick
-    /// look is a delta with text, holding exactly one content key and no tool calls, then a
-    /// blank line.
+    /// look is a delta with text (see [`of_delta`](Self::of_delta)), then a blank line.
+    #[cfg(test)]
     pub(crate) fn learn(frame: &[u8]) -> Option<Self> {
         let end = memchr::memmem::find(frame, b"\n\n")? + 2;
-        let frame = &frame[..end];
-        let json = frame.strip_prefix(b"data: ")?.strip_suffix(b"\n\n")?;
-        if memchr::memchr2(b'\n', b'\r', json).is_some()
-            || crate::sse::Event::new(json, None).is_error()
+        let json = frame[..end]
+            .strip_prefix(b"data: ")?
+            .strip_suffix(b"\n\n")?;
+        if crate::sse::Event::new(json, None).is_error()
             || quick(json, &mut Vec::new()) != (Quick::Delta { content: true })
+        {
+            return None;
+        }
+        Self::of_delta(json)
+    }
+
+    /// The template of the event `data: {json}` followed by a blank line, where `json` is a
+    /// chunk (not an error) whose [quick look](quick) was a delta with text: when it holds
+    /// exactly one content key, no tool calls, no finish reason and no line end.
+    pub(crate) fn of_delta(json: &[u8]) -> Option<Self> {
+        if memchr::memchr2(b'\n', b'\r', json).is_some()
             || !values(json, &FINISH).all(is_null)
             || TOOL_CALLS.find(json).is_some()
         {
@@ -186,12 +197,17 @@ impl FrameTemplate {
         }
         let value = value_after(json, at + CONTENT.needle().len())?;
         let text = value.strip_prefix(b"\"")?;
-        // Offsets in `frame`.
-        let start = frame.len() - 2 - text.len();
+        let start = json.len() - text.len();
         let end = start + string_end(text)?;
+        let mut prefix = Vec::with_capacity(6 + start);
+        prefix.extend_from_slice(b"data: ");
+        prefix.extend_from_slice(&json[..start]);
+        let mut suffix = Vec::with_capacity(json.len() - end + 2);
+        suffix.extend_from_slice(&json[end..]);
+        suffix.extend_from_slice(b"\n\n");
         Some(Self {
-            prefix: frame[..start].into(),
-            suffix: frame[end..].into(),
+            prefix: prefix.into(),
+            suffix: suffix.into(),
         })
     }
 
