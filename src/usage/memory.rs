@@ -50,7 +50,24 @@ pub struct UsageRow {
 /// exist) are counted under the model `""`, so made-up model names cannot grow the aggregate.
 #[derive(Debug, Default)]
 pub struct MemorySink {
-    rows: Mutex<BTreeMap<(String, String, String), UsageRow>>,
+    rows: Mutex<Rows>,
+}
+
+/// Rows by key, model and day: nested so that a record finds its row by borrowed names, without
+/// building owned keys; the day's text is made once per day.
+#[derive(Debug, Default)]
+struct Rows {
+    by_key: BTreeMap<String, BTreeMap<String, BTreeMap<String, UsageRow>>>,
+    /// The last day seen (days since the epoch) and its text.
+    day: Option<(u64, String)>,
+}
+
+/// The value of `key` in `map`, inserted (with an owned key) when missing.
+fn entry<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), V::default());
+    }
+    map.get_mut(key).expect("inserted above")
 }
 
 impl MemorySink {
@@ -62,17 +79,28 @@ impl MemorySink {
     /// Adds one record.
     pub fn add(&self, r: &UsageRecord) {
         let model = match (&r.routed_model, &r.model) {
-            (Some(_), Some(m)) => m.clone(),
-            _ => String::new(),
+            (Some(_), Some(m)) => m.as_str(),
+            _ => "",
         };
-        let key = (r.key_id.clone().unwrap_or_default(), model, r.day());
+        let key = r.key_id.as_deref().unwrap_or("");
         let mut rows = self.rows.lock().unwrap_or_else(PoisonError::into_inner);
-        let row = rows.entry(key).or_insert_with_key(|(k, m, d)| UsageRow {
-            key_id: k.clone(),
-            model: m.clone(),
-            day: d.clone(),
-            ..UsageRow::default()
-        });
+        let Rows { by_key, day } = &mut *rows;
+        let day_number = r.started_at_ms / 86_400_000;
+        let day = match day {
+            Some((n, text)) if *n == day_number => text,
+            _ => &mut day.insert((day_number, r.day())).1,
+        };
+        let by_day = entry(entry(by_key, key), model);
+        if !by_day.contains_key(day.as_str()) {
+            let row = UsageRow {
+                key_id: key.to_owned(),
+                model: model.to_owned(),
+                day: day.clone(),
+                ..UsageRow::default()
+            };
+            by_day.insert(day.clone(), row);
+        }
+        let row = by_day.get_mut(day.as_str()).expect("inserted above");
         row.requests += 1;
         row.errors += u64::from(r.is_error());
         row.prompt_tokens += r.prompt_tokens;
@@ -84,10 +112,11 @@ impl MemorySink {
 
     /// The rows, ordered by key, model and day.
     pub fn rows(&self) -> Vec<UsageRow> {
-        self.rows
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        let rows = self.rows.lock().unwrap_or_else(PoisonError::into_inner);
+        rows.by_key
             .values()
+            .flat_map(BTreeMap::values)
+            .flat_map(BTreeMap::values)
             .cloned()
             .collect()
     }
@@ -198,5 +227,58 @@ impl tower::Service<Request<RouteBody>> for UsageRoute {
         ready(Ok(
             res.map(|b| b.map_err(|never| match never {}).boxed_unsync())
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(key: Option<&str>, model: &str, routed: bool, ms: u64, tokens: u64) -> UsageRecord {
+        UsageRecord {
+            key_id: key.map(str::to_owned),
+            model: Some(model.to_owned()),
+            routed_model: routed.then(|| model.to_owned()),
+            status: 200,
+            prompt_tokens: tokens,
+            total_tokens: tokens,
+            started_at_ms: ms,
+            ..UsageRecord::default()
+        }
+    }
+
+    #[test]
+    fn rows_are_summed_per_key_model_and_day_and_ordered() {
+        let m = MemorySink::new();
+        let day = 86_400_000;
+        for r in [
+            record(Some("b"), "qwen", true, 3 * day + 5, 1),
+            record(Some("a"), "qwen", true, 3 * day, 2),
+            record(Some("b"), "llama", true, 2 * day, 4),
+            record(Some("b"), "qwen", true, 3 * day + day - 1, 8),
+            record(Some("b"), "qwen", true, 2 * day + 7, 16),
+            record(None, "made-up", false, 3 * day, 32),
+            record(Some("a"), "qwen", true, 4 * day, 64),
+        ] {
+            m.add(&r);
+        }
+        let rows: Vec<_> = m
+            .rows()
+            .into_iter()
+            .map(|r| (r.key_id, r.model, r.day, r.requests, r.prompt_tokens))
+            .collect();
+        let row =
+            |k: &str, m: &str, d: &str, n, t| (k.to_owned(), m.to_owned(), d.to_owned(), n, t);
+        assert_eq!(
+            rows,
+            [
+                row("", "", "1970-01-04", 1, 32),
+                row("a", "qwen", "1970-01-04", 1, 2),
+                row("a", "qwen", "1970-01-05", 1, 64),
+                row("b", "llama", "1970-01-03", 1, 4),
+                row("b", "qwen", "1970-01-03", 1, 16),
+                row("b", "qwen", "1970-01-04", 2, 9),
+            ]
+        );
     }
 }

@@ -1,7 +1,6 @@
 //! [`MetricsSink`]: Prometheus metrics with OpenTelemetry's GenAI semantic-convention names,
 //! served by [`MetricsRoute`] at `GET /metrics`.
 
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::future::{Ready, ready};
@@ -72,28 +71,28 @@ struct Bounds {
 }
 
 impl Bounds {
-    fn model(&self, m: Option<&str>) -> String {
+    fn model<'a>(&self, m: Option<&'a str>) -> &'a str {
         match m {
-            None => String::new(),
-            Some(m) if self.models.contains(m) => m.to_owned(),
-            Some(_) => "other".to_owned(),
+            None => "",
+            Some(m) if self.models.contains(m) => m,
+            Some(_) => "other",
         }
     }
 
     /// The first `max_keys` key ids seen get their own label value; later ones are `other`.
-    fn key(&self, k: Option<&str>) -> String {
+    fn key<'a>(&self, k: Option<&'a str>) -> &'a str {
         let Some(k) = k else {
-            return String::new();
+            return "";
         };
         let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
         if keys.contains(k) {
-            return k.to_owned();
+            return k;
         }
         if keys.len() < self.max_keys {
             keys.insert(k.to_owned());
-            return k.to_owned();
+            return k;
         }
-        "other".to_owned()
+        "other"
     }
 }
 
@@ -128,15 +127,39 @@ pub struct MetricsSink {
     upstream_failures: Family<Labels, Counter>,
     /// The series of each label combination seen, so a record costs one small lookup instead of
     /// a label set built and hashed per metric. Bounded as the labels are.
-    series: Mutex<HashMap<SeriesKey, Series>>,
+    series: Mutex<SeriesMap>,
 }
 
-#[derive(Debug, Hash, PartialEq, Eq)]
-struct SeriesKey {
-    request_model: String,
-    response_model: String,
-    key: String,
-    status: u16,
+/// The series by label values, found by a key written into a reused buffer (no allocation once
+/// a combination has been seen).
+#[derive(Debug, Default)]
+struct SeriesMap {
+    map: HashMap<String, Series>,
+    scratch: String,
+}
+
+/// Writes the label values as one unambiguous key (each value after its length).
+fn series_key(out: &mut String, values: [&str; 3], status: u16) {
+    fn number(out: &mut String, mut n: usize) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        out.extend(digits[i..].iter().map(|&d| char::from(d)));
+    }
+    out.clear();
+    for v in values {
+        number(out, v.len());
+        out.push(':');
+        out.push_str(v);
+    }
+    number(out, usize::from(status));
 }
 
 /// One label combination's metrics (the histograms only once a record needs them, so no empty
@@ -253,41 +276,39 @@ impl MetricsSink {
     pub fn add(&self, r: &UsageRecord) {
         let b = &self.bounds;
         let request_model = b.model(r.model.as_deref());
-        let key = SeriesKey {
-            request_model,
-            response_model: b.model(r.response_model.as_deref().or(r.routed_model.as_deref())),
-            key: b.key(r.key_id.as_deref()),
-            status: r.status,
-        };
+        let response_model = b.model(r.response_model.as_deref().or(r.routed_model.as_deref()));
+        let key = b.key(r.key_id.as_deref());
         let success = (200..300).contains(&r.status);
         {
             let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
-            let s = match series.entry(key) {
-                Entry::Occupied(e) => e.into_mut(),
-                Entry::Vacant(e) => {
-                    let k = e.key();
-                    let common: Labels = vec![
-                        ("gen_ai_operation_name", "chat".to_owned()),
-                        ("gen_ai_request_model", k.request_model.clone()),
-                        ("gen_ai_response_model", k.response_model.clone()),
-                        ("key_id", k.key.clone()),
-                        ("status", k.status.to_string()),
-                    ];
-                    let duration = self.duration.get_or_create(&common).clone();
-                    let requests = self
-                        .requests
-                        .get_or_create(&vec![("status", k.status.to_string())])
-                        .clone();
-                    e.insert(Series {
+            let SeriesMap { map, scratch } = &mut *series;
+            series_key(scratch, [request_model, response_model, key], r.status);
+            if !map.contains_key(scratch.as_str()) {
+                let common: Labels = vec![
+                    ("gen_ai_operation_name", "chat".to_owned()),
+                    ("gen_ai_request_model", request_model.to_owned()),
+                    ("gen_ai_response_model", response_model.to_owned()),
+                    ("key_id", key.to_owned()),
+                    ("status", r.status.to_string()),
+                ];
+                let duration = self.duration.get_or_create(&common).clone();
+                let requests = self
+                    .requests
+                    .get_or_create(&vec![("status", r.status.to_string())])
+                    .clone();
+                map.insert(
+                    scratch.clone(),
+                    Series {
                         common,
                         input: None,
                         output: None,
                         ttft: None,
                         duration,
                         requests,
-                    })
-                }
-            };
+                    },
+                );
+            }
+            let s = map.get_mut(scratch.as_str()).expect("inserted above");
             if success {
                 let tokens = |kind: &str| {
                     let mut l = s.common.clone();
@@ -330,7 +351,10 @@ impl MetricsSink {
         let broke = r.partial && r.error.as_deref() != Some("client_closed");
         if r.status >= 500 || broke {
             self.upstream_failures
-                .get_or_create(&vec![("gen_ai_request_model", b.model(r.model.as_deref()))])
+                .get_or_create(&vec![(
+                    "gen_ai_request_model",
+                    b.model(r.model.as_deref()).to_owned(),
+                )])
                 .inc();
         }
     }
