@@ -64,7 +64,7 @@ pub(crate) struct Observed {
     /// The first chunk was read (its model noted): later ones may be [looked at](super::scan)
     /// quickly.
     parsed_chunk: bool,
-    /// The last event was a chunk whose quick look found a delta with content.
+    /// The last event was a chunk, not the first, whose quick look found a delta with content.
     pub(crate) last_was_delta: bool,
 }
 
@@ -145,6 +145,8 @@ impl Observed {
         if (self.parsed_chunk || first_model.is_some())
             && let Quick::Delta { content } = scan::quick(data, &mut self.finish_reasons)
         {
+            // Not the first chunk: that one often also carries the role, unlike the rest.
+            self.last_was_delta = content && first_model.is_none();
             if let Some(m) = first_model {
                 self.response_model = Some(m.to_owned());
                 self.parsed_chunk = true;
@@ -152,7 +154,6 @@ impl Observed {
             if content {
                 self.content_delta();
             }
-            self.last_was_delta = content;
             return false;
         }
         self.parse_chunk(data)
