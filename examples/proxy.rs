@@ -504,7 +504,7 @@ mod log_time {
 }
 
 mod log_fields {
-    use std::fmt;
+    use std::fmt::{self, Write as _};
 
     use tracing::field::{Field, Visit};
     use tracing_subscriber::field::RecordFields;
@@ -516,19 +516,26 @@ mod log_fields {
     pub(crate) struct Plain;
 
     impl<'w> FormatFields<'w> for Plain {
-        fn format_fields<R: RecordFields>(&self, writer: Writer<'w>, fields: R) -> fmt::Result {
+        fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
+            thread_local! {
+                static LINE: std::cell::Cell<String> = const { std::cell::Cell::new(String::new()) };
+            }
+            // The fields are written into a reused buffer, then handed over in one write.
             let mut v = Visitor {
-                writer,
+                writer: LINE.take(),
                 first: true,
                 result: Ok(()),
             };
+            v.writer.clear();
             fields.record(&mut v);
-            v.result
+            let written = v.result.and_then(|()| writer.write_str(&v.writer));
+            LINE.set(v.writer);
+            written
         }
     }
 
-    struct Visitor<'w> {
-        writer: Writer<'w>,
+    struct Visitor {
+        writer: String,
         first: bool,
         result: fmt::Result,
     }
@@ -553,7 +560,7 @@ mod log_fields {
         }
     }
 
-    impl Visitor<'_> {
+    impl Visitor {
         /// Writes the separator and `name=` (nothing for the message).
         fn name(&mut self, field: &Field) -> fmt::Result {
             if !self.first {
@@ -591,7 +598,7 @@ mod log_fields {
         }
     }
 
-    impl Visit for Visitor<'_> {
+    impl Visit for Visitor {
         fn record_str(&mut self, field: &Field, value: &str) {
             if plain(value) {
                 self.raw(field, value);
