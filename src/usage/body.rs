@@ -107,6 +107,12 @@ impl Tally {
         usage_only
     }
 
+    /// Whether events may still be taken by a template: once the stream has used up its
+    /// templates, frames are decoded whole (not event by event, looking for boundaries).
+    fn may_take(&self) -> bool {
+        self.template.is_some() || self.tries > 0
+    }
+
     /// Counts the events at the start of `bytes` (at an event boundary) that have the shape of
     /// the stream's template, without decoding them; how many bytes they take.
     pub(crate) fn whole_events(&mut self, bytes: &[u8], max_event_bytes: usize) -> usize {
@@ -141,7 +147,7 @@ impl SseObserver for Tally {
     }
 
     fn takes_whole_events(&self) -> bool {
-        true
+        self.may_take()
     }
 }
 
@@ -155,7 +161,7 @@ impl EventPredicate for Tally {
     }
 
     fn takes_whole_events(&self) -> bool {
-        true
+        self.may_take()
     }
 }
 
@@ -315,6 +321,35 @@ mod tests {
                 assert!(got.saw_done && got.first_content.is_some());
                 let expected = if hide { &without_usage } else { &s };
                 assert_eq!(String::from_utf8_lossy(&out), *expected, "{sizes:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn streams_whose_chunks_all_differ_are_decoded_and_counted() {
+        // A field after the text that changes in every chunk (as OpenAI's `obfuscation`):
+        // no template matches twice, the stream is decoded.
+        let mut s = String::new();
+        for i in 0..30 {
+            s.push_str(&format!(
+                "data: {{\"id\":\"c\",\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"t{i}\"}},\"finish_reason\":null}}],\"obfuscation\":\"{}\"}}\n\n",
+                "x".repeat(i % 7)
+            ));
+        }
+        s.push_str("data: {\"id\":\"c\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n");
+        let bytes = Bytes::from(s.clone());
+        for hide in [false, true] {
+            for frames in [
+                vec![bytes.clone()],
+                bytes.chunks(61).map(Bytes::copy_from_slice).collect(),
+                s.split_inclusive("\n\n")
+                    .map(|e| Bytes::copy_from_slice(e.as_bytes()))
+                    .collect(),
+            ] {
+                let (got, out) = tally(frames, hide).await;
+                assert_eq!(got.deltas, 30);
+                assert_eq!(got.finish_reasons, ["stop"]);
+                assert_eq!(out, bytes);
             }
         }
     }
