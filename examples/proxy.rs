@@ -411,7 +411,7 @@ fn init_logging(format: LogFormat, otlp: Option<&OtlpExport>) -> Result<Telemetr
 mod log_time {
     use std::cell::RefCell;
     use std::fmt;
-    use std::time::{SystemTime, UNIX_EPOCH};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     use tracing_subscriber::fmt::format::Writer;
     use tracing_subscriber::fmt::time::FormatTime;
@@ -420,25 +420,12 @@ mod log_time {
     #[derive(Clone, Copy, Debug, Default)]
     pub(crate) struct Rfc3339;
 
-    /// `YYYY-MM-DDTHH:MM:SS` of unix seconds (Howard Hinnant's `civil_from_days`).
+    /// `YYYY-MM-DDTHH:MM:SS` of unix seconds.
     pub(crate) fn date_time(secs: u64) -> String {
-        let days = (secs / 86_400) as i64;
-        let rem = secs % 86_400;
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        let y = yoe + era * 400 + i64::from(m <= 2);
-        format!(
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
-            rem / 3600,
-            rem / 60 % 60,
-            rem % 60
-        )
+        let mut text = chatgate::auth::format_rfc3339(UNIX_EPOCH + Duration::from_secs(secs));
+        // Without its `Z`: the fraction of the second goes before it.
+        text.pop();
+        text
     }
 
     impl FormatTime for Rfc3339 {
@@ -450,22 +437,19 @@ mod log_time {
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default();
             let (secs, micros) = (now.as_secs(), now.subsec_micros());
-            let mut line = [0u8; 8];
-            line[0] = b'.';
-            let mut n = micros;
-            for b in line[1..7].iter_mut().rev() {
-                *b = b'0' + (n % 10) as u8;
-                n /= 10;
-            }
-            line[7] = b'Z';
-            let fraction = std::str::from_utf8(&line).map_err(|_| fmt::Error)?;
+            // `.` and six digits: 1_000_000 + micros has seven, the first replaced by the dot.
+            let mut n = itoa::Buffer::new();
+            let digits = n.format(1_000_000 + micros);
+            let fraction = digits.get(1..).ok_or(fmt::Error)?;
             SECOND.with(|c| {
                 let mut c = c.borrow_mut();
                 if c.0 != secs {
                     *c = (secs, date_time(secs));
                 }
                 w.write_str(&c.1)?;
-                w.write_str(fraction)
+                w.write_char('.')?;
+                w.write_str(fraction)?;
+                w.write_char('Z')
             })
         }
     }
@@ -547,19 +531,6 @@ mod log_fields {
             })
     }
 
-    /// Writes `n` in decimal at the end of `buf`; where it starts.
-    fn digits(buf: &mut [u8], mut n: u64) -> usize {
-        let mut i = buf.len();
-        loop {
-            i -= 1;
-            buf[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                return i;
-            }
-        }
-    }
-
     impl Visitor {
         /// Writes the separator and `name=` (nothing for the message).
         fn name(&mut self, field: &Field) -> fmt::Result {
@@ -587,14 +558,13 @@ mod log_fields {
         }
 
         fn int(&mut self, field: &Field, negative: bool, n: u64) {
-            let mut buf = [0u8; 21];
-            let mut i = digits(&mut buf, n);
-            if negative {
-                i -= 1;
-                buf[i] = b'-';
+            if self.result.is_ok() {
+                self.result = self.name(field);
+                if negative {
+                    self.writer.push('-');
+                }
+                self.writer.push_str(itoa::Buffer::new().format(n));
             }
-            // Only ASCII digits and '-' were written.
-            self.raw(field, std::str::from_utf8(&buf[i..]).unwrap_or("?"));
         }
     }
 
@@ -625,18 +595,19 @@ mod log_fields {
             if value.is_finite() && value.abs() < 1e12 {
                 // Milliseconds to the microsecond: integer formatting, not a float's.
                 let micros = (value * 1000.0).round() as i64;
-                let mut buf = [0u8; 24];
-                // `.` and three digits of microseconds, after the milliseconds.
-                let m = micros.unsigned_abs();
-                let mut i = digits(&mut buf, 1000 + m % 1000);
-                buf[i] = b'.';
-                i = digits(&mut buf[..i], m / 1000);
-                if micros < 0 {
-                    i -= 1;
-                    buf[i] = b'-';
+                if self.result.is_ok() {
+                    self.result = self.name(field);
+                    if micros < 0 {
+                        self.writer.push('-');
+                    }
+                    // Milliseconds, `.`, and three digits of microseconds (1000 + the
+                    // microseconds has four, the first replaced by the dot).
+                    let m = micros.unsigned_abs();
+                    let mut n = itoa::Buffer::new();
+                    self.writer.push_str(n.format(m / 1000));
+                    self.writer.push('.');
+                    self.writer.push_str(&n.format(1000 + m % 1000)[1..]);
                 }
-                // Only ASCII digits, '.' and '-' were written.
-                self.raw(field, std::str::from_utf8(&buf[i..]).unwrap_or("?"));
             } else {
                 self.field(field, format_args!("{value}"));
             }

@@ -542,15 +542,9 @@ mod tests {
 
     #[test]
     fn the_quick_look_agrees_with_the_parse_on_generated_chunks() {
-        // A small deterministic generator (xorshift): text full of quotes, backslashes, key
+        // A small deterministic generator (xorshift), and text full of quotes, backslashes, key
         // names and control characters, in chunks with and without usage and finish reasons.
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::usage::scan::xorshift(0x9E37_79B9_7F4A_7C15);
         let pieces = [
             "a",
             "\"",
@@ -588,7 +582,7 @@ mod tests {
                     delta.insert("reasoning_content".into(), text.clone().into());
                 }
                 _ => {
-                    let calls = if next() % 2 == 0 {
+                    let calls = if next().is_multiple_of(2) {
                         serde_json::json!([])
                     } else {
                         serde_json::json!([{"index": 0, "function": {"arguments": text}}])
@@ -603,16 +597,16 @@ mod tests {
             };
             let mut choices =
                 vec![serde_json::json!({"index": 0, "delta": delta, "finish_reason": finish})];
-            if next() % 4 == 0 {
+            if next().is_multiple_of(4) {
                 choices
                     .push(serde_json::json!({"index": 1, "delta": {}, "finish_reason": "length"}));
             }
             let mut chunk = serde_json::json!({
                 "object": "chat.completion.chunk",
-                "model": if next() % 3 == 0 { text.clone() } else { "m".to_owned() },
+                "model": if next().is_multiple_of(3) { text.clone() } else { "m".to_owned() },
                 "choices": choices,
             });
-            if next() % 5 == 0 {
+            if next().is_multiple_of(5) {
                 chunk["metadata"] = serde_json::json!({"model": "nested"});
             }
             match next() % 3 {

@@ -140,26 +140,14 @@ struct SeriesMap {
 
 /// Writes the label values as one unambiguous key (each value after its length).
 fn series_key(out: &mut String, values: [&str; 3], status: u16) {
-    fn number(out: &mut String, mut n: usize) {
-        let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        out.extend(digits[i..].iter().map(|&d| char::from(d)));
-    }
+    let mut n = itoa::Buffer::new();
     out.clear();
     for v in values {
-        number(out, v.len());
+        out.push_str(n.format(v.len()));
         out.push(':');
         out.push_str(v);
     }
-    number(out, usize::from(status));
+    out.push_str(n.format(status));
 }
 
 /// One label combination's metrics (the histograms only once a record needs them, so no empty

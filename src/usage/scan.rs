@@ -246,6 +246,17 @@ impl FrameTemplate {
     }
 }
 
+/// A small deterministic generator (xorshift) for the tests' generated chunks.
+#[cfg(test)]
+pub(crate) fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -438,13 +449,7 @@ mod tests {
     fn what_the_template_counts_is_what_decoding_and_parsing_find() {
         use crate::sse::EventDecoder;
         use crate::usage::draft::Observed;
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = super::xorshift(0x2545_F491_4F6C_DD1D);
         let pieces = [
             "a",
             " b",
