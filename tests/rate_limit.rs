@@ -403,3 +403,125 @@ async fn callers_without_limits_pass_untouched() {
     assert_eq!(status(&svc, anon).await, 200);
     assert_eq!(backend.scopes(), 0);
 }
+
+/// The usage layers in front of the limiter, as the proxy stacks them.
+fn metered_stack(
+    backend: &LocalBackend,
+    usage: &chatgate::usage::UsageHandle,
+) -> impl Service<
+    Request<Full<Bytes>>,
+    Response = Response<impl http_body::Body<Data = Bytes, Error: std::fmt::Debug>>,
+    Error = std::convert::Infallible,
+    Future: Send,
+> + Clone {
+    use chatgate::usage::{UsageLayer, UsageMeterLayer};
+    let router = ModelRouter::builder()
+        .service("echo", EchoModel::new())
+        .build();
+    ServiceBuilder::new()
+        .layer(UsageLayer::new(usage.clone()))
+        .layer(ValidateLayer::new())
+        .layer(UsageMeterLayer::new())
+        .layer(RateLimitLayer::new(backend.clone(), exact_config()))
+        .service(router)
+}
+
+#[tokio::test(start_paused = true)]
+async fn behind_the_usage_meter_the_meter_settles_every_answer_exactly() {
+    let backend = LocalBackend::new();
+    let memory = Arc::new(chatgate::usage::MemorySink::new());
+    let usage = chatgate::usage::UsageHandle::builder()
+        .sink(memory.clone())
+        .build();
+    let svc = metered_stack(&backend, &usage);
+    let next = |p: &Principal| {
+        let svc = svc.clone();
+        let req = request(p, r#","max_tokens":50"#);
+        async move {
+            let res = svc.oneshot(req).await.unwrap();
+            assert_eq!(res.status(), 200);
+            let left = res.headers()["x-ratelimit-remaining-tokens"].clone();
+            res.into_body().collect().await.unwrap();
+            left
+        }
+    };
+    // Each request reserves 8 + 50 = 58 of 100; the echo uses 8 + 1 = 9.
+    for (id, extra) in [
+        ("plain", r#","max_tokens":50"#),
+        // The meter asks for the usage chunk and hides it: the limiter never sees it, and the
+        // settlement is exact all the same (not the reservation kept).
+        ("hidden", r#","max_tokens":50,"stream":true"#),
+        (
+            "asked",
+            r#","max_tokens":50,"stream":true,"stream_options":{"include_usage":true}"#,
+        ),
+    ] {
+        let p = principal(id, Limits::none().tpm(100));
+        let res = svc.clone().oneshot(request(&p, extra)).await.unwrap();
+        assert_eq!(res.status(), 200, "{id}");
+        let text = res.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&text);
+        assert_eq!(
+            text.contains(r#""usage":{"#),
+            !extra.contains("stream\":true") || extra.contains("include_usage"),
+            "{id}: {text}"
+        );
+        assert_eq!(next(&p).await, "33", "{id}: 100 - 9 - 58");
+    }
+    // A model nobody serves: 404 from the router, the whole reservation refunded.
+    let p = principal("unknown", Limits::none().tpm(100));
+    let mut req = request(&p, r#","max_tokens":50"#);
+    *req.body_mut() = Full::new(Bytes::from(
+        r#"{"model":"nope","messages":[{"role":"user","content":"hi"}],"max_tokens":50}"#,
+    ));
+    let res = svc.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 404);
+    res.into_body().collect().await.unwrap();
+    assert_eq!(
+        next(&p).await,
+        "42",
+        "100 - 58: nothing was charged for the 404"
+    );
+    usage.close().await;
+    // One record per request, and the usage the meter settled with is the usage it recorded.
+    let rows = memory.rows();
+    assert_eq!(rows.iter().map(|r| r.requests).sum::<u64>(), 8);
+    assert_eq!(rows.iter().map(|r| r.errors).sum::<u64>(), 1);
+    assert_eq!(rows.iter().map(|r| r.total_tokens).sum::<u64>(), 7 * 9);
+    assert_eq!(rows.iter().map(|r| r.estimated).sum::<u64>(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_settlement_slot_in_the_request_the_limiter_leaves_the_settling_to_its_owner() {
+    use chatgate::rate_limit::SettlementSlot;
+    let backend = LocalBackend::new();
+    let svc = stack(&backend, exact_config());
+    let p = principal("slot", Limits::none().tpm(100));
+    let slot = SettlementSlot::new();
+    let mut req = request(&p, r#","max_tokens":50"#);
+    req.extensions_mut().insert(slot.clone());
+    let res = svc.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let answer = json(res).await;
+    assert_eq!(answer["usage"]["total_tokens"], PROMPT + 1);
+    // The body was read to its end with its usage, and the limiter did not settle.
+    let settlement = slot.take().expect("the limiter's settlement");
+    assert!(!settlement.is_settled());
+    assert_eq!(settlement.reserved_tokens(), 58);
+    assert!(slot.take().is_none(), "taken once");
+    // Its owner settles: 30 used, so 100 - 30 = 70 left before the next reservation.
+    assert!(settlement.settle(30));
+    let res = svc
+        .clone()
+        .oneshot(request(&p, r#","max_tokens":50"#))
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-ratelimit-remaining-tokens"], "12"); // 70 - 58
+    // Unlimited callers have no ticket: nothing is put in the slot.
+    let free = principal("free", Limits::none());
+    let slot = SettlementSlot::new();
+    let mut req = request(&free, "");
+    req.extensions_mut().insert(slot.clone());
+    assert_eq!(status(&svc, req).await, 200);
+    assert!(slot.take().is_none());
+}

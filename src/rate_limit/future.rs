@@ -13,7 +13,7 @@ use tower::Service;
 use super::backend::{BackendError, Decision, Status};
 use super::headers::{insert_status, too_many_requests, unavailable};
 use super::service::{RateLimitBody, scopes_of};
-use super::settle::{Settlement, UsageWatch};
+use super::settle::{Settlement, SettlementSlot, UsageWatch};
 use super::{LimitBackend, RateLimitConfig, Scope};
 use crate::BoxError;
 use crate::auth::Principal;
@@ -79,10 +79,10 @@ where
 
     pub(super) fn calling(
         future: S::Future,
-        admitted: Option<(Settlement, Status)>,
+        settlement: Option<Settlement>,
+        status: Option<Status>,
         config: &RateLimitConfig,
     ) -> Self {
-        let (settlement, status) = admitted.unzip();
         Self {
             kind: Kind::Calling {
                 future,
@@ -123,9 +123,17 @@ where
             Ok(Decision::Admitted(ticket, status)) => {
                 let settlement = Settlement::new(Arc::clone(backend), ticket);
                 req.extensions_mut().insert(settlement.clone());
-                Self::calling(inner.call(req), Some((settlement, status)), config)
+                // A layer in front reads the exact usage: it settles, the body is not read here.
+                let watched = match req.extensions().get::<SettlementSlot>() {
+                    Some(slot) => {
+                        slot.put(settlement);
+                        None
+                    }
+                    None => Some(settlement),
+                };
+                Self::calling(inner.call(req), watched, Some(status), config)
             }
-            Ok(Decision::Unchecked) => Self::calling(inner.call(req), None, config),
+            Ok(Decision::Unchecked) => Self::calling(inner.call(req), None, None, config),
             Ok(Decision::Refused(refusal)) => {
                 let scopes = scopes_of(&req, config);
                 let key = req.extensions().get::<Principal>();

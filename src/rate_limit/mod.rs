@@ -60,10 +60,11 @@
 //!
 //! When no usage is reported — the client did not ask for `include_usage`, or went away before
 //! the usage chunk — the **reservation is kept** as the charge: a client that disconnects
-//! mid-stream pays at most what it reserved, never more. (The usage layer of a later issue
-//! forces `include_usage` upstream and reports the exact usage through [`Settlement::settle`],
-//! which the limiter puts in the extensions of every request it admits; the first settlement
-//! wins.) The concurrency slot is released at the same moment, however the response ended, and
+//! mid-stream pays at most what it reserved, never more. The [usage
+//! meter](crate::usage::UsageMeterLayer), which forces `include_usage` upstream and reads every
+//! response anyway, settles in the limiter's place: it asks for the settlement with a
+//! [`SettlementSlot`] in the request, and the limiter then does not read the body (it is read
+//! once, not twice). The concurrency slot is released at the same moment, however the response ended, and
 //! also when the inner service fails or its future is dropped.
 //!
 //! # Budgets
@@ -204,4 +205,5 @@ pub use local::{Gcra, LocalBackend, WINDOW};
 pub use redis::{FailMode, RedisBackend, RedisBackendBuilder};
 pub use scope::Scope;
 pub use service::{RateLimit, RateLimitBody};
-pub use settle::{DEFAULT_MAX_USAGE_BODY, Settlement, UsageWatch};
+pub(crate) use settle::Used;
+pub use settle::{DEFAULT_MAX_USAGE_BODY, Settlement, SettlementSlot, UsageWatch};

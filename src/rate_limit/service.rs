@@ -163,7 +163,7 @@ where
 
     fn call(&mut self, req: Request<ValidatedRequest>) -> Self::Future {
         let Some(ask) = admit_request(&req, &self.config) else {
-            return ResponseFuture::calling(self.inner.call(req), None, &self.config);
+            return ResponseFuture::calling(self.inner.call(req), None, None, &self.config);
         };
         match self.backend.admit(ask) {
             Admit::Ready(decision) => {

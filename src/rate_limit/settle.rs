@@ -13,7 +13,7 @@ use crate::sse::EventDecoder;
 
 /// The exact usage of a response: its total, and its (prompt, completion) split when known.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Used {
+pub(crate) struct Used {
     total: u64,
     split: Option<(u64, u64)>,
 }
@@ -21,6 +21,21 @@ struct Used {
 impl Used {
     fn total(total: u64) -> Self {
         Self { total, split: None }
+    }
+
+    /// From the fields of a `usage` object, as the limiter reads them: the total is
+    /// `total_tokens`, else the sum of the two counts that are there; `None` when none is.
+    pub(crate) fn of(
+        prompt: Option<u64>,
+        completion: Option<u64>,
+        total: Option<u64>,
+    ) -> Option<Self> {
+        UsageCounts {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: total,
+        }
+        .used()
     }
 }
 
@@ -76,9 +91,9 @@ impl Drop for Inner {
 /// [`RateLimit`](super::RateLimit) puts it in the extensions of every request it admits (with a
 /// ticket; requests of unlimited callers have none), and settles it itself when the response
 /// body ends, fails or is dropped, with the usage it reads from the body (see the
-/// [module docs](super#settlement)). A layer that knows the exact usage better — the usage layer,
-/// which forces `include_usage` and may hide the usage chunk from the client — calls
-/// [`settle`](Self::settle) first: the first settlement wins and later ones are ignored. When
+/// [module docs](super#settlement)) — unless a layer in front asked for it with a
+/// [`SettlementSlot`] (the usage meter, which reads every answer anyway), which then settles
+/// it. The first settlement wins and later ones are ignored. When
 /// every handle is dropped unsettled, the reservation is kept and the concurrency slot is
 /// released.
 ///
@@ -161,7 +176,8 @@ impl Settlement {
         self.settle_with(None)
     }
 
-    fn settle_with(&self, used: Option<Used>) -> bool {
+    /// Settles with `used` (its split charged exactly), or keeping the reservation (`None`).
+    pub(crate) fn settle_with(&self, used: Option<Used>) -> bool {
         match self.inner.take() {
             Some(ticket) => {
                 self.inner.apply(ticket, used);
@@ -169,6 +185,42 @@ impl Settlement {
             }
             None => false,
         }
+    }
+}
+
+/// Where a layer in front of [`RateLimit`](super::RateLimit) that reads every response's exact
+/// usage itself — the [usage meter](crate::usage::UsageMeterLayer) — takes the request's
+/// [`Settlement`], so that the body is read once, not once by each.
+///
+/// The layer puts a slot in the request's extensions; the limiter, finding it, puts the
+/// settlement of the request it admits there and does not read the response body. The layer
+/// then settles as the limiter would have: with the `usage` the upstream reported, the whole
+/// reservation refunded for an error status (4xx/5xx), the reservation kept when the usage is
+/// unknown. A settlement nobody settles keeps its reservation and frees its concurrency slot
+/// when the last handle to it is dropped, as always.
+#[derive(Clone, Debug, Default)]
+pub struct SettlementSlot(Arc<Mutex<Option<Settlement>>>);
+
+impl SettlementSlot {
+    /// An empty slot.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The settlement put there by the limiter, if it admitted the request with a ticket
+    /// (requests of unlimited callers have none).
+    pub fn take(&self) -> Option<Settlement> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    pub(crate) fn put(&self, settlement: Settlement) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(settlement);
     }
 }
 

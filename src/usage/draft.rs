@@ -16,17 +16,19 @@ use super::sink::Msg;
 use super::{UsageHandle, UsageRecord};
 use crate::body::EndKind;
 use crate::contract::ChatCompletionRequest;
+use crate::rate_limit::Used;
+use crate::rate_limit::{Settlement, SettlementSlot};
 use crate::sse::Event;
 
 /// The usage the upstream reported (`usage` of a completion or of the last chunk).
 #[derive(Clone, Copy, Debug, Default, Deserialize)]
 pub(crate) struct WireUsage {
     #[serde(default)]
-    prompt_tokens: Option<u64>,
+    pub(crate) prompt_tokens: Option<u64>,
     #[serde(default)]
     pub(crate) completion_tokens: Option<u64>,
     #[serde(default)]
-    total_tokens: Option<u64>,
+    pub(crate) total_tokens: Option<u64>,
     #[serde(default)]
     prompt_tokens_details: Option<PromptDetails>,
     #[serde(default)]
@@ -292,6 +294,10 @@ pub(crate) struct Outer {
 #[derive(Debug, Default)]
 pub(crate) struct Inner {
     pub(crate) metered: bool,
+    /// Where the rate limiter leaves the request's settlement for the meter to settle.
+    pub(crate) settlement: Option<SettlementSlot>,
+    /// The status of the answer the meter got from the services inside it.
+    pub(crate) answered: Option<http::StatusCode>,
     pub(crate) request: Option<Arc<ChatCompletionRequest>>,
     pub(crate) streamed: bool,
     pub(crate) key_id: Option<String>,
@@ -438,6 +444,9 @@ impl Draft {
             };
             r.total_tokens = r.prompt_tokens + r.completion_tokens;
         }
+        if let Some(s) = inner.settlement.and_then(|slot| slot.take()) {
+            settle(&s, inner.answered, obs.usage);
+        }
         if r.total_tokens > 0 {
             let prices = self.handle.prices();
             r.cost = r
@@ -451,6 +460,25 @@ impl Draft {
                 });
         }
         r
+    }
+}
+
+/// Settles the rate limiter's reservation as the limiter would have from the body the meter
+/// read: the whole reservation refunded for an error status, the reported usage charged, the
+/// reservation kept when no usage was reported (an estimate is not charged).
+fn settle(s: &Settlement, answered: Option<http::StatusCode>, usage: Option<WireUsage>) {
+    match answered {
+        Some(status) if status.is_client_error() || status.is_server_error() => {
+            s.settle(0);
+        }
+        Some(_) => {
+            let used =
+                usage.and_then(|u| Used::of(u.prompt_tokens, u.completion_tokens, u.total_tokens));
+            s.settle_with(used);
+        }
+        None => {
+            s.keep_reservation();
+        }
     }
 }
 

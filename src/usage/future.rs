@@ -170,6 +170,7 @@ where
                         this.state.set(State::Done);
                         return Poll::Ready(Ok(res.map(boxed)));
                     };
+                    draft.inner().answered = Some(res.status());
                     if !res.status().is_success() {
                         this.state.set(State::Done);
                         this.draft.take();

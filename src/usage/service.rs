@@ -19,6 +19,7 @@ use super::future::{MeterFuture, ResponseFuture};
 use super::sink::{Msg, Overflow};
 use crate::BoxError;
 use crate::auth::Principal;
+use crate::rate_limit::SettlementSlot;
 use crate::request_id::RequestId;
 use crate::route::BoxBody;
 use crate::validate::ValidatedRequest;
@@ -177,9 +178,13 @@ where
         };
         let request = req.body().shared();
         let hide_usage = request.is_stream() && !request.include_usage();
+        // The rate limiter inside leaves its settlement here rather than read the body again.
+        let slot = SettlementSlot::new();
+        req.extensions_mut().insert(slot.clone());
         {
             let mut i = draft.inner();
             i.metered = true;
+            i.settlement = Some(slot);
             i.key_id = req
                 .extensions()
                 .get::<Principal>()
