@@ -30,21 +30,21 @@ pub(crate) struct WireUsage {
     #[serde(default)]
     pub(crate) total_tokens: Option<u64>,
     #[serde(default)]
-    prompt_tokens_details: Option<PromptDetails>,
+    pub(crate) prompt_tokens_details: Option<PromptDetails>,
     #[serde(default)]
-    completion_tokens_details: Option<CompletionDetails>,
+    pub(crate) completion_tokens_details: Option<CompletionDetails>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize)]
-struct PromptDetails {
+pub(crate) struct PromptDetails {
     #[serde(default)]
-    cached_tokens: Option<u64>,
+    pub(crate) cached_tokens: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize)]
-struct CompletionDetails {
+pub(crate) struct CompletionDetails {
     #[serde(default)]
-    reasoning_tokens: Option<u64>,
+    pub(crate) reasoning_tokens: Option<u64>,
 }
 
 /// What the meter learned from a response body.
@@ -208,9 +208,29 @@ impl Observed {
 
     /// A whole non-streamed body; `false` when it is not a chat completion.
     ///
-    /// Read with borrowed strings, skipping the messages; the answers' text is read (a second
-    /// parse) only when the upstream reported no usage and the tokens must be estimated.
+    /// Read in one pass by [`answer::read`](super::answer::read) when it is plain, else with
+    /// serde; the answers' text is read (a second parse) only when the upstream reported no
+    /// usage and the tokens must be estimated.
     pub(crate) fn completion(&mut self, body: &[u8]) -> bool {
+        self.finish_reasons.clear();
+        match super::answer::read(body, &mut self.finish_reasons) {
+            Some(a) => {
+                self.response_model = a.model.map(str::to_owned);
+                self.usage = a.usage;
+                if self.usage.is_none() {
+                    self.completion_text = completion_text(body);
+                }
+                true
+            }
+            None => {
+                self.finish_reasons.clear();
+                self.completion_serde(body)
+            }
+        }
+    }
+
+    /// [`completion`](Self::completion) read with serde.
+    pub(super) fn completion_serde(&mut self, body: &[u8]) -> bool {
         #[derive(Deserialize)]
         struct Completion<'a> {
             #[serde(default, borrow)]

@@ -76,6 +76,7 @@
 //! # }
 //! ```
 
+mod answer;
 mod body;
 mod counter;
 mod draft;

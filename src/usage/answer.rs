@@ -1,0 +1,525 @@
+//! A non-streamed answer read in one pass for what the record needs: `model`, the choices'
+//! `finish_reason`s and `usage`, and whether it is a chat completion at all.
+//!
+//! `serde_json` spent about twice the instructions of the rest of the meter on this: every key
+//! of every object parsed and checked as UTF-8, a visitor per ignored value. This reader checks
+//! the JSON grammar as it goes (a skipped value is still checked, so an answer that is not JSON
+//! is never taken for one) and keeps only the few values it needs, as borrowed slices.
+//!
+//! It takes only the plain case and says [`None`] to anything else — a string it keeps that has
+//! an escape, a number it does not expect, a duplicate key it reads, deep nesting, bytes that are
+//! not UTF-8, and every error — and the caller then reads the answer with serde as before. So
+//! it never decides anything serde would decide otherwise; the tests hold it to that on
+//! generated and mutated answers.
+
+use super::draft::{CompletionDetails, PromptDetails, WireUsage};
+
+/// Deeper nesting than this is left to serde (whose own limit is 128).
+const MAX_DEPTH: usize = 100;
+
+/// What [`read`] found in a plain answer (besides the finish reasons).
+#[derive(Debug, Default)]
+pub(crate) struct Answer<'a> {
+    pub(crate) model: Option<&'a str>,
+    pub(crate) usage: Option<WireUsage>,
+}
+
+/// Reads a completion, appending its finish reasons to `finish_reasons`; `None` when it is not
+/// plainly one (serde decides; what was appended is then to be thrown away).
+pub(crate) fn read<'a>(body: &'a [u8], finish_reasons: &mut Vec<String>) -> Option<Answer<'a>> {
+    // One check for all the text: the strings kept are then `str` without another.
+    let text = std::str::from_utf8(body).ok()?;
+    let mut r = Reader {
+        b: text.as_bytes(),
+        text,
+        pos: 0,
+    };
+    let mut answer = Answer::default();
+    let (mut model, mut choices, mut usage) = (false, false, false);
+    r.ws();
+    r.expect(b'{')?;
+    r.members(|r, key| {
+        match key {
+            b"model" => {
+                once(&mut model)?;
+                answer.model = r.plain_string_or_null()?;
+            }
+            b"choices" => {
+                once(&mut choices)?;
+                r.ws();
+                r.expect(b'[')?;
+                r.items(|r| {
+                    r.ws();
+                    r.expect(b'{')?;
+                    let mut finish = false;
+                    r.members(|r, key| {
+                        if key == b"finish_reason" {
+                            once(&mut finish)?;
+                            if let Some(reason) = r.plain_string_or_null()? {
+                                finish_reasons.push(reason.to_owned());
+                            }
+                            Some(())
+                        } else {
+                            r.skip(2)
+                        }
+                    })
+                })?;
+            }
+            b"usage" => {
+                once(&mut usage)?;
+                answer.usage = r.usage()?;
+            }
+            _ => r.skip(1)?,
+        }
+        Some(())
+    })?;
+    r.ws();
+    // Without `choices` it is not a completion: serde says so.
+    (r.pos == r.b.len() && choices).then_some(answer)
+}
+
+/// A key read once; a second time is left to serde.
+fn once(seen: &mut bool) -> Option<()> {
+    if std::mem::replace(seen, true) {
+        None
+    } else {
+        Some(())
+    }
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    text: &'a str,
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.b.get(self.pos) {
+            self.pos += 1;
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.pos).copied()
+    }
+
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        (self.peek()? == byte).then(|| self.pos += 1)
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let end = self.pos + word.len();
+        (self.b.get(self.pos..end)? == word).then(|| self.pos = end)
+    }
+
+    /// The members of an object whose `{` was read: `f` reads each value (the reader is at
+    /// the value, before its whitespace).
+    fn members(&mut self, mut f: impl FnMut(&mut Self, &[u8]) -> Option<()>) -> Option<()> {
+        self.ws();
+        if self.peek()? == b'}' {
+            self.pos += 1;
+            return Some(());
+        }
+        loop {
+            self.ws();
+            let (key, escaped) = self.string()?;
+            if escaped {
+                // A key spelled with escapes could be one of ours.
+                return None;
+            }
+            self.ws();
+            self.expect(b':')?;
+            f(self, key)?;
+            self.ws();
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b'}' => {
+                    self.pos += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// The items of an array whose `[` was read.
+    fn items(&mut self, mut f: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.ws();
+        if self.peek()? == b']' {
+            self.pos += 1;
+            return Some(());
+        }
+        loop {
+            f(self)?;
+            self.ws();
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b']' => {
+                    self.pos += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A string at the reader (after its whitespace): its raw inside, and whether it had an
+    /// escape. Escapes are checked; control characters and lone surrogates are left to serde.
+    fn string(&mut self) -> Option<(&'a [u8], bool)> {
+        self.expect(b'"')?;
+        let start = self.pos;
+        let mut escaped = false;
+        loop {
+            let at = self.pos + memchr::memchr2(b'"', b'\\', &self.b[self.pos..])?;
+            if self.b[self.pos..at].iter().any(|&c| c < 0x20) {
+                return None;
+            }
+            if self.b[at] == b'"' {
+                self.pos = at + 1;
+                return Some((&self.b[start..at], escaped));
+            }
+            escaped = true;
+            match *self.b.get(at + 1)? {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.pos = at + 2,
+                b'u' => {
+                    let hex = self.b.get(at + 2..at + 6)?;
+                    if !hex.iter().all(u8::is_ascii_hexdigit) {
+                        return None;
+                    }
+                    let unit = u16::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+                    if (0xD800..0xE000).contains(&unit) {
+                        return None;
+                    }
+                    self.pos = at + 6;
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A string without escapes, or `null`.
+    fn plain_string_or_null(&mut self) -> Option<Option<&'a str>> {
+        self.ws();
+        if self.peek()? == b'n' {
+            self.literal(b"null")?;
+            return Some(None);
+        }
+        let start = self.pos + 1;
+        let (raw, escaped) = self.string()?;
+        if escaped {
+            return None;
+        }
+        // On character boundaries: the quotes are ASCII.
+        self.text.get(start..start + raw.len()).map(Some)
+    }
+
+    /// A count: digits only, that fit a `u64`, or `null`.
+    fn count_or_null(&mut self) -> Option<Option<u64>> {
+        self.ws();
+        if self.peek()? == b'n' {
+            self.literal(b"null")?;
+            return Some(None);
+        }
+        let start = self.pos;
+        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            self.pos += 1;
+        }
+        let digits = &self.b[start..self.pos];
+        if digits.is_empty()
+            || (digits[0] == b'0' && digits.len() > 1)
+            || matches!(self.peek(), Some(b'.' | b'e' | b'E'))
+        {
+            return None;
+        }
+        std::str::from_utf8(digits).ok()?.parse().ok().map(Some)
+    }
+
+    /// `usage`: an object of counts, or `null`.
+    fn usage(&mut self) -> Option<Option<WireUsage>> {
+        self.ws();
+        if self.peek()? == b'n' {
+            self.literal(b"null")?;
+            return Some(None);
+        }
+        self.expect(b'{')?;
+        let mut u = WireUsage::default();
+        let mut seen = [false; 5];
+        self.members(|r, key| {
+            match key {
+                b"prompt_tokens" => {
+                    once(&mut seen[0])?;
+                    u.prompt_tokens = r.count_or_null()?;
+                }
+                b"completion_tokens" => {
+                    once(&mut seen[1])?;
+                    u.completion_tokens = r.count_or_null()?;
+                }
+                b"total_tokens" => {
+                    once(&mut seen[2])?;
+                    u.total_tokens = r.count_or_null()?;
+                }
+                b"prompt_tokens_details" => {
+                    once(&mut seen[3])?;
+                    u.prompt_tokens_details = r
+                        .detail(b"cached_tokens")?
+                        .map(|cached_tokens| PromptDetails { cached_tokens });
+                }
+                b"completion_tokens_details" => {
+                    once(&mut seen[4])?;
+                    u.completion_tokens_details = r
+                        .detail(b"reasoning_tokens")?
+                        .map(|reasoning_tokens| CompletionDetails { reasoning_tokens });
+                }
+                _ => r.skip(3)?,
+            }
+            Some(())
+        })?;
+        Some(Some(u))
+    }
+
+    /// One count of a `*_details` object (or `null`); `Some(None)` when absent.
+    fn detail(&mut self, name: &[u8]) -> Option<Option<Option<u64>>> {
+        self.ws();
+        if self.peek()? == b'n' {
+            self.literal(b"null")?;
+            return Some(None);
+        }
+        self.expect(b'{')?;
+        let (mut count, mut seen) = (None, false);
+        self.members(|r, key| {
+            if key == name {
+                once(&mut seen)?;
+                count = r.count_or_null()?;
+                Some(())
+            } else {
+                r.skip(4)
+            }
+        })?;
+        Some(Some(count))
+    }
+
+    /// Any value, checked and skipped; `depth` is how deep it is.
+    fn skip(&mut self, depth: usize) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.ws();
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b'{' => {
+                self.pos += 1;
+                self.members(|r, _| r.skip(depth + 1))
+            }
+            b'[' => {
+                self.pos += 1;
+                self.items(|r| r.skip(depth + 1))
+            }
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            _ => self.number(),
+        }
+    }
+
+    /// A JSON number: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+    fn number(&mut self) -> Option<()> {
+        let digits = |r: &mut Self| {
+            let start = r.pos;
+            while r.peek().is_some_and(|c| c.is_ascii_digit()) {
+                r.pos += 1;
+            }
+            r.pos - start
+        };
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        let first = self.peek()?;
+        let n = digits(self);
+        if n == 0 || (first == b'0' && n > 1) {
+            return None;
+        }
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            if digits(self) == 0 {
+                return None;
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            if digits(self) == 0 {
+                return None;
+            }
+        }
+        Some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::usage::draft::Observed;
+
+    type Counts = (
+        Option<u64>,
+        Option<u64>,
+        Option<u64>,
+        Option<u64>,
+        Option<u64>,
+    );
+
+    fn counts(u: Option<WireUsage>) -> Option<Counts> {
+        u.map(|u| {
+            (
+                u.prompt_tokens,
+                u.completion_tokens,
+                u.total_tokens,
+                u.prompt_tokens_details.and_then(|d| d.cached_tokens),
+                u.completion_tokens_details.and_then(|d| d.reasoning_tokens),
+            )
+        })
+    }
+
+    /// Whether the reader took `body`; when it did, serde must agree on everything.
+    fn agrees(body: &[u8]) -> bool {
+        let mut reasons = Vec::new();
+        let Some(a) = read(body, &mut reasons) else {
+            return false;
+        };
+        let mut o = Observed::default();
+        assert!(
+            o.completion_serde(body),
+            "taken but serde refuses: {}",
+            String::from_utf8_lossy(body)
+        );
+        assert_eq!(a.model, o.response_model.as_deref(), "model");
+        assert_eq!(reasons, o.finish_reasons, "finish reasons");
+        assert_eq!(counts(a.usage), counts(o.usage), "usage");
+        true
+    }
+
+    const ANSWERS: &[&str] = &[
+        r#"{"id":"chatcmpl-mock","object":"chat.completion","created":1700000000,"model":"mock","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! This is a fixed answer.","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":24,"total_tokens":33}}"#,
+        " {\n \"model\" : null , \"choices\" : [ ] , \"usage\" : null } \n",
+        r#"{"choices":[{"finish_reason":null,"message":{"content":"caf\u00e9 \"q\" \\ \/ \n","tool_calls":[{"id":"c","function":{"name":"f","arguments":"{\"a\":[1,-2.5e-3,true,false,null]}"}}]}},{"finish_reason":"length","x":{}}],"model":"m-é","usage":{"prompt_tokens":0,"completion_tokens":18446744073709551615,"prompt_tokens_details":{"cached_tokens":4,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":7}}}"#,
+        r#"{"model":"m","choices":[{"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3,"prompt_tokens_details":null,"completion_tokens_details":{}},"system_fingerprint":"fp","extra":[[[]],{"a":{"b":{}}},0,-0,0.5,1E+2,2e-0]}"#,
+        r#"{"choices":[{}],"usage":{}}"#,
+    ];
+
+    #[test]
+    fn plain_answers_are_read_as_serde_reads_them() {
+        for a in ANSWERS {
+            assert!(agrees(a.as_bytes()), "not taken: {a}");
+        }
+    }
+
+    #[test]
+    fn anything_unusual_is_left_to_serde() {
+        for body in [
+            r#"{"model":"a","model":"b","choices":[]}"#,
+            r#"{"choices":[],"choices":[]}"#,
+            r#"{"choices":[{"finish_reason":"stop","finish_reason":null}]}"#,
+            r#"{"choices":[],"usage":{"total_tokens":1,"total_tokens":2}}"#,
+            r#"{"model":"\u006d","choices":[]}"#,
+            r#"{"\u006dodel":"x","choices":[]}"#,
+            r#"{"choices":[{"finish_reason":"st\"op"}]}"#,
+            r#"{"choices":[],"usage":{"total_tokens":1.0}}"#,
+            r#"{"choices":[],"usage":{"total_tokens":-1}}"#,
+            r#"{"choices":[],"usage":{"total_tokens":18446744073709551616}}"#,
+            r#"{"choices":[],"usage":{"total_tokens":01}}"#,
+            r#"{"choices":[],"x":"\ud800"}"#,
+            r#"{"choices":[],"x":"a	b"}"#,
+            r#"{"choices":[],"x":01}"#,
+            r#"{"choices":[],"x":1.}"#,
+            r#"{"choices":[],"x":.5}"#,
+            r#"{"choices":[],"x":1e}"#,
+            r#"{"choices":[],"x":tru}"#,
+            r#"{"choices":[],"x":"\x"}"#,
+            r#"{"choices":[],"x":"\u12"}"#,
+            r#"{"choices":[]} x"#,
+            r#"{"choices":[],}"#,
+            r#"{"choices":[1]}"#,
+            r#"{"choices":null}"#,
+            r#"{"model":"m"}"#,
+            r#"{"choices":[]"#,
+            "[]",
+            "",
+        ] {
+            assert!(!agrees(body.as_bytes()), "taken: {body}");
+        }
+        let deep = format!(
+            r#"{{"choices":[],"x":{}{}}}"#,
+            "[".repeat(120),
+            "]".repeat(120)
+        );
+        assert!(!agrees(deep.as_bytes()));
+        let fine = format!(
+            r#"{{"choices":[],"x":{}{}}}"#,
+            "[".repeat(90),
+            "]".repeat(90)
+        );
+        assert!(agrees(fine.as_bytes()));
+        assert!(!agrees(b"{\"choices\":[],\"x\":\"\xff\"}"));
+    }
+
+    #[test]
+    fn mutated_answers_are_taken_only_when_serde_agrees() {
+        let mut next = crate::usage::scan::xorshift(0x2545_F491_4F6C_DD1D);
+        let pieces: &[&[u8]] = &[
+            b"\"",
+            b"\\",
+            b",",
+            b":",
+            b"{",
+            b"}",
+            b"]",
+            b" ",
+            b"a",
+            b"0",
+            b"-",
+            b".",
+            b"e",
+            b"n",
+            b"null",
+            b"\\u",
+            b"\x01",
+            "é".as_bytes(),
+            b"\"model\":",
+            b"\"usage\":",
+            b"1",
+        ];
+        let (mut taken, mut left) = (0, 0);
+        for answer in ANSWERS {
+            for _ in 0..3000 {
+                let mut b = answer.as_bytes().to_vec();
+                for _ in 0..=(next() % 2) {
+                    let at = (next() % (b.len() as u64 + 1)) as usize;
+                    match next() % 3 {
+                        0 if at < b.len() => {
+                            let end = (at + 1 + (next() % 3) as usize).min(b.len());
+                            b.drain(at..end);
+                        }
+                        1 if at < b.len() => {
+                            let p = pieces[(next() % pieces.len() as u64) as usize];
+                            b.splice(at..at + 1, p.iter().copied());
+                        }
+                        _ => {
+                            let p = pieces[(next() % pieces.len() as u64) as usize];
+                            b.splice(at..at, p.iter().copied());
+                        }
+                    }
+                }
+                if agrees(&b) {
+                    taken += 1;
+                } else {
+                    left += 1;
+                }
+            }
+        }
+        // Both kinds were seen: the mutations are not all harmless, nor all fatal.
+        assert!(taken > 1000 && left > 1000, "taken {taken}, left {left}");
+    }
+}
