@@ -341,7 +341,9 @@ impl Telemetry {
 
 /// Logging: one line per request (target `chatgate::usage`), level from `RUST_LOG` (default
 /// `info`), format from `[log] format`; and, with `otlp` (feature `otlp`), the request spans
-/// exported by OTLP/HTTP.
+/// exported by OTLP/HTTP. The request lines themselves are made by a `LogSink` among the usage
+/// sinks (see [`accounting`]), from the records, a batch at a time; the log layer here leaves
+/// out the usage layer's `request` event, which would make the same line again.
 ///
 /// Each layer has its own filter: `RUST_LOG` chooses the log lines only, and the OTLP layer
 /// takes chatgate's request spans at `INFO` whatever `RUST_LOG` says (`RUST_LOG=warn` keeps the
@@ -355,7 +357,8 @@ fn init_logging(format: LogFormat, otlp: Option<&OtlpExport>) -> Result<Telemetr
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{EnvFilter, Layer, Registry};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let filter = filter.and(filter_fn(|m| !m.is_span()));
+    // The request lines are written by the usage sinks' `LogSink` (see `accounting`), not here.
+    let filter = filter.and(filter_fn(|m| !m.is_span() && !is_request_event(m)));
     log_buffer::start();
     let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -399,6 +402,27 @@ fn init_logging(format: LogFormat, otlp: Option<&OtlpExport>) -> Result<Telemetr
     };
     let _ = tracing_subscriber::registry().with(layers).try_init();
     Ok(telemetry)
+}
+
+/// The usage layer's per-request event, whose line the proxy writes with a `LogSink`.
+fn is_request_event(m: &tracing::Metadata<'_>) -> bool {
+    m.is_event() && m.name() == chatgate::usage::REQUEST_EVENT && m.target() == "chatgate::usage"
+}
+
+/// Whether `RUST_LOG` (default `info`) lets the request lines (target `chatgate::usage`,
+/// `INFO`) through.
+fn request_lines_enabled(directives: Option<&str>) -> bool {
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    let filter = match directives {
+        Some(d) => EnvFilter::try_new(d).unwrap_or_else(|_| EnvFilter::new("info")),
+        None => EnvFilter::new("info"),
+    };
+    let subscriber = tracing_subscriber::registry().with(filter);
+    tracing::subscriber::with_default(
+        subscriber,
+        || tracing::enabled!(target: "chatgate::usage", tracing::Level::INFO),
+    )
 }
 
 /// The text format's fields, as `tracing-subscriber` writes them (`name=value`, the message
@@ -730,13 +754,22 @@ mod log_buffer {
         urgent: bool,
     }
 
+    fn push(bytes: &[u8], urgent: bool) {
+        let mut buf = BUFFER.lock().unwrap_or_else(PoisonError::into_inner);
+        buf.extend_from_slice(bytes);
+        if urgent || buf.len() >= FULL {
+            write_out(&mut buf);
+        }
+    }
+
+    /// Appends lines (the request log's batches) to be written with the next.
+    pub(crate) fn append(lines: &[u8]) {
+        push(lines, false);
+    }
+
     impl Write for Line {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            let mut buf = BUFFER.lock().unwrap_or_else(PoisonError::into_inner);
-            buf.extend_from_slice(bytes);
-            if self.urgent || buf.len() >= FULL {
-                write_out(&mut buf);
-            }
+            push(bytes, self.urgent);
             Ok(bytes.len())
         }
 
@@ -785,6 +818,13 @@ async fn accounting(config: &Config) -> Result<Accounting, String> {
         .prices(config.prices().clone())
         // Counts the upstream did not report are estimated with the model family's tokenizer.
         .counter(Arc::new(chatgate::tokens::Tokenizer));
+    // One line per request, made from the records a batch at a time (the usage layer's
+    // `tracing` event, which would make the same line, is left out of the log layer).
+    let directives = std::env::var("RUST_LOG").ok();
+    if request_lines_enabled(directives.as_deref()) {
+        let log = chatgate::usage::LogSink::new(config.log_format(), log_buffer::append);
+        builder = builder.sink(Arc::new(log));
+    }
     if let Some(path) = &usage.jsonl {
         let sink = JsonlSink::open(path, usage.jsonl_flush)
             .map_err(|e| format!("usage jsonl {}: {e}", path.display()))?;
@@ -1364,6 +1404,17 @@ mod tests {
             state.usage.handle.close().await;
             assert_eq!(state.usage.handle.emitted(), records, "{extra:?}");
         }
+    }
+
+    #[test]
+    fn request_lines_follow_rust_log() {
+        assert!(request_lines_enabled(None));
+        assert!(request_lines_enabled(Some("info")));
+        assert!(request_lines_enabled(Some("warn,chatgate::usage=info")));
+        assert!(request_lines_enabled(Some("chatgate=debug")));
+        assert!(!request_lines_enabled(Some("warn")));
+        assert!(!request_lines_enabled(Some("info,chatgate::usage=off")));
+        assert!(!request_lines_enabled(Some("info,chatgate=warn")));
     }
 
     #[test]

@@ -168,15 +168,7 @@ fn otlp_endpoint(text: &str) -> Result<String, String> {
     Ok(base)
 }
 
-/// The proxy's log format (`[log] format`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines (default).
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use crate::usage::LogFormat;
 
 /// Usage accounting's settings (`[usage]`).
 #[derive(Clone, Debug)]

@@ -438,7 +438,9 @@ mod tests {
     #[test]
     fn the_word_search_finds_what_a_byte_search_finds() {
         let mut next = crate::usage::scan::xorshift(0x9E37_79B9_7F4A_7C15);
-        let alphabet = [b'a', b'"', b'\\', 0x1f, 0x20, 0x21, 0x00, 0x7f, 0x80, 0xc3, 0xff, b'~'];
+        let alphabet = [
+            b'a', b'"', b'\\', 0x1f, 0x20, 0x21, 0x00, 0x7f, 0x80, 0xc3, 0xff, b'~',
+        ];
         for _ in 0..20_000 {
             let len = (next() % 40) as usize;
             let bytes: Vec<u8> = (0..len)

@@ -83,6 +83,7 @@ mod draft;
 mod future;
 mod jsonl;
 mod layer;
+mod log;
 mod memory;
 mod metrics;
 #[cfg(feature = "postgres")]
@@ -99,6 +100,7 @@ pub use counter::{ByteEstimate, TokenCounter};
 pub use future::{MeterFuture, ResponseFuture};
 pub use jsonl::{FlushPolicy, JsonlSink};
 pub use layer::{DEFAULT_MAX_BODY, UsageLayer, UsageMeterLayer};
+pub use log::{LogFormat, LogSink};
 pub use memory::{MemorySink, UsageRoute, UsageRow};
 pub use metrics::{MetricsRoute, MetricsSink};
 #[cfg(feature = "postgres")]
@@ -107,3 +109,4 @@ pub use prices::{Price, Prices};
 pub use record::UsageRecord;
 pub use service::{Usage, UsageMeter};
 pub use sink::{Overflow, SinkError, SinkFuture, UsageHandle, UsageHandleBuilder, UsageSink};
+pub use trace::REQUEST_EVENT;

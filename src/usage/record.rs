@@ -77,24 +77,28 @@ impl UsageRecord {
     }
 }
 
+/// Appends `s` as a JSON string, as serde_json writes it (copied as it is when nothing needs an
+/// escape).
+pub(crate) fn json_string(out: &mut Vec<u8>, s: &str) {
+    // serde_json escapes exactly these bytes.
+    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        let _ = serde_json::to_writer(&mut *out, s);
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
+}
+
 impl UsageRecord {
     /// Appends the record as one line of JSON (without the line end): the same bytes as
     /// `serde_json::to_writer`, written field by field (strings that need no escape are copied
     /// as they are), which costs about half as much for the JSONL sink.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        fn string(out: &mut Vec<u8>, s: &str) {
-            // serde_json escapes exactly these bytes.
-            if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
-                let _ = serde_json::to_writer(&mut *out, s);
-            } else {
-                out.push(b'"');
-                out.extend_from_slice(s.as_bytes());
-                out.push(b'"');
-            }
-        }
+        let string = json_string;
         fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
             match s {
-                Some(s) => string(out, s),
+                Some(s) => json_string(out, s),
                 None => out.extend_from_slice(b"null"),
             }
         }

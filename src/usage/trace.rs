@@ -37,15 +37,18 @@ fn int(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// Fills the span's fields and logs the request's line.
+/// The name of the request's event (its log line): a subscriber that writes the lines with a
+/// [`LogSink`](super::LogSink) instead leaves the event out by this name.
+pub const REQUEST_EVENT: &str = "request";
+
+/// Fills the span's fields and logs the request's line (an event named [`REQUEST_EVENT`]).
 pub(crate) fn record(span: &tracing::Span, r: &UsageRecord) {
-    if span.is_disabled() && !tracing::enabled!(target: "chatgate::usage", tracing::Level::INFO) {
-        return;
-    }
     if !span.is_disabled() {
         record_span(span, r);
     }
+    // Nothing is formatted unless a subscriber takes the event.
     tracing::info!(
+        name: REQUEST_EVENT,
         target: "chatgate::usage",
         parent: span,
         request_id = r.request_id.as_deref().unwrap_or(""),

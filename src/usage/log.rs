@@ -1,0 +1,316 @@
+//! [`LogSink`]: the request log, one line per record, written a batch at a time.
+
+use std::fmt::Write as _;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::record::json_string;
+use super::{SinkFuture, UsageRecord, UsageSink};
+
+/// How [`LogSink`] writes its lines (and the proxy its other log lines: `[log] format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (default): the shape of `tracing-subscriber`'s text format,
+    /// `TIME  INFO chatgate::usage: request request_id=… key_id=… …`.
+    #[default]
+    Text,
+    /// One JSON object per line, the shape of `tracing-subscriber`'s JSON format:
+    /// `{"timestamp":…,"level":"INFO","fields":{"message":"request",…},"target":"chatgate::usage"}`.
+    Json,
+}
+
+/// The request log: one line per request, made from its [`UsageRecord`] — the same line as the
+/// usage layer's `tracing` event (target `chatgate::usage`, message `request`), with the same
+/// fields — written a batch at a time.
+///
+/// Formatting a line through a `tracing` subscriber costs the request about as much as all the
+/// rest of its accounting; made from the records on the sink's task, a line costs a fraction
+/// of that and a batch of them is handed to `write` at once. The time of a line is when its
+/// response ended (to the millisecond). Strings made only of plain characters are written bare
+/// in the text format, any other quoted and escaped, so a client's model name cannot forge a
+/// line or a field.
+///
+/// ```
+/// use std::io::Write;
+/// use std::sync::Arc;
+/// use chatgate::usage::{LogFormat, LogSink, UsageHandle};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let log = LogSink::new(LogFormat::Text, |lines: &[u8]| {
+///     let _ = std::io::stderr().write_all(lines);
+/// });
+/// let usage = UsageHandle::builder().sink(Arc::new(log)).build();
+/// # usage.close().await;
+/// # }
+/// ```
+pub struct LogSink {
+    format: LogFormat,
+    write: Box<WriteLines>,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for LogSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogSink")
+            .field("format", &self.format)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a batch of lines goes.
+type WriteLines = dyn Fn(&[u8]) + Send + Sync;
+
+/// The lines of a batch, and the date and time of day of the last second written.
+#[derive(Default)]
+struct State {
+    buf: Vec<u8>,
+    second: Option<u64>,
+    date_time: String,
+}
+
+impl LogSink {
+    /// Lines in `format`, each batch's handed to `write` in one call.
+    pub fn new(format: LogFormat, write: impl Fn(&[u8]) + Send + Sync + 'static) -> Self {
+        Self {
+            format,
+            write: Box::new(write),
+            state: Mutex::default(),
+        }
+    }
+
+    /// Appends `r`'s line (with its `\n`) to `out`.
+    pub fn line(&self, r: &UsageRecord, out: &mut Vec<u8>) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.line(self.format, r, out);
+    }
+}
+
+impl State {
+    fn line(&mut self, format: LogFormat, r: &UsageRecord, out: &mut Vec<u8>) {
+        // `YYYY-MM-DDTHH:MM:SS.mmmZ`, the date and time made once a second.
+        let (secs, ms) = (r.ended_at_ms / 1000, r.ended_at_ms % 1000);
+        if self.second != Some(secs) {
+            self.date_time = crate::auth::format_rfc3339(UNIX_EPOCH + Duration::from_secs(secs));
+            self.date_time.pop(); // its `Z`: the fraction goes before it
+            self.second = Some(secs);
+        }
+        let mut n = itoa::Buffer::new();
+        let mut time = |out: &mut Vec<u8>| {
+            out.extend_from_slice(self.date_time.as_bytes());
+            out.push(b'.');
+            // 1000 + ms has four digits, the first dropped.
+            out.extend_from_slice(&n.format(1000 + ms).as_bytes()[1..]);
+            out.push(b'Z');
+        };
+        match format {
+            LogFormat::Text => {
+                time(out);
+                out.extend_from_slice(b"  INFO chatgate::usage: request");
+                text_fields(r, out);
+            }
+            LogFormat::Json => {
+                out.extend_from_slice(b"{\"timestamp\":\"");
+                time(out);
+                out.extend_from_slice(b"\",\"level\":\"INFO\",\"fields\":{\"message\":\"request\"");
+                json_fields(r, out);
+                out.extend_from_slice(b"},\"target\":\"chatgate::usage\"}");
+            }
+        }
+        out.push(b'\n');
+    }
+}
+
+/// The fields of a line, in order: `(name, value)`.
+enum Value<'a> {
+    Str(&'a str),
+    Int(u64),
+    Bool(bool),
+    Ms(f64),
+}
+
+fn fields(r: &UsageRecord) -> [(&'static str, Value<'_>); 13] {
+    [
+        (
+            "request_id",
+            Value::Str(r.request_id.as_deref().unwrap_or("")),
+        ),
+        ("key_id", Value::Str(r.key_id.as_deref().unwrap_or(""))),
+        ("model", Value::Str(r.model.as_deref().unwrap_or(""))),
+        (
+            "routed_model",
+            Value::Str(r.routed_model.as_deref().unwrap_or("")),
+        ),
+        ("status", Value::Int(u64::from(r.status))),
+        ("streamed", Value::Bool(r.streamed)),
+        ("input_tokens", Value::Int(r.prompt_tokens)),
+        ("output_tokens", Value::Int(r.completion_tokens)),
+        ("estimated", Value::Bool(r.estimated)),
+        ("partial", Value::Bool(r.partial)),
+        ("duration_ms", Value::Ms(r.duration_ms)),
+        ("ttft_ms", Value::Ms(r.ttft_ms.unwrap_or(-1.0))),
+        ("error", Value::Str(r.error.as_deref().unwrap_or(""))),
+    ]
+}
+
+/// Whether a string is written bare in the text format.
+fn plain(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| {
+            matches!(b, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b':' | b'/' | b'@' | b'+' | b'=')
+        })
+}
+
+fn text_fields(r: &UsageRecord, out: &mut Vec<u8>) {
+    let mut n = itoa::Buffer::new();
+    for (name, value) in fields(r) {
+        out.push(b' ');
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'=');
+        match value {
+            Value::Str(s) if plain(s) => out.extend_from_slice(s.as_bytes()),
+            Value::Str(s) => {
+                // Quoted and escaped as Rust's `Debug` does (as `tracing` does).
+                let mut quoted = String::new();
+                let _ = write!(quoted, "{s:?}");
+                out.extend_from_slice(quoted.as_bytes());
+            }
+            Value::Int(i) => out.extend_from_slice(n.format(i).as_bytes()),
+            Value::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+            Value::Ms(ms) if ms.is_finite() && ms.abs() < 1e12 => {
+                // Milliseconds to the microsecond, with integer formatting.
+                let micros = (ms * 1000.0).round() as i64;
+                if micros < 0 {
+                    out.push(b'-');
+                }
+                let m = micros.unsigned_abs();
+                out.extend_from_slice(n.format(m / 1000).as_bytes());
+                out.push(b'.');
+                out.extend_from_slice(&n.format(1000 + m % 1000).as_bytes()[1..]);
+            }
+            Value::Ms(ms) => {
+                let mut text = String::new();
+                let _ = write!(text, "{ms}");
+                out.extend_from_slice(text.as_bytes());
+            }
+        }
+    }
+}
+
+fn json_fields(r: &UsageRecord, out: &mut Vec<u8>) {
+    let mut n = itoa::Buffer::new();
+    for (name, value) in fields(r) {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":");
+        match value {
+            Value::Str(s) => json_string(out, s),
+            Value::Int(i) => out.extend_from_slice(n.format(i).as_bytes()),
+            Value::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+            // As serde_json writes an `f64` (non-finite ones as `null`).
+            Value::Ms(ms) => {
+                let _ = serde_json::to_writer(&mut *out, &ms);
+            }
+        }
+    }
+}
+
+impl UsageSink for LogSink {
+    fn write<'a>(&'a self, batch: &'a [UsageRecord]) -> SinkFuture<'a> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut buf = std::mem::take(&mut state.buf);
+        buf.clear();
+        for r in batch {
+            state.line(self.format, r, &mut buf);
+        }
+        (self.write)(&buf);
+        state.buf = buf;
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    fn record() -> UsageRecord {
+        UsageRecord {
+            request_id: Some("3f2a".into()),
+            key_id: None,
+            model: Some("evil\nINFO forged=1".into()),
+            routed_model: Some("Qwen/Qwen2.5-7B-Instruct".into()),
+            status: 200,
+            streamed: true,
+            prompt_tokens: 9,
+            completion_tokens: 24,
+            partial: true,
+            duration_ms: 12.3456,
+            ttft_ms: None,
+            error: Some("client_closed".into()),
+            // 2026-11-26T02:01:29.007Z
+            ended_at_ms: 1_795_658_489_007,
+            ..UsageRecord::default()
+        }
+    }
+
+    fn lines(format: LogFormat, records: &[UsageRecord]) -> String {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = out.clone();
+        let log = LogSink::new(format, move |b: &[u8]| {
+            sink.lock().unwrap().extend_from_slice(b);
+        });
+        drop(log.write(records));
+        String::from_utf8(out.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn a_text_line_has_every_field_and_cannot_be_forged() {
+        let text = lines(LogFormat::Text, &[record(), record()]);
+        let line = "2026-11-26T02:01:29.007Z  INFO chatgate::usage: request request_id=3f2a \
+                    key_id=\"\" model=\"evil\\nINFO forged=1\" routed_model=Qwen/Qwen2.5-7B-Instruct \
+                    status=200 streamed=true input_tokens=9 output_tokens=24 estimated=false \
+                    partial=true duration_ms=12.346 ttft_ms=-1.000 error=client_closed\n";
+        assert_eq!(text, format!("{line}{line}"));
+    }
+
+    #[test]
+    fn a_json_line_is_what_tracing_subscriber_makes_of_the_request_event() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let r = record();
+        let ours: serde_json::Value =
+            serde_json::from_str(lines(LogFormat::Json, std::slice::from_ref(&r)).trim_end())
+                .unwrap();
+        // The usage layer's own event, through tracing-subscriber's JSON format.
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = out.clone();
+        let layer = tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(move || Writer(sink.clone()));
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            crate::usage::trace::record(&tracing::Span::none(), &r);
+        });
+        let theirs = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        let mut theirs: serde_json::Value = serde_json::from_str(theirs.trim_end()).unwrap();
+        assert_eq!(ours["timestamp"], "2026-11-26T02:01:29.007Z");
+        theirs["timestamp"] = ours["timestamp"].clone();
+        assert_eq!(ours, theirs);
+    }
+
+    struct Writer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Writer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+}
