@@ -221,14 +221,14 @@ fn chat_stack(config: &Config, router: ModelRouter, state: &State) -> ChatStack 
         Either::Right(tail.map_response(box_response))
     };
     let inner = ValidateLayer::with_config(config.validate_config()).layer(metered);
-    let authed = match key_store(config, state.shared_keys.as_ref()) {
-        Some(store) => boxed(AuthLayer::from_shared(store).layer(inner)),
-        None => boxed(inner),
-    };
-    if accounted {
-        boxed(UsageLayer::new(state.usage.handle.clone()).layer(authed))
-    } else {
-        authed
+    // Boxed once, whichever layers there are (a box per layer would cost each request another
+    // future and body allocation).
+    let usage = || UsageLayer::new(state.usage.handle.clone());
+    match (key_store(config, state.shared_keys.as_ref()), accounted) {
+        (Some(store), true) => boxed(usage().layer(AuthLayer::from_shared(store).layer(inner))),
+        (Some(store), false) => boxed(AuthLayer::from_shared(store).layer(inner)),
+        (None, true) => boxed(usage().layer(inner)),
+        (None, false) => boxed(inner),
     }
 }
 

@@ -153,12 +153,20 @@ fn fields(r: &UsageRecord) -> [(&'static str, Value<'_>); 13] {
     ]
 }
 
+/// The bytes a string written bare in the text format may hold.
+static PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = matches!(b as u8, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b':' | b'/' | b'@' | b'+' | b'=');
+        b += 1;
+    }
+    t
+};
+
 /// Whether a string is written bare in the text format.
 fn plain(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes().all(|b| {
-            matches!(b, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b':' | b'/' | b'@' | b'+' | b'=')
-        })
+    !s.is_empty() && s.bytes().all(|b| PLAIN[usize::from(b)])
 }
 
 fn text_fields(r: &UsageRecord, out: &mut Vec<u8>) {
@@ -169,6 +177,7 @@ fn text_fields(r: &UsageRecord, out: &mut Vec<u8>) {
         out.push(b'=');
         match value {
             Value::Str(s) if plain(s) => out.extend_from_slice(s.as_bytes()),
+            Value::Str("") => out.extend_from_slice(b"\"\""),
             Value::Str(s) => {
                 // Quoted and escaped as Rust's `Debug` does (as `tracing` does).
                 let mut quoted = String::new();

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::future::{Ready, ready};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -62,12 +63,37 @@ fn ttft_histogram() -> Histogram {
     Histogram::new(TTFT_BUCKETS)
 }
 
+/// FNV-1a, for the maps of label values: they hold only bounded names (configured models, the
+/// first key ids seen), so a keyed hash (SipHash, std's default) buys nothing here and costs
+/// more than the rest of the lookup.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+type FnvBuild = BuildHasherDefault<Fnv>;
+
 /// The label values allowed, so that the number of series stays bounded.
 #[derive(Debug)]
 struct Bounds {
-    models: HashSet<String>,
+    models: HashSet<String, FnvBuild>,
     max_keys: usize,
-    keys: Mutex<HashSet<String>>,
+    keys: Mutex<HashSet<String, FnvBuild>>,
 }
 
 impl Bounds {
@@ -134,7 +160,7 @@ pub struct MetricsSink {
 /// a combination has been seen).
 #[derive(Debug, Default)]
 struct SeriesMap {
-    map: HashMap<String, Series>,
+    map: HashMap<String, Series, FnvBuild>,
     scratch: String,
 }
 

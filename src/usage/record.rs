@@ -81,7 +81,7 @@ impl UsageRecord {
 /// escape).
 pub(crate) fn json_string(out: &mut Vec<u8>, s: &str) {
     // serde_json escapes exactly these bytes.
-    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    if super::answer::next_special(s.as_bytes()).is_some() {
         let _ = serde_json::to_writer(&mut *out, s);
     } else {
         out.push(b'"');
@@ -102,12 +102,23 @@ impl UsageRecord {
                 None => out.extend_from_slice(b"null"),
             }
         }
+        // Floats as serde_json writes them; integers with the `itoa` it uses.
         fn number<T: Serialize>(out: &mut Vec<u8>, n: T) {
             let _ = serde_json::to_writer(&mut *out, &n);
+        }
+        fn int(out: &mut Vec<u8>, n: u64) {
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        }
+        fn opt_int(out: &mut Vec<u8>, n: Option<u64>) {
+            match n {
+                Some(n) => int(out, n),
+                None => out.extend_from_slice(b"null"),
+            }
         }
         fn flag(out: &mut Vec<u8>, b: bool) {
             out.extend_from_slice(if b { b"true" } else { b"false" });
         }
+        out.reserve(512);
         out.extend_from_slice(b"{\"request_id\":");
         opt_string(out, self.request_id.as_deref());
         out.extend_from_slice(b",\"key_id\":");
@@ -121,19 +132,19 @@ impl UsageRecord {
         out.extend_from_slice(b",\"upstream\":");
         opt_string(out, self.upstream.as_deref());
         out.extend_from_slice(b",\"prompt_tokens\":");
-        number(out, self.prompt_tokens);
+        int(out, self.prompt_tokens);
         out.extend_from_slice(b",\"completion_tokens\":");
-        number(out, self.completion_tokens);
+        int(out, self.completion_tokens);
         out.extend_from_slice(b",\"total_tokens\":");
-        number(out, self.total_tokens);
+        int(out, self.total_tokens);
         out.extend_from_slice(b",\"cached_tokens\":");
-        number(out, self.cached_tokens);
+        opt_int(out, self.cached_tokens);
         out.extend_from_slice(b",\"reasoning_tokens\":");
-        number(out, self.reasoning_tokens);
+        opt_int(out, self.reasoning_tokens);
         out.extend_from_slice(b",\"cost\":");
         number(out, self.cost);
         out.extend_from_slice(b",\"status\":");
-        number(out, self.status);
+        int(out, u64::from(self.status));
         out.extend_from_slice(b",\"streamed\":");
         flag(out, self.streamed);
         out.extend_from_slice(b",\"ttft_ms\":");
@@ -156,9 +167,9 @@ impl UsageRecord {
             string(out, r);
         }
         out.extend_from_slice(b"],\"started_at_ms\":");
-        number(out, self.started_at_ms);
+        int(out, self.started_at_ms);
         out.extend_from_slice(b",\"ended_at_ms\":");
-        number(out, self.ended_at_ms);
+        int(out, self.ended_at_ms);
         out.push(b'}');
     }
 }

@@ -78,7 +78,9 @@ pub(crate) enum Msg {
 }
 
 enum SinkMsg {
-    Batch(Arc<[UsageRecord]>),
+    // A `Vec`, not `[_]`: an `Arc<[_]>` would be a copy of every record of the batch.
+    #[allow(clippy::rc_buffer)]
+    Batch(Arc<Vec<UsageRecord>>),
     Flush(oneshot::Sender<()>),
     Reopen,
 }
@@ -304,7 +306,10 @@ async fn send_batch(sinks: &[mpsc::Sender<SinkMsg>], records: &mut Vec<UsageReco
     if records.is_empty() {
         return;
     }
-    let batch: Arc<[UsageRecord]> = std::mem::take(records).into();
+    let batch = Arc::new(std::mem::replace(
+        records,
+        Vec::with_capacity(records.capacity()),
+    ));
     for s in sinks {
         let _ = s.send(SinkMsg::Batch(Arc::clone(&batch))).await;
     }
