@@ -82,6 +82,8 @@ impl Open {
 #[derive(Clone, Debug)]
 pub struct JsonlSink {
     open: Arc<Mutex<Open>>,
+    /// The lines' buffer, back from the blocking thread after each write to serve again.
+    lines: Arc<Mutex<Vec<u8>>>,
 }
 
 impl JsonlSink {
@@ -99,6 +101,7 @@ impl JsonlSink {
                 last_flush: Instant::now(),
                 policy,
             })),
+            lines: Arc::default(),
         })
     }
 
@@ -122,12 +125,18 @@ impl JsonlSink {
 impl UsageSink for JsonlSink {
     fn write<'a>(&'a self, batch: &'a [UsageRecord]) -> SinkFuture<'a> {
         // Serialised here, so only bytes cross to the blocking thread (not a copy of the batch).
-        let mut lines = Vec::with_capacity(batch.len() * 512);
+        let spare = Arc::clone(&self.lines);
+        let mut lines = std::mem::take(&mut *spare.lock().unwrap_or_else(PoisonError::into_inner));
+        lines.clear();
         for r in batch {
             r.write_json(&mut lines);
             lines.push(b'\n');
         }
-        self.blocking(move |o| o.write(&lines))
+        self.blocking(move |o| {
+            let written = o.write(&lines);
+            *spare.lock().unwrap_or_else(PoisonError::into_inner) = lines;
+            written
+        })
     }
 
     fn flush(&self) -> SinkFuture<'_> {

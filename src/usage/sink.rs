@@ -244,7 +244,7 @@ async fn dispatch(
     linger: Duration,
 ) {
     let mut buf = Vec::with_capacity(batch);
-    let mut records = Vec::with_capacity(batch);
+    let mut batches = Batches::new(batch);
     'run: while rx.recv_many(&mut buf, batch).await > 0 {
         // A batch that is not full waits `linger` for more records (without a wake-up per
         // record): one wake-up and one write per sink per batch, not per request. A flush,
@@ -261,14 +261,14 @@ async fn dispatch(
         }
         for msg in buf.drain(..) {
             match msg {
-                Msg::Record(r) => records.push(r),
+                Msg::Record(r) => batches.records.push(r),
                 Msg::Flush(ack) => {
-                    send_batch(&sinks, &mut records).await;
+                    send_batch(&sinks, &mut batches).await;
                     flush_sinks(&sinks).await;
                     let _ = ack.send(());
                 }
                 Msg::Reopen => {
-                    send_batch(&sinks, &mut records).await;
+                    send_batch(&sinks, &mut batches).await;
                     for s in &sinks {
                         let _ = s.send(SinkMsg::Reopen).await;
                     }
@@ -278,23 +278,23 @@ async fn dispatch(
                     // What is still in the channel goes out first.
                     while let Ok(msg) = rx.try_recv() {
                         match msg {
-                            Msg::Record(r) => records.push(r),
+                            Msg::Record(r) => batches.records.push(r),
                             Msg::Flush(ack) => {
                                 let _ = ack.send(());
                             }
                             Msg::Reopen | Msg::Close => {}
                         }
                     }
-                    send_batch(&sinks, &mut records).await;
+                    send_batch(&sinks, &mut batches).await;
                     flush_sinks(&sinks).await;
                     break 'run;
                 }
             }
-            if records.len() >= batch {
-                send_batch(&sinks, &mut records).await;
+            if batches.records.len() >= batch {
+                send_batch(&sinks, &mut batches).await;
             }
         }
-        send_batch(&sinks, &mut records).await;
+        send_batch(&sinks, &mut batches).await;
     }
     drop(sinks);
     for t in tasks {
@@ -302,14 +302,43 @@ async fn dispatch(
     }
 }
 
-async fn send_batch(sinks: &[mpsc::Sender<SinkMsg>], records: &mut Vec<UsageRecord>) {
-    if records.is_empty() {
+/// The batches of the writer: the one being gathered, and the last one sent, whose vector is
+/// used again once every sink is done with it (a batch's vector is large: made anew for every
+/// batch, it would cost the allocator more than the rest of the batch's way).
+struct Batches {
+    records: Vec<UsageRecord>,
+    last: Option<Arc<Vec<UsageRecord>>>,
+}
+
+impl Batches {
+    fn new(capacity: usize) -> Self {
+        Self {
+            records: Vec::with_capacity(capacity),
+            last: None,
+        }
+    }
+
+    /// The gathered batch, to send; gathering goes on in a vector of the same size.
+    #[allow(clippy::rc_buffer)]
+    fn take(&mut self) -> Arc<Vec<UsageRecord>> {
+        let next = match self.last.take().map(Arc::try_unwrap) {
+            Some(Ok(mut v)) => {
+                v.clear();
+                v
+            }
+            _ => Vec::with_capacity(self.records.capacity()),
+        };
+        let batch = Arc::new(std::mem::replace(&mut self.records, next));
+        self.last = Some(Arc::clone(&batch));
+        batch
+    }
+}
+
+async fn send_batch(sinks: &[mpsc::Sender<SinkMsg>], batches: &mut Batches) {
+    if batches.records.is_empty() {
         return;
     }
-    let batch = Arc::new(std::mem::replace(
-        records,
-        Vec::with_capacity(records.capacity()),
-    ));
+    let batch = batches.take();
     for s in sinks {
         let _ = s.send(SinkMsg::Batch(Arc::clone(&batch))).await;
     }
