@@ -762,9 +762,18 @@ mod log_buffer {
         }
     }
 
-    /// Appends lines (the request log's batches) to be written with the next.
-    pub(crate) fn append(lines: &[u8]) {
-        push(lines, false);
+    /// Takes lines (a batch of the request log's) to be written with the next: the vector
+    /// itself when nothing is waiting (no copy), `lines` then left empty.
+    pub(crate) fn append(lines: &mut Vec<u8>) {
+        let mut buf = BUFFER.lock().unwrap_or_else(PoisonError::into_inner);
+        if buf.is_empty() {
+            std::mem::swap(&mut *buf, lines);
+        } else {
+            buf.extend_from_slice(lines);
+        }
+        if buf.len() >= FULL {
+            write_out(&mut buf);
+        }
     }
 
     impl Write for Line {

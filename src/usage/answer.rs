@@ -80,6 +80,7 @@ pub(crate) fn read<'a>(body: &'a [u8], finish_reasons: &mut Vec<String>) -> Opti
 
 /// The offset of the first `"`, `\\` or control character (below 0x20) in `b`: eight bytes at
 /// a time, with the usual bit tricks (the lowest flagged byte of a word is always a true one).
+#[inline(always)]
 pub(super) fn next_special(b: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
     const HIGH: u64 = ONES << 7;
@@ -192,6 +193,7 @@ impl<'a> Reader<'a> {
 
     /// A string at the reader (after its whitespace): its raw inside, and whether it had an
     /// escape. Escapes are checked; control characters and lone surrogates are left to serde.
+    #[inline(always)]
     fn string(&mut self) -> Option<(&'a [u8], bool)> {
         self.expect(b'"')?;
         let start = self.pos;

@@ -3,7 +3,6 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -51,7 +50,6 @@ impl OnEnd for UsageEnd {
         o.end = Some(end.kind);
         o.first_byte = end.first_byte;
         o.ended = Some(Instant::now());
-        o.ended_at = Some(SystemTime::now());
         if let Some(b) = &self.error_body
             && o.error.is_none()
         {

@@ -303,7 +303,6 @@ pub(crate) struct Outer {
     pub(crate) end: Option<EndKind>,
     pub(crate) first_byte: Option<Instant>,
     pub(crate) ended: Option<Instant>,
-    pub(crate) ended_at: Option<SystemTime>,
     pub(crate) error: Option<String>,
     pub(crate) routed_model: Option<String>,
     pub(crate) upstream: Option<String>,
@@ -382,10 +381,11 @@ impl Draft {
         let inner = std::mem::take(self.inner.get_mut().unwrap_or_else(PoisonError::into_inner));
         let obs = inner.observed;
         let ended = outer.ended.unwrap_or_else(Instant::now);
-        let ended_at = outer.ended_at.unwrap_or_else(SystemTime::now);
+        // The wall-clock end from the start and the monotonic time it took: one clock read.
+        let took = ended.saturating_duration_since(self.started);
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
         let mut r = UsageRecord {
-            request_id: self.request_id.clone(),
+            request_id: self.request_id.take(),
             key_id: inner.key_id.or(outer.key_id),
             model: inner.request.as_ref().map(|q| q.model.clone()),
             routed_model: outer.routed_model,
@@ -394,8 +394,8 @@ impl Draft {
             streamed: inner.streamed,
             finish_reasons: obs.finish_reasons,
             started_at_ms: unix_ms(self.started_at),
-            ended_at_ms: unix_ms(ended_at),
-            duration_ms: ms(ended.saturating_duration_since(self.started)),
+            ended_at_ms: unix_ms(self.started_at + took),
+            duration_ms: ms(took),
             ttft_ms: obs
                 .first_content
                 .or(outer.first_byte)

@@ -37,7 +37,7 @@ pub enum LogFormat {
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let log = LogSink::new(LogFormat::Text, |lines: &[u8]| {
+/// let log = LogSink::new(LogFormat::Text, |lines: &mut Vec<u8>| {
 ///     let _ = std::io::stderr().write_all(lines);
 /// });
 /// let usage = UsageHandle::builder().sink(Arc::new(log)).build();
@@ -58,8 +58,9 @@ impl std::fmt::Debug for LogSink {
     }
 }
 
-/// Where a batch of lines goes.
-type WriteLines = dyn Fn(&[u8]) + Send + Sync;
+/// Where a batch of lines goes: it may take the bytes out of the vector (leaving it empty, or
+/// an empty vector of its own in its place), so that the lines are not copied once more.
+type WriteLines = dyn Fn(&mut Vec<u8>) + Send + Sync;
 
 /// The lines of a batch, and the date and time of day of the last second written.
 #[derive(Default)]
@@ -70,8 +71,9 @@ struct State {
 }
 
 impl LogSink {
-    /// Lines in `format`, each batch's handed to `write` in one call.
-    pub fn new(format: LogFormat, write: impl Fn(&[u8]) + Send + Sync + 'static) -> Self {
+    /// Lines in `format`, each batch's handed to `write` in one call. `write` may take the
+    /// vector's bytes (by swapping it for an empty vector: the sink clears what it gets back).
+    pub fn new(format: LogFormat, write: impl Fn(&mut Vec<u8>) + Send + Sync + 'static) -> Self {
         Self {
             format,
             write: Box::new(write),
@@ -121,7 +123,7 @@ impl State {
     }
 }
 
-/// The fields of a line, in order: `(name, value)`.
+/// The value of a line's field.
 enum Value<'a> {
     Str(&'a str),
     Int(u64),
@@ -129,27 +131,56 @@ enum Value<'a> {
     Ms(f64),
 }
 
-fn fields(r: &UsageRecord) -> [(&'static str, Value<'_>); 13] {
+/// The fields' names, each with what goes before its value, in the text format…
+const TEXT_NAMES: [&str; 13] = [
+    " request_id=",
+    " key_id=",
+    " model=",
+    " routed_model=",
+    " status=",
+    " streamed=",
+    " input_tokens=",
+    " output_tokens=",
+    " estimated=",
+    " partial=",
+    " duration_ms=",
+    " ttft_ms=",
+    " error=",
+];
+
+/// … and in JSON.
+const JSON_NAMES: [&str; 13] = [
+    ",\"request_id\":",
+    ",\"key_id\":",
+    ",\"model\":",
+    ",\"routed_model\":",
+    ",\"status\":",
+    ",\"streamed\":",
+    ",\"input_tokens\":",
+    ",\"output_tokens\":",
+    ",\"estimated\":",
+    ",\"partial\":",
+    ",\"duration_ms\":",
+    ",\"ttft_ms\":",
+    ",\"error\":",
+];
+
+/// The fields' values, in the order of their names.
+fn fields(r: &UsageRecord) -> [Value<'_>; 13] {
     [
-        (
-            "request_id",
-            Value::Str(r.request_id.as_deref().unwrap_or("")),
-        ),
-        ("key_id", Value::Str(r.key_id.as_deref().unwrap_or(""))),
-        ("model", Value::Str(r.model.as_deref().unwrap_or(""))),
-        (
-            "routed_model",
-            Value::Str(r.routed_model.as_deref().unwrap_or("")),
-        ),
-        ("status", Value::Int(u64::from(r.status))),
-        ("streamed", Value::Bool(r.streamed)),
-        ("input_tokens", Value::Int(r.prompt_tokens)),
-        ("output_tokens", Value::Int(r.completion_tokens)),
-        ("estimated", Value::Bool(r.estimated)),
-        ("partial", Value::Bool(r.partial)),
-        ("duration_ms", Value::Ms(r.duration_ms)),
-        ("ttft_ms", Value::Ms(r.ttft_ms.unwrap_or(-1.0))),
-        ("error", Value::Str(r.error.as_deref().unwrap_or(""))),
+        Value::Str(r.request_id.as_deref().unwrap_or("")),
+        Value::Str(r.key_id.as_deref().unwrap_or("")),
+        Value::Str(r.model.as_deref().unwrap_or("")),
+        Value::Str(r.routed_model.as_deref().unwrap_or("")),
+        Value::Int(u64::from(r.status)),
+        Value::Bool(r.streamed),
+        Value::Int(r.prompt_tokens),
+        Value::Int(r.completion_tokens),
+        Value::Bool(r.estimated),
+        Value::Bool(r.partial),
+        Value::Ms(r.duration_ms),
+        Value::Ms(r.ttft_ms.unwrap_or(-1.0)),
+        Value::Str(r.error.as_deref().unwrap_or("")),
     ]
 }
 
@@ -171,10 +202,8 @@ fn plain(s: &str) -> bool {
 
 fn text_fields(r: &UsageRecord, out: &mut Vec<u8>) {
     let mut n = itoa::Buffer::new();
-    for (name, value) in fields(r) {
-        out.push(b' ');
+    for (name, value) in TEXT_NAMES.iter().zip(fields(r)) {
         out.extend_from_slice(name.as_bytes());
-        out.push(b'=');
         match value {
             Value::Str(s) if plain(s) => out.extend_from_slice(s.as_bytes()),
             Value::Str("") => out.extend_from_slice(b"\"\""),
@@ -208,10 +237,8 @@ fn text_fields(r: &UsageRecord, out: &mut Vec<u8>) {
 
 fn json_fields(r: &UsageRecord, out: &mut Vec<u8>) {
     let mut n = itoa::Buffer::new();
-    for (name, value) in fields(r) {
-        out.extend_from_slice(b",\"");
+    for (name, value) in JSON_NAMES.iter().zip(fields(r)) {
         out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b"\":");
         match value {
             Value::Str(s) => json_string(out, s),
             Value::Int(i) => out.extend_from_slice(n.format(i).as_bytes()),
@@ -229,10 +256,11 @@ impl UsageSink for LogSink {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let mut buf = std::mem::take(&mut state.buf);
         buf.clear();
+        buf.reserve(batch.len() * 320);
         for r in batch {
             state.line(self.format, r, &mut buf);
         }
-        (self.write)(&buf);
+        (self.write)(&mut buf);
         state.buf = buf;
         Box::pin(std::future::ready(Ok(())))
     }
@@ -269,7 +297,7 @@ mod tests {
     fn lines(format: LogFormat, records: &[UsageRecord]) -> String {
         let out = Arc::new(Mutex::new(Vec::new()));
         let sink = out.clone();
-        let log = LogSink::new(format, move |b: &[u8]| {
+        let log = LogSink::new(format, move |b: &mut Vec<u8>| {
             sink.lock().unwrap().extend_from_slice(b);
         });
         drop(log.write(records));
