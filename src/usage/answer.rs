@@ -158,15 +158,21 @@ impl<'a> Reader<'a> {
             self.ws();
             self.expect(b':')?;
             f(self, key)?;
-            self.ws();
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b'}' => {
-                    self.pos += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if self.separator(b'}')? {
+                return Some(());
             }
+        }
+    }
+
+    /// After a member or an item: `true` at the closing `close`, `false` at a `,` (either read).
+    fn separator(&mut self, close: u8) -> Option<bool> {
+        self.ws();
+        let b = self.peek()?;
+        self.pos += 1;
+        match b {
+            b',' => Some(false),
+            _ if b == close => Some(true),
+            _ => None,
         }
     }
 
@@ -179,14 +185,8 @@ impl<'a> Reader<'a> {
         }
         loop {
             f(self)?;
-            self.ws();
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b']' => {
-                    self.pos += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if self.separator(b']')? {
+                return Some(());
             }
         }
     }

@@ -44,13 +44,31 @@
 //! [`linger`](UsageHandleBuilder::linger) (50 ms) before it hands a batch to the sinks, so a
 //! sink's wake-up and write (a system call, for a file) are paid per batch, not per request.
 //!
+//! # The rate limiter's settlement
+//!
+//! A [`RateLimitLayer`](crate::rate_limit::RateLimitLayer) inside the meter would read every
+//! answer's usage for its settlement too. The meter asks it for the request's
+//! [`Settlement`](crate::rate_limit::Settlement) instead (a
+//! [`SettlementSlot`](crate::rate_limit::SettlementSlot) in the request) and settles it when the
+//! record is made, as the limiter would have (the reported usage; nothing for an error status;
+//! the reservation kept when no usage was reported): each answer is read once, not twice.
+//!
+//! # The request log
+//!
+//! [`LogSink`] writes one line per record (text or JSON, the fields of the usage layer's
+//! `tracing` event, [`REQUEST_EVENT`]), a batch at a time: far cheaper than formatting the
+//! event through a subscriber on the request path. The bundled proxy logs its request lines
+//! this way.
+//!
 //! # What it costs
 //!
 //! Per request: the record (a few small allocations), one channel send, the answer's JSON read
-//! once more for its usage (a one-frame answer is not copied). Per stream chunk: a quick look at
-//! its bytes (one `memchr` pass over its quotes) decides whether it needs parsing — only the
-//! first chunk, the usage chunk and chunks with a finish reason (or a `\u` escape) are parsed.
-//! Figures in `BENCHMARKS.md` ("Usage"). The handle is made once and outlives reloads; call
+//! once for its usage (one checking pass, serde only for what is not plain; a
+//! one-frame answer is not copied). Per stream chunk: after the first few, a chunk written like
+//! the last one is counted by comparing its bytes with that one's (a template); others get a
+//! quick look at their bytes, which decides whether they need parsing — only the first chunk,
+//! the usage chunk and chunks with a finish reason (or a `\u` escape) are parsed. Figures in
+//! `BENCHMARKS.md` ("Usage"). The handle is made once and outlives reloads; call
 //! [`UsageHandle::close`] after the server stops.
 //!
 //! # Example
