@@ -57,7 +57,7 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tower::ServiceBuilder;
-use tower::util::{BoxCloneSyncService, Either};
+use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
 #[derive(Debug, Default, PartialEq)]
@@ -215,30 +215,24 @@ fn chat_stack(config: &Config, router: ModelRouter, state: &State) -> ChatStack 
         ))
         .option_layer(state.tools.clone())
         .service(router);
-    let metered = if accounted {
-        Either::Left(UsageMeterLayer::new().layer(tail))
+    let validate = ValidateLayer::with_config(config.validate_config());
+    let keys = key_store(config, state.shared_keys.as_ref());
+    // Each combination of layers built as its own type and boxed once: no `Either` and no box
+    // between layers (each would cost every request another poll or allocation).
+    if accounted {
+        let inner = validate.layer(UsageMeterLayer::new().layer(tail));
+        let usage = UsageLayer::new(state.usage.handle.clone());
+        match keys {
+            Some(store) => boxed(usage.layer(AuthLayer::from_shared(store).layer(inner))),
+            None => boxed(usage.layer(inner)),
+        }
     } else {
-        Either::Right(tail.map_response(box_response))
-    };
-    let inner = ValidateLayer::with_config(config.validate_config()).layer(metered);
-    // Boxed once, whichever layers there are (a box per layer would cost each request another
-    // future and body allocation).
-    let usage = || UsageLayer::new(state.usage.handle.clone());
-    match (key_store(config, state.shared_keys.as_ref()), accounted) {
-        (Some(store), true) => boxed(usage().layer(AuthLayer::from_shared(store).layer(inner))),
-        (Some(store), false) => boxed(AuthLayer::from_shared(store).layer(inner)),
-        (None, true) => boxed(usage().layer(inner)),
-        (None, false) => boxed(inner),
+        let inner = validate.layer(tail);
+        match keys {
+            Some(store) => boxed(AuthLayer::from_shared(store).layer(inner)),
+            None => boxed(inner),
+        }
     }
-}
-
-/// A response with its body boxed (as `UsageMeterLayer` hands it on).
-fn box_response<B>(res: Response<B>) -> Response<BoxBody>
-where
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<chatgate::BoxError>,
-{
-    res.map(|b| b.map_err(Into::into).boxed_unsync())
 }
 
 /// The stack's type: boxed, over the server's request body.
