@@ -351,3 +351,42 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod cost {
+    use super::*;
+
+    /// Not a test: a loop to count a line's and a JSONL record's instructions under callgrind
+    /// (`cargo test --release --lib usage::log::cost -- --ignored`).
+    #[test]
+    #[ignore = "a measuring loop, run by hand"]
+    fn format_lines() {
+        let r = UsageRecord {
+            request_id: Some("d5986fa5c8dc95c3e6228fb60f1cda13".into()),
+            model: Some("mock".into()),
+            routed_model: Some("mock".into()),
+            response_model: Some("mock".into()),
+            upstream: Some("127.0.0.1:18090".into()),
+            status: 200,
+            prompt_tokens: 9,
+            completion_tokens: 24,
+            total_tokens: 33,
+            duration_ms: 1.354_218,
+            ttft_ms: Some(1.354_218),
+            finish_reasons: vec!["stop".into()],
+            started_at_ms: 1_795_658_489_007,
+            ended_at_ms: 1_795_658_489_008,
+            ..UsageRecord::default()
+        };
+        let log = LogSink::new(LogFormat::Text, |_: &mut Vec<u8>| {});
+        let mut out = Vec::with_capacity(1024);
+        for _ in 0..10_000 {
+            out.clear();
+            log.line(std::hint::black_box(&r), &mut out);
+        }
+        for _ in 0..10_000 {
+            out.clear();
+            std::hint::black_box(&r).write_json(&mut out);
+        }
+    }
+}
