@@ -252,11 +252,11 @@ async fn dispatch(
         let records_only = buf.iter().all(|m| matches!(m, Msg::Record(_)));
         if buf.len() < batch && records_only && !linger.is_zero() {
             tokio::time::sleep(linger).await;
-            while buf.len() < batch {
-                match rx.try_recv() {
-                    Ok(msg) => buf.push(msg),
-                    Err(_) => break,
-                }
+            // What came meanwhile, taken at once (one release of the channel's places for all,
+            // not one per record); never waits, as the channel is not empty.
+            if buf.len() < batch && !rx.is_empty() {
+                let room = batch - buf.len();
+                rx.recv_many(&mut buf, room).await;
             }
         }
         for msg in buf.drain(..) {
