@@ -42,14 +42,6 @@ impl Open {
     }
 
     fn write(&mut self, lines: &[u8]) -> std::io::Result<()> {
-        if self.policy == FlushPolicy::EveryBatch {
-            // Straight to the file: through the buffer it would only be copied once more.
-            let w = self.writer()?;
-            w.flush()?;
-            w.get_mut().write_all(lines)?;
-            self.last_flush = Instant::now();
-            return Ok(());
-        }
         self.writer()?.write_all(lines)?;
         let due = match self.policy {
             FlushPolicy::EveryBatch => true,
