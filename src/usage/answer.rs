@@ -330,27 +330,66 @@ impl<'a> Reader<'a> {
         Some(Some(count))
     }
 
-    /// Any value, checked and skipped; `depth` is how deep it is.
+    /// Any value, checked and skipped; `depth` is how deep it is. Iterative (a bit per open
+    /// container says whether it is an object), not one call per nested value.
     fn skip(&mut self, depth: usize) -> Option<()> {
-        if depth > MAX_DEPTH {
-            return None;
+        let mut objects: u128 = 0;
+        let mut open = 0;
+        loop {
+            // A value, `depth + open` deep.
+            if depth + open > MAX_DEPTH {
+                return None;
+            }
+            self.ws();
+            match self.peek()? {
+                b'"' => {
+                    self.string()?;
+                }
+                c @ (b'{' | b'[') => {
+                    self.pos += 1;
+                    self.ws();
+                    let object = c == b'{';
+                    if self.peek()? == if object { b'}' } else { b']' } {
+                        self.pos += 1;
+                    } else {
+                        objects = (objects << 1) | u128::from(object);
+                        open += 1;
+                        if object {
+                            self.key()?;
+                        }
+                        continue;
+                    }
+                }
+                b't' => self.literal(b"true")?,
+                b'f' => self.literal(b"false")?,
+                b'n' => self.literal(b"null")?,
+                _ => self.number()?,
+            }
+            // After a value: the containers it closes, then the next member or item.
+            loop {
+                if open == 0 {
+                    return Some(());
+                }
+                let object = objects & 1 == 1;
+                if self.separator(if object { b'}' } else { b']' })? {
+                    objects >>= 1;
+                    open -= 1;
+                } else {
+                    if object {
+                        self.key()?;
+                    }
+                    break;
+                }
+            }
         }
+    }
+
+    /// A member's key (of an object being skipped) and its `:`.
+    fn key(&mut self) -> Option<()> {
         self.ws();
-        match self.peek()? {
-            b'"' => self.string().map(drop),
-            b'{' => {
-                self.pos += 1;
-                self.members(|r, _| r.skip(depth + 1))
-            }
-            b'[' => {
-                self.pos += 1;
-                self.items(|r| r.skip(depth + 1))
-            }
-            b't' => self.literal(b"true"),
-            b'f' => self.literal(b"false"),
-            b'n' => self.literal(b"null"),
-            _ => self.number(),
-        }
+        self.string()?;
+        self.ws();
+        self.expect(b':')
     }
 
     /// A JSON number: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
