@@ -27,7 +27,7 @@
 //! Logs: one line per request on stderr (`RUST_LOG`, default `info`; `[log] format`). Built with
 //! `--features otlp`, `[log] otlp_endpoint` (or `OTEL_EXPORTER_OTLP_ENDPOINT`) also exports each
 //! request's `chat` span by OTLP/HTTP, flushed on shutdown; built without it, the proxy refuses
-//! a configured endpoint rather than ignore it.
+//! an endpoint in its file rather than ignore it (and warns about one in the environment).
 //!
 //! The command line: `--help` (to stdout, exit 0), `--version`, `--listen ADDR` (an `IP:port`
 //! or a `host:port` resolved at start, overriding the file's `listen`), `--config FILE`,
@@ -297,12 +297,23 @@ fn server_tools(config: &Config) -> Result<Option<ServerToolsLayer>, String> {
 }
 
 /// The OTLP span export the configuration asks for (`[log] otlp_endpoint`, else
-/// `OTEL_EXPORTER_OTLP_ENDPOINT`). A proxy built without the `otlp` feature refuses one: an
-/// endpoint silently ignored would look like a collector that lost every span.
-fn otlp_export(config: &Config) -> Result<Option<OtlpExport>, String> {
-    let export = config.otlp().map_err(|e| e.to_string())?;
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`). A proxy built without the `otlp` feature refuses one from
+/// its configuration file (an endpoint silently ignored would look like a collector that lost
+/// every span); one from the environment, often set for every program on the machine, it
+/// leaves aside with a warning on stderr.
+fn otlp_export(config: &Config, env: Option<&str>) -> Result<Option<OtlpExport>, String> {
+    let export = config.otlp_with_env(env).map_err(|e| e.to_string())?;
     #[cfg(not(feature = "otlp"))]
     if let Some(e) = &export {
+        if e.from_env() {
+            eprintln!(
+                "warning: {} is set ({}), but this proxy was built without the otlp feature: \
+                 no spans are exported (rebuild it with `--features otlp`)",
+                e.origin(),
+                e.endpoint()
+            );
+            return Ok(None);
+        }
         return Err(format!(
             "{} is set ({}), but this proxy was built without the otlp feature: \
              rebuild it with `--features otlp`, or remove the setting",
@@ -311,6 +322,11 @@ fn otlp_export(config: &Config) -> Result<Option<OtlpExport>, String> {
         ));
     }
     Ok(export)
+}
+
+/// The value of `OTEL_EXPORTER_OTLP_ENDPOINT`, when set.
+fn otlp_env() -> Option<String> {
+    std::env::var(chatgate::config::OTEL_EXPORTER_OTLP_ENDPOINT).ok()
 }
 
 /// What `init_logging` leaves running: the OTLP export, flushed when the proxy stops.
@@ -1069,7 +1085,7 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let otlp = match otlp_export(&config) {
+    let otlp = match otlp_export(&config, otlp_env().as_deref()) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("{e}");
@@ -1430,7 +1446,7 @@ mod tests {
         let text = "[[models]]\nname = \"echo\"\nbuiltin = \"echo\"\n\
                     [log]\notlp_endpoint = \"http://127.0.0.1:4318\"\n";
         let config = Config::from_toml_str(text, std::path::Path::new("gw.toml")).expect("valid");
-        let result = otlp_export(&config);
+        let result = otlp_export(&config, None);
         #[cfg(not(feature = "otlp"))]
         {
             let err = result.expect_err("refused without the feature");
@@ -1442,6 +1458,18 @@ mod tests {
             result.expect("accepted").map(|e| e.traces_url()),
             Some("http://127.0.0.1:4318/v1/traces".to_owned())
         );
+    }
+
+    #[test]
+    fn an_otlp_endpoint_from_the_environment_is_left_aside_without_the_feature() {
+        let text = "[[models]]\nname = \"echo\"\nbuiltin = \"echo\"\n";
+        let config = Config::from_toml_str(text, std::path::Path::new("gw.toml")).expect("valid");
+        let export = otlp_export(&config, Some("http://127.0.0.1:4318"))
+            .expect("a proxy starts whatever the environment says");
+        #[cfg(not(feature = "otlp"))]
+        assert!(export.is_none());
+        #[cfg(feature = "otlp")]
+        assert!(export.is_some_and(|e| e.from_env()));
     }
 
     #[test]

@@ -119,26 +119,31 @@ impl KeyRecord {
 /// assert!(glob_match("*", ""));
 /// ```
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
+    // Byte offsets at character boundaries: no allocation, `?` takes one character.
+    let next = |s: &str, i: usize| s[i..].chars().next();
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
+    while let Some(tc) = next(text, ti) {
+        match next(pattern, pi) {
+            Some(pc) if pc == '?' || pc == tc => {
+                pi += pc.len_utf8();
+                ti += tc.len_utf8();
+            }
+            Some('*') => {
+                star = Some((pi, ti));
+                pi += 1;
+            }
+            _ => {
+                let Some((sp, st)) = star else {
+                    return false;
+                };
+                pi = sp + 1;
+                ti = st + next(text, st).map_or(1, char::len_utf8);
+                star = Some((sp, ti));
+            }
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    pattern[pi..].chars().all(|c| c == '*')
 }
 
 /// The authenticated caller, in the request extensions (put there by
@@ -220,5 +225,57 @@ pub trait KeyStore: Send + Sync + 'static {
 impl<T: KeyStore + ?Sized> KeyStore for Arc<T> {
     fn lookup(&self, digest: &KeyDigest) -> Lookup {
         (**self).lookup(digest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    /// The textbook matcher, over characters collected into vectors.
+    fn reference(pattern: &str, text: &str) -> bool {
+        let p: Vec<char> = pattern.chars().collect();
+        let t: Vec<char> = text.chars().collect();
+        fn at(p: &[char], t: &[char]) -> bool {
+            match p.first() {
+                None => t.is_empty(),
+                Some('*') => (0..=t.len()).any(|k| at(&p[1..], &t[k..])),
+                Some(&c) => t
+                    .first()
+                    .is_some_and(|&d| (c == '?' || c == d) && at(&p[1..], &t[1..])),
+            }
+        }
+        at(&p, &t)
+    }
+
+    #[test]
+    fn globs_match_as_the_reference_does_on_every_short_string() {
+        let alphabet = ['a', 'é', '*', '?'];
+        // Every string of up to `n` characters of the alphabet.
+        let words = |n: usize| -> Vec<String> {
+            let mut all = vec![String::new()];
+            let mut last = all.clone();
+            for _ in 0..n {
+                last = last
+                    .iter()
+                    .flat_map(|w| alphabet.iter().map(move |c| format!("{w}{c}")))
+                    .collect();
+                all.extend(last.iter().cloned());
+            }
+            all
+        };
+        let patterns = words(4);
+        let texts: Vec<String> = words(4)
+            .into_iter()
+            .filter(|w| !w.contains(['*', '?']))
+            .collect();
+        assert!(patterns.len() > 300 && texts.len() > 20);
+        for p in &patterns {
+            for t in &texts {
+                assert_eq!(glob_match(p, t), reference(p, t), "{p:?} {t:?}");
+            }
+        }
+        assert!(glob_match("q?en*", "qüen2.5"));
+        assert!(!glob_match("é?", "é"));
     }
 }

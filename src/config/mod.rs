@@ -445,14 +445,22 @@ impl Config {
     /// Where to export the request spans by OTLP/HTTP: `[log] otlp_endpoint`, else the
     /// [`OTEL_EXPORTER_OTLP_ENDPOINT`] environment variable (read now, not when the file was
     /// parsed); `None` when neither is set. Exporting needs the `otlp` feature
-    /// (`chatgate::otlp`); a proxy built without it must refuse an endpoint rather than ignore
-    /// it.
+    /// (`chatgate::otlp`); a proxy built without it must not drop the spans silently.
     ///
     /// # Errors
     /// The variable holds an invalid URL (the file's key was checked at load).
     pub fn otlp(&self) -> Result<Option<OtlpExport>, ConfigError> {
         let env = std::env::var(OTEL_EXPORTER_OTLP_ENDPOINT).ok();
-        self.log.otlp(env.as_deref())
+        self.otlp_with_env(env.as_deref())
+    }
+
+    /// [`otlp`](Self::otlp) with `env` as the value of [`OTEL_EXPORTER_OTLP_ENDPOINT`]
+    /// (`None`: unset).
+    ///
+    /// # Errors
+    /// `env` is not a valid URL.
+    pub fn otlp_with_env(&self, env: Option<&str>) -> Result<Option<OtlpExport>, ConfigError> {
+        self.log.otlp(env)
     }
 
     /// The function catalogs (`[[function_catalogs]]`), in file order: where the gateway finds
