@@ -142,6 +142,38 @@ def cmd_table(args):
                 f"| {cell('p99', 3)} | {cell('cpu_sat', 1)} | {cell('cpu_lat', 1)} "
                 f"| {fmt(row['rate_rps'], 0)} | {fmt(row['mock_cpu'], 1)} | {row['bad']} |"
             )
+    paired(runs)
+
+
+def paired(runs):
+    """chatgate against chatgate_base, round by round: both run back to back in each round, so
+    the ratio of one round cancels most of the machine's drift between rounds."""
+    by = {(r["phase"], r["scenario"], r["target"], r["round"]): r for r in runs}
+    lines = []
+    for scenario in ["nonstream", "stream"]:
+        for phase, name in (("sat", "saturation"), ("lat", "fixed rate")):
+            ratios = []
+            for (ph, sc, target, rnd), on in by.items():
+                off = by.get((ph, sc, "chatgate_base", rnd))
+                if (ph, sc, target) != (phase, scenario, "chatgate") or not off:
+                    continue
+                if on["ok"] and off["ok"] and off["proxy_ticks"]:
+                    ratios.append((on["proxy_ticks"] / on["ok"]) / (off["proxy_ticks"] / off["ok"]))
+            if ratios:
+                ratios.sort()
+                lines.append(
+                    f"| {SCENARIO_NAMES[scenario]} | {name} | {statistics.median(ratios):.2f} "
+                    f"| {ratios[0]:.2f}–{ratios[-1]:.2f} | {len(ratios)} |"
+                )
+    if lines:
+        print(
+            "\nchatgate ÷ chatgate_base, CPU per request round by round (the two run back to back "
+            "in each round): the median of the rounds' ratios and their range.\n"
+        )
+        print("| scenario | phase | median ratio | range | rounds |")
+        print("|---|---|---:|---:|---:|")
+        for line in lines:
+            print(line)
 
 
 def main():
