@@ -123,6 +123,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 mod time;
+pub(crate) use time::{civil_from_days, days_from_civil};
 
 pub use access::{AccessFuture, ModelAccess, ModelAccessLayer};
 pub use future::ResponseFuture;

@@ -183,18 +183,9 @@ pub(crate) fn unix_ms(t: SystemTime) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-/// `YYYY-MM-DD` (UTC) of unix milliseconds (Howard Hinnant's `civil_from_days`).
+/// `YYYY-MM-DD` (UTC) of unix milliseconds.
 pub(crate) fn day_of(ms: u64) -> String {
-    let days = (ms / 86_400_000) as i64;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = crate::auth::civil_from_days((ms / 86_400_000) as i64);
     format!("{y:04}-{m:02}-{d:02}")
 }
 
