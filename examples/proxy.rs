@@ -267,6 +267,32 @@ struct State {
     tools: Option<ServerToolsLayer>,
     /// The `[[function_catalogs]]` the proxy started with (a change needs a restart).
     catalogs: Vec<chatgate::config::FunctionCatalogConfig>,
+    /// The `[usage]` the proxy started with (only `enabled` is applied by a reload).
+    usage_config: chatgate::config::UsageConfig,
+    /// The `[log]` format and span export the proxy started with, as configured (a change
+    /// needs a restart).
+    log: (LogFormat, Option<OtlpExport>),
+}
+
+/// What a reload of `config` cannot apply to a proxy started with `state`'s `[usage]` and
+/// `[log]` (`otlp_env`: the value of `OTEL_EXPORTER_OTLP_ENDPOINT`): the messages to print.
+fn unapplied_usage_and_log(
+    state: &State,
+    config: &Config,
+    otlp_env: Option<&str>,
+) -> Vec<&'static str> {
+    let mut unapplied = Vec::new();
+    let mut usage = config.usage_config().clone();
+    usage.enabled = state.usage_config.enabled;
+    if usage != state.usage_config {
+        unapplied
+            .push("reload: [usage] changed (besides `enabled`); a restart is needed to apply it");
+    }
+    let otlp = config.otlp_with_env(otlp_env).ok().flatten();
+    if (config.log_format(), otlp) != state.log {
+        unapplied.push("reload: [log] changed; a restart is needed to apply it");
+    }
+    unapplied
 }
 
 /// The server-side tools layer of `config`'s `[[function_catalogs]]`.
@@ -990,6 +1016,9 @@ fn reload_on_sighup(
                     if key_store(&config, state.shared_keys.as_ref()).is_none() {
                         eprintln!("reload: {OPEN_WARNING}");
                     }
+                    for message in unapplied_usage_and_log(&state, &config, otlp_env().as_deref()) {
+                        eprintln!("{message}");
+                    }
                     state.usage.handle.set_prices(config.prices().clone());
                     let models = router.models().to_vec();
                     gateway.reload_stack(chat_stack(&config, router, &state), models);
@@ -1174,6 +1203,11 @@ async fn run(args: Args) -> ExitCode {
         shared_keys: pg.as_ref().map(|p| p.store.clone()),
         limiter,
         limiter_backend: config.limits_config().backend().clone(),
+        usage_config: config.usage_config().clone(),
+        log: (
+            config.log_format(),
+            config.otlp_with_env(otlp_env().as_deref()).ok().flatten(),
+        ),
     });
     if key_store(&config, state.shared_keys.as_ref()).is_none() {
         eprintln!("{OPEN_WARNING}");
@@ -1381,6 +1415,35 @@ mod tests {
     /// `[usage] enabled = false` takes the usage layers out of the stack: a request served over
     /// HTTP leaves no record; by default it leaves one.
     #[tokio::test]
+    async fn a_reload_names_the_usage_and_log_changes_it_cannot_apply() {
+        let config = |extra: &str| {
+            let text = format!("[[models]]\nname = \"echo\"\nbuiltin = \"echo\"\n{extra}");
+            Config::from_toml_str(&text, std::path::Path::new("gw.toml")).expect("valid")
+        };
+        let started = config("[usage]\njsonl = \"/tmp/a.jsonl\"\n");
+        let state = State {
+            usage: accounting(&config("")).await.expect("accounting"),
+            shared_keys: None,
+            limiter: Arc::new(chatgate::rate_limit::LocalBackend::new()),
+            limiter_backend: started.limits_config().backend().clone(),
+            tools: None,
+            catalogs: Vec::new(),
+            usage_config: started.usage_config().clone(),
+            log: (started.log_format(), None),
+        };
+        let unapplied = |extra: &str| unapplied_usage_and_log(&state, &config(extra), None);
+        assert!(unapplied("[usage]\njsonl = \"/tmp/a.jsonl\"\n").is_empty());
+        // `enabled` is applied by the reload itself.
+        assert!(unapplied("[usage]\njsonl = \"/tmp/a.jsonl\"\nenabled = false\n").is_empty());
+        let moved = unapplied("[usage]\njsonl = \"/tmp/b.jsonl\"\n");
+        assert_eq!(moved.len(), 1);
+        assert!(moved[0].contains("[usage] changed"), "{moved:?}");
+        let both = unapplied("[log]\nformat = \"json\"\n");
+        assert_eq!(both.len(), 2, "{both:?}");
+        assert!(both[1].contains("[log] changed"), "{both:?}");
+    }
+
+    #[tokio::test]
     async fn usage_accounting_can_be_turned_off() {
         use http_body_util::Full;
         use hyper_util::client::legacy::Client;
@@ -1397,6 +1460,8 @@ mod tests {
                 limiter_backend: config.limits_config().backend().clone(),
                 tools: None,
                 catalogs: Vec::new(),
+                usage_config: config.usage_config().clone(),
+                log: (config.log_format(), None),
             };
             let router = config.router().expect("router");
             let models = router.models().to_vec();

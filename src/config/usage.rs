@@ -171,7 +171,7 @@ fn otlp_endpoint(text: &str) -> Result<String, String> {
 pub use crate::usage::LogFormat;
 
 /// Usage accounting's settings (`[usage]`).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct UsageConfig {
     /// Whether requests are accounted at all (`enabled = false` takes the usage layers out of
     /// the proxy's stack: no records, no per-request log line, nothing new at `/metrics`; streams
