@@ -205,5 +205,6 @@ pub use local::{Gcra, LocalBackend, WINDOW};
 pub use redis::{FailMode, RedisBackend, RedisBackendBuilder};
 pub use scope::Scope;
 pub use service::{RateLimit, RateLimitBody};
+pub(crate) use settle::SlotCell;
 pub(crate) use settle::Used;
 pub use settle::{DEFAULT_MAX_USAGE_BODY, Settlement, SettlementSlot, UsageWatch};

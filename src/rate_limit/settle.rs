@@ -2,7 +2,7 @@
 //! end-of-response handler that reads the exact usage from the response body.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -198,8 +198,36 @@ impl Settlement {
 /// reservation refunded for an error status (4xx/5xx), the reservation kept when the usage is
 /// unknown. A settlement nobody settles keeps its reservation and frees its concurrency slot
 /// when the last handle to it is dropped, as always.
-#[derive(Clone, Debug, Default)]
-pub struct SettlementSlot(Arc<Mutex<Option<Settlement>>>);
+#[derive(Clone)]
+pub struct SettlementSlot(Holder);
+
+#[derive(Clone)]
+enum Holder {
+    Own(Arc<Mutex<Option<Settlement>>>),
+    /// A cell inside a value the layer already shares (the usage meter's record draft): no
+    /// allocation, and the slot does not keep that value alive.
+    Within(Weak<dyn SlotCell>),
+}
+
+/// What holds a [`SettlementSlot`]'s settlement when the slot does not hold it itself.
+pub(crate) trait SlotCell: Send + Sync {
+    fn cell(&self) -> &Mutex<Option<Settlement>>;
+}
+
+impl Default for SettlementSlot {
+    fn default() -> Self {
+        Self(Holder::Own(Arc::default()))
+    }
+}
+
+impl fmt::Debug for SettlementSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let filled = self.with(|c| c.is_some()).unwrap_or(false);
+        f.debug_struct("SettlementSlot")
+            .field("filled", &filled)
+            .finish()
+    }
+}
 
 impl SettlementSlot {
     /// An empty slot.
@@ -207,20 +235,29 @@ impl SettlementSlot {
         Self::default()
     }
 
+    /// A slot whose cell is in `holder` (while it lives).
+    pub(crate) fn within(holder: Weak<dyn SlotCell>) -> Self {
+        Self(Holder::Within(holder))
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Option<Settlement>) -> T) -> Option<T> {
+        let lock = |m: &Mutex<Option<Settlement>>| {
+            f(&mut m.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+        };
+        match &self.0 {
+            Holder::Own(cell) => Some(lock(cell)),
+            Holder::Within(holder) => holder.upgrade().map(|h| lock(h.cell())),
+        }
+    }
+
     /// The settlement put there by the limiter, if it admitted the request with a ticket
     /// (requests of unlimited callers have none).
     pub fn take(&self) -> Option<Settlement> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
+        self.with(Option::take).flatten()
     }
 
     pub(crate) fn put(&self, settlement: Settlement) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(settlement);
+        self.with(|c| *c = Some(settlement));
     }
 }
 

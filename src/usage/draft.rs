@@ -17,7 +17,7 @@ use super::{UsageHandle, UsageRecord};
 use crate::body::EndKind;
 use crate::contract::ChatCompletionRequest;
 use crate::rate_limit::Used;
-use crate::rate_limit::{Settlement, SettlementSlot};
+use crate::rate_limit::{Settlement, SettlementSlot, SlotCell};
 use crate::sse::Event;
 
 /// The usage the upstream reported (`usage` of a completion or of the last chunk).
@@ -313,8 +313,6 @@ pub(crate) struct Outer {
 #[derive(Debug, Default)]
 pub(crate) struct Inner {
     pub(crate) metered: bool,
-    /// Where the rate limiter leaves the request's settlement for the meter to settle.
-    pub(crate) settlement: Option<SettlementSlot>,
     /// The status of the answer the meter got from the services inside it.
     pub(crate) answered: Option<http::StatusCode>,
     pub(crate) request: Option<Arc<ChatCompletionRequest>>,
@@ -334,6 +332,15 @@ pub(crate) struct Draft {
     pub(crate) outer: Mutex<Outer>,
     pub(crate) inner: Mutex<Inner>,
     pub(crate) span: tracing::Span,
+    /// Where the rate limiter leaves the request's settlement for the meter to settle (the
+    /// cell of the [`SettlementSlot`] the meter puts in the request).
+    settlement: Mutex<Option<Settlement>>,
+}
+
+impl SlotCell for Draft {
+    fn cell(&self) -> &Mutex<Option<Settlement>> {
+        &self.settlement
+    }
 }
 
 impl std::fmt::Debug for Draft {
@@ -364,6 +371,7 @@ impl Draft {
             outer: Mutex::default(),
             inner: Mutex::default(),
             span,
+            settlement: Mutex::new(None),
         }
     }
 
@@ -464,7 +472,8 @@ impl Draft {
             };
             r.total_tokens = r.prompt_tokens + r.completion_tokens;
         }
-        if let Some(s) = inner.settlement.and_then(|slot| slot.take()) {
+        let settlement = self.settlement.get_mut();
+        if let Some(s) = settlement.unwrap_or_else(PoisonError::into_inner).take() {
             settle(&s, inner.answered, obs.usage);
         }
         if r.total_tokens > 0 {
@@ -672,5 +681,13 @@ mod tests {
             // First in its stream: it gives the model.
             same(&[&chunk, first]);
         }
+    }
+}
+
+impl Draft {
+    /// A slot for the rate limiter's settlement whose cell is this draft's.
+    pub(crate) fn settlement_slot(self: &Arc<Self>) -> SettlementSlot {
+        let weak: std::sync::Weak<dyn SlotCell> = Arc::downgrade(self) as _;
+        SettlementSlot::within(weak)
     }
 }

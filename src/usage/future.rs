@@ -97,8 +97,7 @@ pin_project! {
     /// Response future of [`UsageMeter`](super::UsageMeter).
     pub struct MeterFuture<F, B> {
         #[pin]
-        state: State<F>,
-        _body: std::marker::PhantomData<fn() -> B>,
+        state: State<F, B>,
         draft: Option<Arc<Draft>>,
         hide_usage: bool,
         max_body: usize,
@@ -107,10 +106,11 @@ pin_project! {
 
 pin_project! {
     #[project = StateProj]
-    enum State<F> {
+    enum State<F, B> {
         Calling { #[pin] future: F },
-        // A body that comes in one frame (the usual case) is kept as it came, not copied.
-        Reading { parts: Option<http::response::Parts>, body: Option<BoxBody>, first: Option<Bytes>, buf: BytesMut },
+        // A body that comes in one frame (the usual case) is kept as it came, not copied; the
+        // upstream's body is read as it is, not boxed.
+        Reading { parts: Option<http::response::Parts>, body: Option<B>, first: Option<Bytes>, buf: BytesMut },
         Done,
     }
 }
@@ -130,7 +130,6 @@ impl<F, B> MeterFuture<F, B> {
     ) -> Self {
         Self {
             state: State::Calling { future },
-            _body: std::marker::PhantomData,
             draft,
             hide_usage,
             max_body,
@@ -155,7 +154,7 @@ fn bad_gateway(message: &'static str) -> Response<BoxBody> {
 impl<F, B, E> Future for MeterFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
-    B: Body<Data = Bytes> + Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
     type Output = Result<Response<BoxBody>, E>;
@@ -197,7 +196,7 @@ where
                     let (parts, body) = res.into_parts();
                     this.state.set(State::Reading {
                         parts: Some(parts),
-                        body: Some(boxed(body)),
+                        body: Some(body),
                         first: None,
                         buf: BytesMut::new(),
                     });
@@ -227,7 +226,8 @@ where
                                     prefix.extend_from_slice(&data);
                                     this.draft.take();
                                     this.state.set(State::Done);
-                                    let body = Prefixed::new(prefix.freeze(), rest).boxed_unsync();
+                                    let body =
+                                        Prefixed::new(prefix.freeze(), boxed(rest)).boxed_unsync();
                                     return Poll::Ready(Ok(Response::from_parts(parts, body)));
                                 }
                                 if let Some(f) = first.take() {

@@ -19,7 +19,6 @@ use super::future::{MeterFuture, ResponseFuture};
 use super::sink::{Msg, Overflow};
 use crate::BoxError;
 use crate::auth::Principal;
-use crate::rate_limit::SettlementSlot;
 use crate::request_id::RequestId;
 use crate::route::BoxBody;
 use crate::validate::ValidatedRequest;
@@ -140,6 +139,9 @@ where
 }
 
 /// The inner usage service ([`UsageMeterLayer`](super::UsageMeterLayer)).
+///
+/// The inner service's response body must be `Unpin` (boxed bodies, hyper's `Incoming` and
+/// `Full` are): a non-streamed answer is read from it in place, without boxing it first.
 #[derive(Clone, Debug)]
 pub struct UsageMeter<S> {
     inner: S,
@@ -161,7 +163,7 @@ impl<S> UsageMeter<S> {
 impl<S, ResBody> Service<Request<ValidatedRequest>> for UsageMeter<S>
 where
     S: Service<Request<ValidatedRequest>, Response = Response<ResBody>>,
-    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + Unpin + 'static,
     ResBody::Error: Into<BoxError>,
 {
     type Response = Response<BoxBody>;
@@ -179,12 +181,10 @@ where
         let request = req.body().shared();
         let hide_usage = request.is_stream() && !request.include_usage();
         // The rate limiter inside leaves its settlement here rather than read the body again.
-        let slot = SettlementSlot::new();
-        req.extensions_mut().insert(slot.clone());
+        req.extensions_mut().insert(draft.settlement_slot());
         {
             let mut i = draft.inner();
             i.metered = true;
-            i.settlement = Some(slot);
             i.key_id = req
                 .extensions()
                 .get::<Principal>()
