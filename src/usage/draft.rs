@@ -524,6 +524,14 @@ impl Drop for Draft {
     }
 }
 
+impl Draft {
+    /// A slot for the rate limiter's settlement whose cell is this draft's.
+    pub(crate) fn settlement_slot(self: &Arc<Self>) -> SettlementSlot {
+        let weak: std::sync::Weak<dyn SlotCell> = Arc::downgrade(self) as _;
+        SettlementSlot::within(weak)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -681,13 +689,5 @@ mod tests {
             // First in its stream: it gives the model.
             same(&[&chunk, first]);
         }
-    }
-}
-
-impl Draft {
-    /// A slot for the rate limiter's settlement whose cell is this draft's.
-    pub(crate) fn settlement_slot(self: &Arc<Self>) -> SettlementSlot {
-        let weak: std::sync::Weak<dyn SlotCell> = Arc::downgrade(self) as _;
-        SettlementSlot::within(weak)
     }
 }
