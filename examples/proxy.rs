@@ -1412,30 +1412,33 @@ mod tests {
         );
     }
 
-    /// `[usage] enabled = false` takes the usage layers out of the stack: a request served over
-    /// HTTP leaves no record; by default it leaves one.
+    /// The state `run` makes for `config`, without keys, PostgreSQL or tools.
+    async fn plain_state(config: &Config) -> State {
+        State {
+            usage: accounting(config).await.expect("accounting"),
+            shared_keys: None,
+            limiter: Arc::new(chatgate::rate_limit::LocalBackend::new()),
+            limiter_backend: config.limits_config().backend().clone(),
+            tools: None,
+            catalogs: Vec::new(),
+            usage_config: config.usage_config().clone(),
+            log: (config.log_format(), None),
+        }
+    }
+
     #[tokio::test]
     async fn a_reload_names_the_usage_and_log_changes_it_cannot_apply() {
         let config = |extra: &str| {
             let text = format!("[[models]]\nname = \"echo\"\nbuiltin = \"echo\"\n{extra}");
             Config::from_toml_str(&text, std::path::Path::new("gw.toml")).expect("valid")
         };
-        let started = config("[usage]\njsonl = \"/tmp/a.jsonl\"\n");
-        let state = State {
-            usage: accounting(&config("")).await.expect("accounting"),
-            shared_keys: None,
-            limiter: Arc::new(chatgate::rate_limit::LocalBackend::new()),
-            limiter_backend: started.limits_config().backend().clone(),
-            tools: None,
-            catalogs: Vec::new(),
-            usage_config: started.usage_config().clone(),
-            log: (started.log_format(), None),
-        };
+        let started = config("[usage]\ncapacity = 100\n");
+        let state = plain_state(&started).await;
         let unapplied = |extra: &str| unapplied_usage_and_log(&state, &config(extra), None);
-        assert!(unapplied("[usage]\njsonl = \"/tmp/a.jsonl\"\n").is_empty());
+        assert!(unapplied("[usage]\ncapacity = 100\n").is_empty());
         // `enabled` is applied by the reload itself.
-        assert!(unapplied("[usage]\njsonl = \"/tmp/a.jsonl\"\nenabled = false\n").is_empty());
-        let moved = unapplied("[usage]\njsonl = \"/tmp/b.jsonl\"\n");
+        assert!(unapplied("[usage]\ncapacity = 100\nenabled = false\n").is_empty());
+        let moved = unapplied("[usage]\ncapacity = 200\n");
         assert_eq!(moved.len(), 1);
         assert!(moved[0].contains("[usage] changed"), "{moved:?}");
         let both = unapplied("[log]\nformat = \"json\"\n");
@@ -1443,6 +1446,8 @@ mod tests {
         assert!(both[1].contains("[log] changed"), "{both:?}");
     }
 
+    /// `[usage] enabled = false` takes the usage layers out of the stack: a request served over
+    /// HTTP leaves no record; by default it leaves one.
     #[tokio::test]
     async fn usage_accounting_can_be_turned_off() {
         use http_body_util::Full;
@@ -1453,16 +1458,7 @@ mod tests {
             let text = format!("[[models]]\nname = \"echo\"\nbuiltin = \"echo\"\n{extra}");
             let config =
                 Config::from_toml_str(&text, std::path::Path::new("gw.toml")).expect("valid");
-            let state = State {
-                usage: accounting(&config).await.expect("accounting"),
-                shared_keys: None,
-                limiter: Arc::new(chatgate::rate_limit::LocalBackend::new()),
-                limiter_backend: config.limits_config().backend().clone(),
-                tools: None,
-                catalogs: Vec::new(),
-                usage_config: config.usage_config().clone(),
-                log: (config.log_format(), None),
-            };
+            let state = plain_state(&config).await;
             let router = config.router().expect("router");
             let models = router.models().to_vec();
             let gateway = Gateway::with_stack(chat_stack(&config, router, &state), models);
