@@ -391,7 +391,7 @@ impl Draft {
         let ended = outer.ended.unwrap_or_else(Instant::now);
         // The wall-clock end from the start and the monotonic time it took: one clock read.
         let took = ended.saturating_duration_since(self.started);
-        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        let ms = super::record::ms_of;
         let mut r = UsageRecord {
             request_id: self.request_id.take(),
             key_id: inner.key_id.or(outer.key_id),

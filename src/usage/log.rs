@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::record::json_string;
+use super::record::{json_ms, json_string, write_micros};
 use super::{SinkFuture, UsageRecord, UsageSink};
 
 /// How [`LogSink`] writes its lines (and the proxy its other log lines: `[log] format`).
@@ -109,13 +109,13 @@ impl State {
             LogFormat::Text => {
                 time(out);
                 out.extend_from_slice(b"  INFO chatgate::usage: request");
-                text_fields(r, out);
+                fields::<Text>(r, out);
             }
             LogFormat::Json => {
                 out.extend_from_slice(b"{\"timestamp\":\"");
                 time(out);
                 out.extend_from_slice(b"\",\"level\":\"INFO\",\"fields\":{\"message\":\"request\"");
-                json_fields(r, out);
+                fields::<Json>(r, out);
                 out.extend_from_slice(b"},\"target\":\"chatgate::usage\"}");
             }
         }
@@ -123,65 +123,93 @@ impl State {
     }
 }
 
-/// The value of a line's field.
-enum Value<'a> {
-    Str(&'a str),
-    Int(u64),
-    Bool(bool),
-    Ms(f64),
+/// How one format writes the fields' values, and each name with what goes before its value.
+///
+/// The fields are written one by one (not in a loop over names and values): each name is then
+/// a copy of known length, which costs a line about half as much.
+trait Format {
+    const NAMES: [&'static [u8]; 13];
+    fn str(out: &mut Vec<u8>, s: &str);
+    fn ms(out: &mut Vec<u8>, ms: f64);
 }
 
-/// The fields' names, each with what goes before its value, in the text format…
-const TEXT_NAMES: [&str; 13] = [
-    " request_id=",
-    " key_id=",
-    " model=",
-    " routed_model=",
-    " status=",
-    " streamed=",
-    " input_tokens=",
-    " output_tokens=",
-    " estimated=",
-    " partial=",
-    " duration_ms=",
-    " ttft_ms=",
-    " error=",
-];
+/// The text format.
+struct Text;
 
-/// … and in JSON.
-const JSON_NAMES: [&str; 13] = [
-    ",\"request_id\":",
-    ",\"key_id\":",
-    ",\"model\":",
-    ",\"routed_model\":",
-    ",\"status\":",
-    ",\"streamed\":",
-    ",\"input_tokens\":",
-    ",\"output_tokens\":",
-    ",\"estimated\":",
-    ",\"partial\":",
-    ",\"duration_ms\":",
-    ",\"ttft_ms\":",
-    ",\"error\":",
-];
+/// The JSON format.
+struct Json;
 
-/// The fields' values, in the order of their names.
-fn fields(r: &UsageRecord) -> [Value<'_>; 13] {
-    [
-        Value::Str(r.request_id.as_deref().unwrap_or("")),
-        Value::Str(r.key_id.as_deref().unwrap_or("")),
-        Value::Str(r.model.as_deref().unwrap_or("")),
-        Value::Str(r.routed_model.as_deref().unwrap_or("")),
-        Value::Int(u64::from(r.status)),
-        Value::Bool(r.streamed),
-        Value::Int(r.prompt_tokens),
-        Value::Int(r.completion_tokens),
-        Value::Bool(r.estimated),
-        Value::Bool(r.partial),
-        Value::Ms(r.duration_ms),
-        Value::Ms(r.ttft_ms.unwrap_or(-1.0)),
-        Value::Str(r.error.as_deref().unwrap_or("")),
-    ]
+impl Format for Text {
+    const NAMES: [&'static [u8]; 13] = [
+        b" request_id=",
+        b" key_id=",
+        b" model=",
+        b" routed_model=",
+        b" status=",
+        b" streamed=",
+        b" input_tokens=",
+        b" output_tokens=",
+        b" estimated=",
+        b" partial=",
+        b" duration_ms=",
+        b" ttft_ms=",
+        b" error=",
+    ];
+
+    fn str(out: &mut Vec<u8>, s: &str) {
+        if plain(s) {
+            out.extend_from_slice(s.as_bytes());
+        } else if s.is_empty() {
+            out.extend_from_slice(b"\"\"");
+        } else {
+            // Quoted and escaped as Rust's `Debug` does (as `tracing` does).
+            let mut quoted = String::new();
+            let _ = write!(quoted, "{s:?}");
+            out.extend_from_slice(quoted.as_bytes());
+        }
+    }
+
+    fn ms(out: &mut Vec<u8>, ms: f64) {
+        if ms.is_finite() && ms.abs() < 1e12 {
+            // Milliseconds to the microsecond, with integer formatting.
+            let micros = (ms.abs() * 1000.0 + 0.5) as u64;
+            if ms < 0.0 && micros > 0 {
+                out.push(b'-');
+            }
+            write_micros(out, micros, false);
+        } else {
+            let mut text = String::new();
+            let _ = write!(text, "{ms}");
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
+}
+
+impl Format for Json {
+    const NAMES: [&'static [u8]; 13] = [
+        b",\"request_id\":",
+        b",\"key_id\":",
+        b",\"model\":",
+        b",\"routed_model\":",
+        b",\"status\":",
+        b",\"streamed\":",
+        b",\"input_tokens\":",
+        b",\"output_tokens\":",
+        b",\"estimated\":",
+        b",\"partial\":",
+        b",\"duration_ms\":",
+        b",\"ttft_ms\":",
+        b",\"error\":",
+    ];
+
+    fn str(out: &mut Vec<u8>, s: &str) {
+        json_string(out, s);
+    }
+
+    fn ms(out: &mut Vec<u8>, ms: f64) {
+        // As serde_json writes an `f64`.
+        json_ms(out, ms);
+    }
 }
 
 /// The bytes a string written bare in the text format may hold.
@@ -200,55 +228,37 @@ fn plain(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| PLAIN[usize::from(b)])
 }
 
-fn text_fields(r: &UsageRecord, out: &mut Vec<u8>) {
+/// The fields of `r`'s line, in `F`'s format.
+fn fields<F: Format>(r: &UsageRecord, out: &mut Vec<u8>) {
+    let names = &F::NAMES;
     let mut n = itoa::Buffer::new();
-    for (name, value) in TEXT_NAMES.iter().zip(fields(r)) {
-        out.extend_from_slice(name.as_bytes());
-        match value {
-            Value::Str(s) if plain(s) => out.extend_from_slice(s.as_bytes()),
-            Value::Str("") => out.extend_from_slice(b"\"\""),
-            Value::Str(s) => {
-                // Quoted and escaped as Rust's `Debug` does (as `tracing` does).
-                let mut quoted = String::new();
-                let _ = write!(quoted, "{s:?}");
-                out.extend_from_slice(quoted.as_bytes());
-            }
-            Value::Int(i) => out.extend_from_slice(n.format(i).as_bytes()),
-            Value::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
-            Value::Ms(ms) if ms.is_finite() && ms.abs() < 1e12 => {
-                // Milliseconds to the microsecond, with integer formatting.
-                let micros = (ms * 1000.0).round() as i64;
-                if micros < 0 {
-                    out.push(b'-');
-                }
-                let m = micros.unsigned_abs();
-                out.extend_from_slice(n.format(m / 1000).as_bytes());
-                out.push(b'.');
-                out.extend_from_slice(&n.format(1000 + m % 1000).as_bytes()[1..]);
-            }
-            Value::Ms(ms) => {
-                let mut text = String::new();
-                let _ = write!(text, "{ms}");
-                out.extend_from_slice(text.as_bytes());
-            }
-        }
-    }
-}
-
-fn json_fields(r: &UsageRecord, out: &mut Vec<u8>) {
-    let mut n = itoa::Buffer::new();
-    for (name, value) in JSON_NAMES.iter().zip(fields(r)) {
-        out.extend_from_slice(name.as_bytes());
-        match value {
-            Value::Str(s) => json_string(out, s),
-            Value::Int(i) => out.extend_from_slice(n.format(i).as_bytes()),
-            Value::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
-            // As serde_json writes an `f64` (non-finite ones as `null`).
-            Value::Ms(ms) => {
-                let _ = serde_json::to_writer(&mut *out, &ms);
-            }
-        }
-    }
+    let flag = |b: bool| if b { &b"true"[..] } else { &b"false"[..] };
+    out.extend_from_slice(names[0]);
+    F::str(out, r.request_id.as_deref().unwrap_or(""));
+    out.extend_from_slice(names[1]);
+    F::str(out, r.key_id.as_deref().unwrap_or(""));
+    out.extend_from_slice(names[2]);
+    F::str(out, r.model.as_deref().unwrap_or(""));
+    out.extend_from_slice(names[3]);
+    F::str(out, r.routed_model.as_deref().unwrap_or(""));
+    out.extend_from_slice(names[4]);
+    out.extend_from_slice(n.format(r.status).as_bytes());
+    out.extend_from_slice(names[5]);
+    out.extend_from_slice(flag(r.streamed));
+    out.extend_from_slice(names[6]);
+    out.extend_from_slice(n.format(r.prompt_tokens).as_bytes());
+    out.extend_from_slice(names[7]);
+    out.extend_from_slice(n.format(r.completion_tokens).as_bytes());
+    out.extend_from_slice(names[8]);
+    out.extend_from_slice(flag(r.estimated));
+    out.extend_from_slice(names[9]);
+    out.extend_from_slice(flag(r.partial));
+    out.extend_from_slice(names[10]);
+    F::ms(out, r.duration_ms);
+    out.extend_from_slice(names[11]);
+    F::ms(out, r.ttft_ms.unwrap_or(-1.0));
+    out.extend_from_slice(names[12]);
+    F::str(out, r.error.as_deref().unwrap_or(""));
 }
 
 impl UsageSink for LogSink {

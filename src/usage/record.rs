@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 ///
 /// Token counts are the upstream's when it reported them (`estimated: false`), else counted by
 /// the [`TokenCounter`](super::TokenCounter) (`estimated: true`); a request that was rejected
-/// before it reached a model has zero tokens. Times are milliseconds.
+/// before it reached a model has zero tokens. Times are milliseconds (durations to the
+/// microsecond).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct UsageRecord {
     /// The request id (`x-request-id`), when the gateway assigned one.
@@ -148,9 +149,12 @@ impl UsageRecord {
         out.extend_from_slice(b",\"streamed\":");
         flag(out, self.streamed);
         out.extend_from_slice(b",\"ttft_ms\":");
-        number(out, self.ttft_ms);
+        match self.ttft_ms {
+            Some(ms) => json_ms(out, ms),
+            None => out.extend_from_slice(b"null"),
+        }
         out.extend_from_slice(b",\"duration_ms\":");
-        number(out, self.duration_ms);
+        json_ms(out, self.duration_ms);
         out.extend_from_slice(b",\"partial\":");
         flag(out, self.partial);
         out.extend_from_slice(b",\"estimated\":");
@@ -172,6 +176,49 @@ impl UsageRecord {
         int(out, self.ended_at_ms);
         out.push(b'}');
     }
+}
+
+/// Milliseconds to the microsecond (as the record's times are): `d` as a float.
+pub(crate) fn ms_of(d: Duration) -> f64 {
+    // Exact for any duration a request takes (below 2^53 microseconds).
+    d.as_micros() as f64 / 1000.0
+}
+
+/// Appends a count of milliseconds as serde_json writes an `f64`: whole microseconds (what
+/// [`ms_of`] makes) with integer formatting, anything else through serde_json.
+pub(crate) fn json_ms(out: &mut Vec<u8>, ms: f64) {
+    // Below 1e9 ms (11 days), serde_json writes such a value as plain decimals.
+    if ms.is_sign_positive() && ms < 1e9 {
+        let micros = (ms * 1000.0 + 0.5) as u64;
+        // Only when `ms` is exactly that many microseconds: the shortest decimals that
+        // read back as `ms` are then these.
+        if micros as f64 / 1000.0 == ms {
+            write_micros(out, micros, true);
+            return;
+        }
+    }
+    let _ = serde_json::to_writer(&mut *out, &ms);
+}
+
+/// Appends `micros` microseconds as milliseconds with three decimals, or (`trim`) with the
+/// fewest decimals that say it, at least one.
+pub(crate) fn write_micros(out: &mut Vec<u8>, micros: u64, trim: bool) {
+    out.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
+    let frac = micros % 1000;
+    let digit = |d: u64| b'0' + d as u8;
+    let digits = [
+        b'.',
+        digit(frac / 100),
+        digit(frac / 10 % 10),
+        digit(frac % 10),
+    ];
+    let len = match (trim, frac) {
+        (false, _) => 4,
+        (true, f) if f % 100 == 0 => 2,
+        (true, f) if f % 10 == 0 => 3,
+        (true, _) => 4,
+    };
+    out.extend_from_slice(&digits[..len]);
 }
 
 /// Unix milliseconds of a time (0 before the epoch).
@@ -199,6 +246,49 @@ mod tests {
         assert_eq!(day_of(951_782_400_000), "2000-02-29");
         assert_eq!(day_of(1_709_251_199_999), "2024-02-29");
         assert_eq!(day_of(1_735_689_600_000), "2025-01-01");
+    }
+
+    #[test]
+    fn milliseconds_are_written_as_serde_json_writes_them() {
+        let mut values: Vec<f64> = (0..20_000u64).map(|m| m as f64 / 1000.0).collect();
+        // Larger ones, up to the bound and past it, and some that are not whole microseconds.
+        let mut m: u64 = 1;
+        while m < 10_000_000_000_000 {
+            for k in [m - 1, m, m + 1, m * 7 + 3] {
+                values.push(k as f64 / 1000.0);
+            }
+            m *= 10;
+        }
+        values.extend([
+            -0.0,
+            -1.5,
+            0.0005,
+            1e-7,
+            0.1 + 0.2,
+            999_999_999.999,
+            1e9,
+            1e15,
+            1e17,
+            f64::NAN,
+            f64::INFINITY,
+            f64::MIN_POSITIVE,
+            1.0351169999999998,
+        ]);
+        for d in [1, 999, 1_000, 1_035_117, 86_400_000_000, 1_234_567_891] {
+            values.push(ms_of(Duration::from_micros(d)));
+            values.push(ms_of(Duration::from_nanos(d * 1_000 + 999)));
+        }
+        for v in values {
+            let mut ours = Vec::new();
+            json_ms(&mut ours, v);
+            let theirs = serde_json::to_vec(&v).expect("a float serialises");
+            assert_eq!(
+                String::from_utf8_lossy(&ours),
+                String::from_utf8_lossy(&theirs),
+                "{v:?}"
+            );
+        }
+        assert_eq!(ms_of(Duration::from_nanos(1_035_117_999)), 1035.117);
     }
 
     #[test]
