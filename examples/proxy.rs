@@ -211,7 +211,8 @@ fn chat_stack(config: &Config, router: ModelRouter, state: &State) -> ChatStack 
             config
                 .limits_config()
                 .rate_limit_config()
-                .prices(config.prices().clone()),
+                .prices(config.prices().clone())
+                .models(router.models().iter().cloned()),
         ))
         .option_layer(state.tools.clone())
         .service(router);

@@ -332,6 +332,59 @@ async fn key_and_model_scopes_are_admitted_together() {
     assert_eq!(res.headers()["x-ratelimit-remaining-requests"], "1");
 }
 
+/// A request for `model` (the echo model answers any name).
+fn request_for(p: &Principal, model: &str) -> Request<Full<Bytes>> {
+    let mut r = request(p, "");
+    let body = body("").replace(r#""model":"echo""#, &format!(r#""model":"{model}""#));
+    *r.body_mut() = Full::new(Bytes::from(body));
+    r
+}
+
+#[tokio::test(start_paused = true)]
+async fn made_up_model_names_share_their_patterns_counters_when_the_models_are_known() {
+    let mut key = KeyRecord::new("globs");
+    key.model_limits.push(ModelLimits {
+        model: "ech*".into(),
+        limits: Limits::none().rpm(2),
+    });
+    let p = Principal(Arc::new(key));
+
+    // Told which models exist: names it does not know share the pattern's scope.
+    let backend = LocalBackend::new();
+    let svc = stack(&backend, exact_config().models(["echo"]));
+    assert_eq!(status(&svc, request_for(&p, "echo-made-up-1")).await, 200);
+    assert_eq!(status(&svc, request_for(&p, "echo-made-up-2")).await, 200);
+    let res = svc
+        .clone()
+        .oneshot(request_for(&p, "echo-made-up-3"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    let err = json(res).await;
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("key `globs` and models matching `ech*`"),
+        "{message}"
+    );
+    for i in 4..40 {
+        let name = format!("echo-made-up-{i}");
+        assert_eq!(status(&svc, request_for(&p, &name)).await, 429);
+    }
+    assert_eq!(backend.scopes(), 1, "one scope for every made-up name");
+    // A model that exists keeps counters of its own.
+    assert_eq!(status(&svc, request_for(&p, "echo")).await, 200);
+    assert_eq!(backend.scopes(), 2);
+
+    // Not told: every name has its own counters.
+    let backend = LocalBackend::new();
+    let svc = stack(&backend, exact_config());
+    for i in 0..5 {
+        let name = format!("echo-made-up-{i}");
+        assert_eq!(status(&svc, request_for(&p, &name)).await, 200);
+    }
+    assert_eq!(backend.scopes(), 5);
+}
+
 #[tokio::test(start_paused = true)]
 async fn errors_are_refunded_and_excess_usage_is_debited() {
     let backend = LocalBackend::new();

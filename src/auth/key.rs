@@ -102,10 +102,14 @@ impl KeyRecord {
 
     /// The per-model limits that apply to `model`, if any.
     pub fn limits_for(&self, model: &str) -> Option<&Limits> {
+        self.model_limits_for(model).map(|m| &m.limits)
+    }
+
+    /// The first [`model_limits`](Self::model_limits) entry whose pattern matches `model`.
+    pub fn model_limits_for(&self, model: &str) -> Option<&ModelLimits> {
         self.model_limits
             .iter()
             .find(|m| glob_match(&m.model, model))
-            .map(|m| &m.limits)
     }
 }
 

@@ -209,7 +209,7 @@
 //! budget_tokens = 5_000_000           # optional budget per period: tokens (prompt + completion),
 //! budget_usd = 25.0                   #   and/or dollars at the [[prices]] of the models
 //! budget_period = "month"             # "day", "week", "month" (UTC calendar) or "30d", "12h"; default month
-//! [[keys.model_limits]]               # optional limits per (key, model pattern)
+//! [[keys.model_limits]]               # optional limits per key and model, for each model matching
 //! model = "qwen*"
 //! rpm = 60
 //! ```

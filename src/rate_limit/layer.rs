@@ -1,3 +1,4 @@
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
@@ -20,6 +21,8 @@ pub struct RateLimitConfig {
     pub(super) max_usage_body: usize,
     pub(super) estimator: Arc<dyn TokenEstimator>,
     pub(super) prices: Arc<Prices>,
+    /// The models that exist, when known: see [`RateLimitConfig::models`].
+    pub(super) models: Option<Arc<HashSet<String>>>,
 }
 
 impl fmt::Debug for RateLimitConfig {
@@ -29,6 +32,7 @@ impl fmt::Debug for RateLimitConfig {
             .field("anonymous", &self.anonymous)
             .field("max_usage_body", &self.max_usage_body)
             .field("prices", &self.prices)
+            .field("models", &self.models)
             .finish_non_exhaustive()
     }
 }
@@ -49,6 +53,7 @@ impl RateLimitConfig {
             max_usage_body: DEFAULT_MAX_USAGE_BODY,
             estimator: Arc::new(ByteEstimator),
             prices: Arc::new(Prices::new()),
+            models: None,
         }
     }
 
@@ -57,6 +62,22 @@ impl RateLimitConfig {
     /// applies).
     pub fn prices(mut self, prices: Prices) -> Self {
         self.prices = Arc::new(prices);
+        self
+    }
+
+    /// The models that exist (a router's [`models`](crate::route::ModelRouter::models)).
+    ///
+    /// A key's [`model_limits`](crate::auth::KeyRecord::model_limits) count each model matching
+    /// a pattern on its own; with this set, a request for any other model (which the router
+    /// will refuse) is counted once per pattern instead
+    /// ([`Scope::KeyPattern`](super::Scope::KeyPattern)), so that names a client makes up
+    /// cannot make counters without bound. Unset (the default), every name has its own.
+    pub fn models<I>(mut self, models: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.models = Some(Arc::new(models.into_iter().map(Into::into).collect()));
         self
     }
 

@@ -17,7 +17,9 @@
 //! * the key ([`KeyRecord::limits`](crate::auth::KeyRecord::limits)), over all models;
 //! * the key and the requested model
 //!   ([`KeyRecord::limits_for`](crate::auth::KeyRecord::limits_for)): every model matching the
-//!   pattern has counters of its own;
+//!   pattern has counters of its own — every model that exists, when the limiter is told which
+//!   do ([`RateLimitConfig::models`]; the proxy tells it the router's): names it does not know
+//!   share one set of counters per pattern, so made-up names cannot grow them;
 //! * without a `Principal`, the caller's IP address ([`PeerAddr`](crate::request_id::PeerAddr))
 //!   when [`RateLimitConfig::anonymous`] limits are set (off by default: then such requests
 //!   pass unlimited, as do keys without limits).

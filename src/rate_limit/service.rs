@@ -79,10 +79,17 @@ pub(super) fn scopes_of<'a>(
             out.push((Scope::Key { id: &key.id }, key.limits));
         }
         let model = req.body().request().model.as_str();
-        if let Some(l) = key.limits_for(model)
-            && !l.is_unlimited()
+        if let Some(m) = key.model_limits_for(model)
+            && !m.limits.is_unlimited()
         {
-            out.push((Scope::KeyModel { id: &key.id, model }, *l));
+            let scope = match &config.models {
+                Some(known) if !known.contains(model) => Scope::KeyPattern {
+                    id: &key.id,
+                    pattern: &m.model,
+                },
+                _ => Scope::KeyModel { id: &key.id, model },
+            };
+            out.push((scope, m.limits));
         }
     } else if let (Some(limits), Some(peer)) =
         (config.anonymous, req.extensions().get::<PeerAddr>())
