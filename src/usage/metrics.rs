@@ -160,8 +160,38 @@ pub struct MetricsSink {
 /// a combination has been seen).
 #[derive(Debug, Default)]
 struct SeriesMap {
-    map: HashMap<String, Series, FnvBuild>,
+    /// Where each label combination's series is in `series`.
+    map: HashMap<String, usize, FnvBuild>,
+    series: Vec<Series>,
     scratch: String,
+    /// The last record's label inputs and its series: the records of a batch mostly share
+    /// their labels, and then one comparison finds the series.
+    last: Option<Last>,
+}
+
+/// What a record's labels are made from (before the bounds), and where the series they led to
+/// is.
+#[derive(Debug)]
+struct Last {
+    model: Option<String>,
+    response_model: Option<String>,
+    key_id: Option<String>,
+    status: u16,
+    at: usize,
+}
+
+impl Last {
+    fn is_for(&self, r: &UsageRecord) -> bool {
+        self.status == r.status
+            && self.model.as_deref() == r.model.as_deref()
+            && self.response_model.as_deref() == response_model_of(r)
+            && self.key_id.as_deref() == r.key_id.as_deref()
+    }
+}
+
+/// The model a record's `gen_ai_response_model` is made from.
+fn response_model_of(r: &UsageRecord) -> Option<&str> {
+    r.response_model.as_deref().or(r.routed_model.as_deref())
 }
 
 /// Writes the label values as one unambiguous key (each value after its length).
@@ -289,40 +319,69 @@ impl MetricsSink {
     /// Adds one record.
     pub fn add(&self, r: &UsageRecord) {
         let b = &self.bounds;
-        let request_model = b.model(r.model.as_deref());
-        let response_model = b.model(r.response_model.as_deref().or(r.routed_model.as_deref()));
-        let key = b.key(r.key_id.as_deref());
         let success = (200..300).contains(&r.status);
         {
             let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
-            let SeriesMap { map, scratch } = &mut *series;
-            series_key(scratch, [request_model, response_model, key], r.status);
-            if !map.contains_key(scratch.as_str()) {
-                let common: Labels = vec![
-                    ("gen_ai_operation_name", "chat".to_owned()),
-                    ("gen_ai_request_model", request_model.to_owned()),
-                    ("gen_ai_response_model", response_model.to_owned()),
-                    ("key_id", key.to_owned()),
-                    ("status", r.status.to_string()),
-                ];
-                let duration = self.duration.get_or_create(&common).clone();
-                let requests = self
-                    .requests
-                    .get_or_create(&vec![("status", r.status.to_string())])
-                    .clone();
-                map.insert(
-                    scratch.clone(),
-                    Series {
-                        common,
-                        input: None,
-                        output: None,
-                        ttft: None,
-                        duration,
-                        requests,
-                    },
-                );
-            }
-            let s = map.get_mut(scratch.as_str()).expect("inserted above");
+            let SeriesMap {
+                map,
+                series,
+                scratch,
+                last,
+            } = &mut *series;
+            let at = match last {
+                Some(l) if l.is_for(r) => l.at,
+                _ => {
+                    let request_model = b.model(r.model.as_deref());
+                    let response_model = b.model(response_model_of(r));
+                    let key = b.key(r.key_id.as_deref());
+                    series_key(scratch, [request_model, response_model, key], r.status);
+                    let at = match map.get(scratch.as_str()) {
+                        Some(&at) => at,
+                        None => {
+                            let common: Labels = vec![
+                                ("gen_ai_operation_name", "chat".to_owned()),
+                                ("gen_ai_request_model", request_model.to_owned()),
+                                ("gen_ai_response_model", response_model.to_owned()),
+                                ("key_id", key.to_owned()),
+                                ("status", r.status.to_string()),
+                            ];
+                            let duration = self.duration.get_or_create(&common).clone();
+                            let requests = self
+                                .requests
+                                .get_or_create(&vec![("status", r.status.to_string())])
+                                .clone();
+                            series.push(Series {
+                                common,
+                                input: None,
+                                output: None,
+                                ttft: None,
+                                duration,
+                                requests,
+                            });
+                            map.insert(scratch.clone(), series.len() - 1);
+                            series.len() - 1
+                        }
+                    };
+                    let l = last.get_or_insert_with(|| Last {
+                        model: None,
+                        response_model: None,
+                        key_id: None,
+                        status: 0,
+                        at,
+                    });
+                    // Reusing the strings' buffers.
+                    l.model.clone_from(&r.model);
+                    match (&mut l.response_model, response_model_of(r)) {
+                        (Some(m), Some(new)) => new.clone_into(m),
+                        (m, new) => *m = new.map(str::to_owned),
+                    }
+                    l.key_id.clone_from(&r.key_id);
+                    l.status = r.status;
+                    l.at = at;
+                    at
+                }
+            };
+            let s = &mut series[at];
             if success {
                 let tokens = |kind: &str| {
                     let mut l = s.common.clone();
@@ -459,4 +518,80 @@ pub(crate) fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(key: &str, model: &str, status: u16) -> UsageRecord {
+        UsageRecord {
+            key_id: Some(key.to_owned()),
+            model: Some(model.to_owned()),
+            routed_model: Some(model.to_owned()),
+            status,
+            prompt_tokens: 5,
+            completion_tokens: 7,
+            ..UsageRecord::default()
+        }
+    }
+
+    /// The value of the sample `name{labels}` in the text.
+    fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+        let prefix = format!("{name}{{{labels}}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .map(|v| v.parse().expect("a number"))
+    }
+
+    #[test]
+    fn records_in_runs_and_alternating_land_in_their_series() {
+        let records = [
+            record("a", "echo", 200),
+            record("a", "echo", 200),
+            record("b", "echo", 200),    // a second key: `other`
+            record("a", "made-up", 200), // not a listed model: `other`
+            record("a", "echo", 429),
+            record("a", "echo", 200),
+            record("c", "echo", 200), // `other` again, by another way
+            record("b", "echo", 200),
+        ];
+        // One batch, and one record per batch: the same counts.
+        for batches in [records.len(), 1] {
+            let m = MetricsSink::new(["echo"], 1);
+            for batch in records.chunks(batches) {
+                for r in batch {
+                    m.add(r);
+                }
+            }
+            let text = m.encode();
+            let count = |request: &str, response: &str, key: &str, status: &str| {
+                let labels = format!(
+                    "gen_ai_operation_name=\"chat\",gen_ai_request_model=\"{request}\",\
+                     gen_ai_response_model=\"{response}\",key_id=\"{key}\",status=\"{status}\""
+                );
+                sample(
+                    &text,
+                    "gen_ai_server_request_duration_seconds_count",
+                    &labels,
+                )
+            };
+            assert_eq!(count("echo", "echo", "a", "200"), Some(3.0), "{text}");
+            assert_eq!(count("echo", "echo", "other", "200"), Some(3.0), "{text}");
+            assert_eq!(count("other", "other", "a", "200"), Some(1.0), "{text}");
+            assert_eq!(count("echo", "echo", "a", "429"), Some(1.0), "{text}");
+            let input = sample(
+                &text,
+                "gen_ai_client_token_usage_sum",
+                "gen_ai_operation_name=\"chat\",gen_ai_request_model=\"echo\",\
+                 gen_ai_response_model=\"echo\",key_id=\"other\",status=\"200\",\
+                 gen_ai_token_type=\"input\"",
+            );
+            assert_eq!(input, Some(15.0), "{text}");
+            assert_eq!(
+                sample(&text, "chatgate_requests_total", "status=\"200\""),
+                Some(7.0)
+            );
+        }
+    }
 }
