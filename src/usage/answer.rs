@@ -27,12 +27,10 @@ pub(crate) struct Answer<'a> {
 /// Reads a completion, appending its finish reasons to `finish_reasons`; `None` when it is not
 /// plainly one (serde decides; what was appended is then to be thrown away).
 pub(crate) fn read<'a>(body: &'a [u8], finish_reasons: &mut Vec<String>) -> Option<Answer<'a>> {
-    // One check for all the text: the strings kept are then `str` without another.
-    let text = std::str::from_utf8(body).ok()?;
     let mut r = Reader {
-        b: text.as_bytes(),
-        text,
+        b: body,
         pos: 0,
+        utf8_checked: false,
     };
     let mut answer = Answer::default();
     let (mut model, mut choices, mut usage) = (false, false, false);
@@ -82,6 +80,12 @@ pub(crate) fn read<'a>(body: &'a [u8], finish_reasons: &mut Vec<String>) -> Opti
 /// a time, with the usual bit tricks (the lowest flagged byte of a word is always a true one).
 #[inline(always)]
 pub(super) fn next_special(b: &[u8]) -> Option<usize> {
+    find_special::<false>(b)
+}
+
+/// [`next_special`], also stopping at bytes that are not ASCII when `NON_ASCII`.
+#[inline(always)]
+fn find_special<const NON_ASCII: bool>(b: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
     const HIGH: u64 = ONES << 7;
     let mut words = b.chunks_exact(8);
@@ -91,17 +95,20 @@ pub(super) fn next_special(b: &[u8]) -> Option<usize> {
         let w = u64::from_le_bytes(w);
         let quote = w ^ (ONES * u64::from(b'"'));
         let backslash = w ^ (ONES * u64::from(b'\\'));
-        let flagged = ((quote.wrapping_sub(ONES) & !quote)
+        let mut flagged = (quote.wrapping_sub(ONES) & !quote)
             | (backslash.wrapping_sub(ONES) & !backslash)
-            | (w.wrapping_sub(ONES * 0x20) & !w))
-            & HIGH;
+            | (w.wrapping_sub(ONES * 0x20) & !w);
+        if NON_ASCII {
+            flagged |= w;
+        }
+        let flagged = flagged & HIGH;
         if flagged != 0 {
             return Some(k * 8 + (flagged.trailing_zeros() / 8) as usize);
         }
     }
     let rest = words.remainder();
     rest.iter()
-        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20 || (NON_ASCII && c >= 0x80))
         .map(|p| b.len() - rest.len() + p)
 }
 
@@ -116,8 +123,11 @@ fn once(seen: &mut bool) -> Option<()> {
 
 struct Reader<'a> {
     b: &'a [u8],
-    text: &'a str,
     pos: usize,
+    /// Whether the text from the first byte that is not ASCII on was checked as UTF-8 (it is
+    /// checked, to the end, when a string first has such a byte: ASCII answers, the usual
+    /// ones, are not read twice; outside strings any such byte is a grammar error).
+    utf8_checked: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -199,13 +209,25 @@ impl<'a> Reader<'a> {
         let start = self.pos;
         let mut escaped = false;
         loop {
-            let at = self.pos + next_special(&self.b[self.pos..])?;
+            let rest = &self.b[self.pos..];
+            let at = self.pos
+                + if self.utf8_checked {
+                    find_special::<false>(rest)?
+                } else {
+                    find_special::<true>(rest)?
+                };
             match self.b[at] {
                 b'"' => {
                     self.pos = at + 1;
                     return Some((&self.b[start..at], escaped));
                 }
                 b'\\' => {}
+                0x80.. => {
+                    std::str::from_utf8(&self.b[at..]).ok()?;
+                    self.utf8_checked = true;
+                    self.pos = at;
+                    continue;
+                }
                 _ => return None, // a control character
             }
             escaped = true;
@@ -234,13 +256,12 @@ impl<'a> Reader<'a> {
             self.literal(b"null")?;
             return Some(None);
         }
-        let start = self.pos + 1;
         let (raw, escaped) = self.string()?;
         if escaped {
             return None;
         }
-        // On character boundaries: the quotes are ASCII.
-        self.text.get(start..start + raw.len()).map(Some)
+        // Checked already (when not ASCII); this is the cheap proof for the type.
+        std::str::from_utf8(raw).ok().map(Some)
     }
 
     /// A count: digits only, that fit a `u64`, or `null`.
@@ -500,6 +521,10 @@ mod tests {
                 .iter()
                 .position(|&c| c == b'"' || c == b'\\' || c < 0x20);
             assert_eq!(next_special(&bytes), naive, "{bytes:?}");
+            let naive = bytes
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20 || c >= 0x80);
+            assert_eq!(find_special::<true>(&bytes), naive, "{bytes:?}");
         }
     }
 
@@ -557,6 +582,32 @@ mod tests {
         );
         assert!(agrees(fine.as_bytes()));
         assert!(!agrees(b"{\"choices\":[],\"x\":\"\xff\"}"));
+        // Not UTF-8 somewhere after the first byte that is not ASCII: in a later string, in a
+        // key, a lone continuation byte, a sequence cut short, a surrogate, outside strings.
+        for body in [
+            &b"{\"model\":\"\xc3\xa9\",\"choices\":[],\"x\":\"\xc3\"}"[..],
+            b"{\"choices\":[],\"x\xff\":1}",
+            b"{\"choices\":[],\"x\":\"\x80\"}",
+            b"{\"choices\":[],\"x\":\"\xe2\x82\"}",
+            b"{\"choices\":[],\"x\":\"\xed\xa0\x80\"}",
+            b"{\"choices\":[],\"x\":\"\xc3\xa9\"}\xff",
+            b"{\"choices\":[]\xc3\xa9}",
+        ] {
+            // (serde then decides: it does not check the strings it skips.)
+            assert!(!agrees(body), "taken: {}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn text_that_is_not_ascii_is_read_as_serde_reads_it() {
+        for body in [
+            r#"{"model":"modèle-中文","choices":[{"finish_reason":"stop"}]}"#,
+            r#"{"choices":[{"message":{"content":"héllo 世界 🎉"},"finish_reason":"length"}],"model":"m"}"#,
+            r#"{"x":"é","model":"m","choices":[],"y":{"ключ":"значение"},"usage":{"total_tokens":3}}"#,
+            r#"{"choices":[{"finish_reason":"arrêt"}],"model":"ü"}"#,
+        ] {
+            assert!(agrees(body.as_bytes()), "not taken: {body}");
+        }
     }
 
     #[test]

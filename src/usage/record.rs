@@ -180,8 +180,13 @@ impl UsageRecord {
 
 /// Milliseconds to the microsecond (as the record's times are): `d` as a float.
 pub(crate) fn ms_of(d: Duration) -> f64 {
-    // Exact for any duration a request takes (below 2^53 microseconds).
-    d.as_micros() as f64 / 1000.0
+    // Exact for any duration a request takes (below 2^53 microseconds); in `u64`, as `u128`
+    // to `f64` is a call to a slow library routine.
+    let micros = d
+        .as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from(d.subsec_micros()));
+    micros as f64 / 1000.0
 }
 
 /// Appends a count of milliseconds as serde_json writes an `f64`: whole microseconds (what
