@@ -119,6 +119,11 @@ impl RoutedModel {
     pub fn name(&self) -> &str {
         &self.0
     }
+
+    /// The name, shared.
+    pub(crate) fn shared(&self) -> &std::sync::Arc<str> {
+        &self.0
+    }
 }
 
 /// The upstream replica that answered (its host and port), in the response extensions of an
@@ -134,6 +139,11 @@ impl UpstreamName {
 
     /// The name.
     pub fn name(&self) -> &str {
+        &self.0
+    }
+
+    /// The name, shared.
+    pub(crate) fn shared(&self) -> &std::sync::Arc<str> {
         &self.0
     }
 }

@@ -523,7 +523,7 @@ mod tests {
             assert_eq!(next_special(&bytes), naive, "{bytes:?}");
             let naive = bytes
                 .iter()
-                .position(|&c| c == b'"' || c == b'\\' || c < 0x20 || c >= 0x80);
+                .position(|&c| c == b'"' || c == b'\\' || !(0x20..0x80).contains(&c));
             assert_eq!(find_special::<true>(&bytes), naive, "{bytes:?}");
         }
     }

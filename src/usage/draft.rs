@@ -304,8 +304,8 @@ pub(crate) struct Outer {
     pub(crate) first_byte: Option<Instant>,
     pub(crate) ended: Option<Instant>,
     pub(crate) error: Option<String>,
-    pub(crate) routed_model: Option<String>,
-    pub(crate) upstream: Option<String>,
+    pub(crate) routed_model: Option<Arc<str>>,
+    pub(crate) upstream: Option<Arc<str>>,
     pub(crate) key_id: Option<String>,
 }
 
@@ -395,9 +395,14 @@ impl Draft {
         let mut r = UsageRecord {
             request_id: self.request_id.take(),
             key_id: inner.key_id.or(outer.key_id),
-            model: inner.request.as_ref().map(|q| q.model.clone()),
+            model: inner
+                .request
+                .as_ref()
+                .map(|q| shared(&q.model, outer.routed_model.as_ref())),
+            response_model: obs
+                .response_model
+                .map(|m| shared(&m, outer.routed_model.as_ref())),
             routed_model: outer.routed_model,
-            response_model: obs.response_model,
             upstream: outer.upstream,
             streamed: inner.streamed,
             finish_reasons: obs.finish_reasons,
@@ -492,6 +497,15 @@ impl Draft {
     }
 }
 
+/// `name`, as `known` when that is the same name (the usual case: the model asked for, and the
+/// one that answered, are the route's), else a new one.
+fn shared(name: &str, known: Option<&Arc<str>>) -> Arc<str> {
+    match known {
+        Some(k) if **k == *name => Arc::clone(k),
+        _ => Arc::from(name),
+    }
+}
+
 /// Settles the rate limiter's reservation as the limiter would have from the body the meter
 /// read: the whole reservation refunded for an error status, the reported usage charged, the
 /// reservation kept when no usage was reported (an estimate is not charged).
@@ -535,6 +549,16 @@ impl Draft {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_equal_to_the_routes_are_shared() {
+        let route: Arc<str> = Arc::from("qwen");
+        assert!(Arc::ptr_eq(&shared("qwen", Some(&route)), &route));
+        let other = shared("llama", Some(&route));
+        assert_eq!(&*other, "llama");
+        assert!(!Arc::ptr_eq(&other, &route));
+        assert_eq!(&*shared("x", None), "x");
+    }
 
     /// What a stream's chunks leave in `Observed`, looked at quickly where possible, and parsed
     /// with serde every time.

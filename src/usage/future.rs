@@ -75,10 +75,10 @@ where
             let mut o = draft.outer();
             o.status = Some(status.as_u16());
             if let Some(r) = res.extensions().get::<RoutedModel>() {
-                o.routed_model = Some(r.name().to_owned());
+                o.routed_model = Some(Arc::clone(r.shared()));
             }
             if let Some(u) = res.extensions().get::<UpstreamName>() {
-                o.upstream = Some(u.name().to_owned());
+                o.upstream = Some(Arc::clone(u.shared()));
             }
             if o.key_id.is_none()
                 && let Some(p) = res.extensions().get::<crate::auth::Principal>()

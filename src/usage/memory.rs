@@ -156,7 +156,7 @@ impl MemorySink {
     /// Adds one record.
     pub fn add(&self, r: &UsageRecord) {
         let model = match (&r.routed_model, &r.model) {
-            (Some(_), Some(m)) => m.as_str(),
+            (Some(_), Some(m)) => &**m,
             _ => "",
         };
         let key = r.key_id.as_deref().unwrap_or("");
@@ -303,8 +303,8 @@ mod tests {
     fn record(key: Option<&str>, model: &str, routed: bool, ms: u64, tokens: u64) -> UsageRecord {
         UsageRecord {
             key_id: key.map(str::to_owned),
-            model: Some(model.to_owned()),
-            routed_model: routed.then(|| model.to_owned()),
+            model: Some(model.into()),
+            routed_model: routed.then(|| model.into()),
             status: 200,
             prompt_tokens: tokens,
             total_tokens: tokens,

@@ -173,8 +173,8 @@ struct SeriesMap {
 /// is.
 #[derive(Debug)]
 struct Last {
-    model: Option<String>,
-    response_model: Option<String>,
+    model: Option<Arc<str>>,
+    response_model: Option<Arc<str>>,
     key_id: Option<String>,
     status: u16,
     at: usize,
@@ -371,10 +371,7 @@ impl MetricsSink {
                     });
                     // Reusing the strings' buffers.
                     l.model.clone_from(&r.model);
-                    match (&mut l.response_model, response_model_of(r)) {
-                        (Some(m), Some(new)) => new.clone_into(m),
-                        (m, new) => *m = new.map(str::to_owned),
-                    }
+                    l.response_model = r.response_model.clone().or(r.routed_model.clone());
                     l.key_id.clone_from(&r.key_id);
                     l.status = r.status;
                     l.at = at;
@@ -527,8 +524,8 @@ mod tests {
     fn record(key: &str, model: &str, status: u16) -> UsageRecord {
         UsageRecord {
             key_id: Some(key.to_owned()),
-            model: Some(model.to_owned()),
-            routed_model: Some(model.to_owned()),
+            model: Some(model.into()),
+            routed_model: Some(model.into()),
             status,
             prompt_tokens: 5,
             completion_tokens: 7,

@@ -1,5 +1,6 @@
 //! [`UsageRecord`]: what one request used, and the small helpers it needs (dates).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -18,14 +19,17 @@ pub struct UsageRecord {
     /// The API key's id ([`Principal::id`](crate::auth::Principal::id)), when authenticated.
     pub key_id: Option<String>,
     /// The `model` the client asked for (`None` when the body was never validated).
-    pub model: Option<String>,
+    ///
+    /// The names are shared (`Arc<str>`): a record holds the route's own name, not a copy,
+    /// and a sink that keeps one keeps it for the cost of a reference count.
+    pub model: Option<Arc<str>>,
     /// The route that served it ([`RoutedModel`](crate::route::RoutedModel)): differs from
     /// `model` when a fallback served.
-    pub routed_model: Option<String>,
+    pub routed_model: Option<Arc<str>>,
     /// The model the upstream says answered (`model` of the response).
-    pub response_model: Option<String>,
+    pub response_model: Option<Arc<str>>,
     /// The upstream that served it (its host and port), when known.
-    pub upstream: Option<String>,
+    pub upstream: Option<Arc<str>>,
     /// Input tokens.
     pub prompt_tokens: u64,
     /// Output tokens, over all choices.
@@ -313,10 +317,10 @@ mod tests {
             let r = UsageRecord {
                 request_id: (i % 3 != 0).then(|| pick(i)),
                 key_id: (i % 2 == 0).then(|| pick(i + 1)),
-                model: Some(pick(i + 2)),
-                routed_model: (i % 5 != 0).then(|| pick(i + 3)),
-                response_model: (i % 4 == 0).then(|| pick(i + 4)),
-                upstream: (i % 3 == 1).then(|| pick(i + 5)),
+                model: Some(pick(i + 2).into()),
+                routed_model: (i % 5 != 0).then(|| pick(i + 3).into()),
+                response_model: (i % 4 == 0).then(|| pick(i + 4).into()),
+                upstream: (i % 3 == 1).then(|| pick(i + 5).into()),
                 prompt_tokens: i as u64 * 7,
                 completion_tokens: u64::MAX - i as u64,
                 total_tokens: i as u64,

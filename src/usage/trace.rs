@@ -75,10 +75,10 @@ fn record_span(span: &tracing::Span, r: &UsageRecord) {
         span.record("key_id", k.as_str());
     }
     if let Some(m) = &r.model {
-        span.record("gen_ai.request.model", m.as_str());
+        span.record("gen_ai.request.model", &**m);
     }
     if let Some(m) = r.response_model.as_ref().or(r.routed_model.as_ref()) {
-        span.record("gen_ai.response.model", m.as_str());
+        span.record("gen_ai.response.model", &**m);
     }
     span.record("gen_ai.usage.input_tokens", int(r.prompt_tokens));
     span.record("gen_ai.usage.output_tokens", int(r.completion_tokens));
@@ -87,7 +87,7 @@ fn record_span(span: &tracing::Span, r: &UsageRecord) {
         span.record("error.type", e.as_str());
     }
     if let Some(u) = &r.upstream {
-        span.record("upstream", u.as_str());
+        span.record("upstream", &**u);
     }
     span.record("http.response.status_code", i64::from(r.status));
 }
