@@ -544,6 +544,32 @@ async fn behind_the_usage_meter_the_meter_settles_every_answer_exactly() {
     assert_eq!(rows.iter().map(|r| r.estimated).sum::<u64>(), 0);
 }
 
+#[tokio::test]
+async fn the_usage_layer_without_its_meter_leaves_the_settling_to_the_limiter() {
+    // The usage layer puts its record's slot in every request; only its meter arms it.
+    use chatgate::usage::{UsageHandle, UsageLayer};
+    let backend = LocalBackend::new();
+    let usage = UsageHandle::builder().build();
+    let svc = ServiceBuilder::new()
+        .layer(UsageLayer::new(usage.clone()))
+        .layer(ValidateLayer::new())
+        .layer(RateLimitLayer::new(backend.clone(), exact_config()))
+        .service(EchoModel::new());
+    let p = principal("unmetered", Limits::none().tpm(100));
+    for left in ["42", "33"] {
+        let res = svc
+            .clone()
+            .oneshot(request(&p, r#","max_tokens":50"#))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        // 100 - 58 reserved, then (after the first settled at 9) 100 - 9 - 58.
+        assert_eq!(res.headers()["x-ratelimit-remaining-tokens"], left);
+        res.into_body().collect().await.unwrap();
+    }
+    usage.close().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn with_a_settlement_slot_in_the_request_the_limiter_leaves_the_settling_to_its_owner() {
     use chatgate::rate_limit::SettlementSlot;

@@ -212,6 +212,13 @@ enum Holder {
 /// What holds a [`SettlementSlot`]'s settlement when the slot does not hold it itself.
 pub(crate) trait SlotCell: Send + Sync {
     fn cell(&self) -> &Mutex<Option<Settlement>>;
+
+    /// Whether the layer that settles is there: a slot put in the request before it is known
+    /// (by the usage layer, for its meter) is used by the limiter only once the meter says so.
+    fn armed(&self) -> bool;
+
+    /// The holder itself, for the layer that put the slot there to find it again.
+    fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync>;
 }
 
 impl Default for SettlementSlot {
@@ -238,6 +245,22 @@ impl SettlementSlot {
     /// A slot whose cell is in `holder` (while it lives).
     pub(crate) fn within(holder: Weak<dyn SlotCell>) -> Self {
         Self(Holder::Within(holder))
+    }
+
+    /// The value holding the cell, while it lives (`None` for a slot that holds it itself).
+    pub(crate) fn holder(&self) -> Option<Arc<dyn SlotCell>> {
+        match &self.0 {
+            Holder::Own(_) => None,
+            Holder::Within(holder) => holder.upgrade(),
+        }
+    }
+
+    /// Whether the limiter should leave its settlement here (see [`SlotCell::armed`]).
+    pub(crate) fn is_armed(&self) -> bool {
+        match &self.0 {
+            Holder::Own(_) => true,
+            Holder::Within(holder) => holder.upgrade().is_some_and(|h| h.armed()),
+        }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Option<Settlement>) -> T) -> Option<T> {

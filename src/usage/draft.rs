@@ -341,6 +341,15 @@ impl SlotCell for Draft {
     fn cell(&self) -> &Mutex<Option<Settlement>> {
         &self.settlement
     }
+
+    /// Once the meter took the request.
+    fn armed(&self) -> bool {
+        self.inner().metered
+    }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {
+        self
+    }
 }
 
 impl std::fmt::Debug for Draft {
@@ -541,6 +550,7 @@ impl Drop for Draft {
 impl Draft {
     /// A slot for the rate limiter's settlement whose cell is this draft's.
     pub(crate) fn settlement_slot(self: &Arc<Self>) -> SettlementSlot {
+        // Not the meter's until it arms it (`Inner::metered`).
         let weak: std::sync::Weak<dyn SlotCell> = Arc::downgrade(self) as _;
         SettlementSlot::within(weak)
     }

@@ -19,13 +19,10 @@ use super::future::{MeterFuture, ResponseFuture};
 use super::sink::{Msg, Overflow};
 use crate::BoxError;
 use crate::auth::Principal;
+use crate::rate_limit::SettlementSlot;
 use crate::request_id::RequestId;
 use crate::route::BoxBody;
 use crate::validate::ValidatedRequest;
-
-/// The record of a request, handed from [`Usage`] to [`UsageMeter`] in the request extensions.
-#[derive(Clone, Debug)]
-pub(crate) struct UsageTicket(pub(crate) Arc<Draft>);
 
 type Reserve = Pin<
     Box<
@@ -129,7 +126,9 @@ where
         if let Some(p) = req.extensions().get::<Principal>() {
             draft.outer().key_id = Some(p.id().to_owned());
         }
-        req.extensions_mut().insert(UsageTicket(Arc::clone(&draft)));
+        // The record goes to the meter inside as the rate limiter's settlement slot: one
+        // extension for both (the limiter uses it once the meter arms it).
+        req.extensions_mut().insert(draft.settlement_slot());
         let future = {
             let _entered = span.enter();
             self.inner.call(req)
@@ -175,14 +174,21 @@ where
     }
 
     fn call(&mut self, mut req: Request<ValidatedRequest>) -> Self::Future {
-        let Some(UsageTicket(draft)) = req.extensions_mut().remove::<UsageTicket>() else {
+        // The outer layer's record, found through the slot it put in the request.
+        let draft = req
+            .extensions()
+            .get::<SettlementSlot>()
+            .and_then(SettlementSlot::holder)
+            .and_then(|h| h.into_any().downcast::<Draft>().ok())
+            .filter(|d| !d.inner().metered);
+        let Some(draft) = draft else {
             return MeterFuture::new(self.inner.call(req), None, false, self.max_body);
         };
         let request = req.body().shared();
         let hide_usage = request.is_stream() && !request.include_usage();
-        // The rate limiter inside leaves its settlement here rather than read the body again.
-        req.extensions_mut().insert(draft.settlement_slot());
         {
+            // Armed: the rate limiter inside leaves its settlement in the slot rather than
+            // read the body again.
             let mut i = draft.inner();
             i.metered = true;
             i.key_id = req
