@@ -203,7 +203,7 @@ where
                 }
             }
             let to = if whole {
-                memchr::memmem::find(&frame[base..], b"\n\n").map_or(frame.len(), |i| base + i + 2)
+                super::find_blank_line(&frame[base..]).map_or(frame.len(), |i| base + i + 2)
             } else {
                 frame.len()
             };

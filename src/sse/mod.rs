@@ -20,6 +20,22 @@ pub use filter::{EventFilter, EventPredicate, Filtered, is_usage_only_chunk};
 /// The event that ends a successful stream.
 pub const DONE: &[u8] = b"data: [DONE]\n\n";
 
+/// Where the first `\n\n` (the end of an event written with `\n` line ends) starts in `bytes`.
+///
+/// A `memchr` for each line end: `memmem::find` would build its searcher on every call, which
+/// costs more than the search on an event's few lines.
+pub(crate) fn find_blank_line(bytes: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(b'\n', &bytes[from..]) {
+        let at = from + i;
+        if bytes.get(at + 1) == Some(&b'\n') {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
 /// Frames one JSON payload as an event.
 ///
 /// ```
@@ -168,6 +184,27 @@ impl EventScanner {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::EventScanner;
+
+    #[test]
+    fn a_blank_line_is_found_where_a_substring_search_finds_it() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..5_000 {
+            let len = (x % 24) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    [b'\n', b'\r', b'a', b'\n'][(x % 4) as usize]
+                })
+                .collect();
+            assert_eq!(
+                super::find_blank_line(&bytes),
+                memchr::memmem::find(&bytes, b"\n\n"),
+                "{bytes:?}"
+            );
+        }
+    }
 
     fn scan(chunks: &[&[u8]]) -> EventScanner {
         let mut s = EventScanner::new();

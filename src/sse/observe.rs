@@ -147,7 +147,7 @@ fn feed<O: SseObserver>(decoder: &mut EventDecoder, observer: &mut O, data: &[u8
             }
         }
         // One event (up to a blank line written `\n\n`) at a time, or all of the rest.
-        let end = memchr::memmem::find(rest, b"\n\n").map_or(rest.len(), |i| i + 2);
+        let end = super::find_blank_line(rest).map_or(rest.len(), |i| i + 2);
         decoder.feed(&rest[..end], |e| observer.on_event(&e));
         rest = &rest[end..];
     }
