@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::record::NamesCache;
 use super::{SinkError, SinkFuture, UsageRecord, UsageSink};
 
 /// When the file is flushed to the operating system.
@@ -76,6 +77,8 @@ pub struct JsonlSink {
     open: Arc<Mutex<Open>>,
     /// The lines' buffer, back from the blocking thread after each write to serve again.
     lines: Arc<Mutex<Vec<u8>>>,
+    /// The last record's names as JSON (see [`NamesCache`]).
+    names: Arc<Mutex<NamesCache>>,
 }
 
 impl JsonlSink {
@@ -94,6 +97,7 @@ impl JsonlSink {
                 policy,
             })),
             lines: Arc::default(),
+            names: Arc::default(),
         })
     }
 
@@ -120,10 +124,12 @@ impl UsageSink for JsonlSink {
         let spare = Arc::clone(&self.lines);
         let mut lines = std::mem::take(&mut *spare.lock().unwrap_or_else(PoisonError::into_inner));
         lines.clear();
+        let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
         for r in batch {
-            r.write_json(&mut lines);
+            r.write_json_cached(&mut lines, &mut names);
             lines.push(b'\n');
         }
+        drop(names);
         self.blocking(move |o| {
             let written = o.write(&lines);
             *spare.lock().unwrap_or_else(PoisonError::into_inner) = lines;

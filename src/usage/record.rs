@@ -100,13 +100,17 @@ impl UsageRecord {
     /// `serde_json::to_writer`, written field by field (strings that need no escape are copied
     /// as they are), which costs about half as much for the JSONL sink.
     pub fn write_json(&self, out: &mut Vec<u8>) {
+        self.write_json_with(out, None);
+    }
+
+    /// [`write_json`](Self::write_json), the names' JSON taken from `names` when the last record
+    /// it wrote had the same.
+    pub(crate) fn write_json_cached(&self, out: &mut Vec<u8>, names: &mut NamesCache) {
+        self.write_json_with(out, Some(names));
+    }
+
+    fn write_json_with(&self, out: &mut Vec<u8>, names: Option<&mut NamesCache>) {
         let string = json_string;
-        fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
-            match s {
-                Some(s) => json_string(out, s),
-                None => out.extend_from_slice(b"null"),
-            }
-        }
         // Floats as serde_json writes them; integers with the `itoa` it uses.
         fn number<T: Serialize>(out: &mut Vec<u8>, n: T) {
             let _ = serde_json::to_writer(&mut *out, &n);
@@ -128,14 +132,10 @@ impl UsageRecord {
         opt_string(out, self.request_id.as_deref());
         out.extend_from_slice(b",\"key_id\":");
         opt_string(out, self.key_id.as_deref());
-        out.extend_from_slice(b",\"model\":");
-        opt_string(out, self.model.as_deref());
-        out.extend_from_slice(b",\"routed_model\":");
-        opt_string(out, self.routed_model.as_deref());
-        out.extend_from_slice(b",\"response_model\":");
-        opt_string(out, self.response_model.as_deref());
-        out.extend_from_slice(b",\"upstream\":");
-        opt_string(out, self.upstream.as_deref());
+        match names {
+            Some(cache) => cache.write(self, out),
+            None => write_names(out, self),
+        }
         out.extend_from_slice(b",\"prompt_tokens\":");
         int(out, self.prompt_tokens);
         out.extend_from_slice(b",\"completion_tokens\":");
@@ -179,6 +179,53 @@ impl UsageRecord {
         out.extend_from_slice(b",\"ended_at_ms\":");
         int(out, self.ended_at_ms);
         out.push(b'}');
+    }
+}
+
+fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => json_string(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// The members of a record's four names, each after its comma.
+fn write_names(out: &mut Vec<u8>, r: &UsageRecord) {
+    out.extend_from_slice(b",\"model\":");
+    opt_string(out, r.model.as_deref());
+    out.extend_from_slice(b",\"routed_model\":");
+    opt_string(out, r.routed_model.as_deref());
+    out.extend_from_slice(b",\"response_model\":");
+    opt_string(out, r.response_model.as_deref());
+    out.extend_from_slice(b",\"upstream\":");
+    opt_string(out, r.upstream.as_deref());
+}
+
+/// The JSON of the last record's four names (the model asked for, routed and answering, the
+/// upstream), for the next record with the same: the records of a batch mostly share them (and
+/// share the strings themselves, so the comparison is mostly of pointers).
+#[derive(Debug, Default)]
+pub(crate) struct NamesCache {
+    names: Option<[Option<Arc<str>>; 4]>,
+    json: Vec<u8>,
+}
+
+impl NamesCache {
+    fn write(&mut self, r: &UsageRecord, out: &mut Vec<u8>) {
+        let names = [&r.model, &r.routed_model, &r.response_model, &r.upstream];
+        let same = self.names.as_ref().is_some_and(|last| {
+            last.iter().zip(names).all(|(a, b)| match (a, b) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+                _ => false,
+            })
+        });
+        if !same {
+            self.json.clear();
+            write_names(&mut self.json, r);
+            self.names = Some(names.map(Clone::clone));
+        }
+        out.extend_from_slice(&self.json);
     }
 }
 
@@ -313,6 +360,7 @@ mod tests {
         ];
         let floats = [0.0, 1.5, 1e-7, 123_456.789, f64::NAN, f64::INFINITY, 3.0];
         let pick = |i: usize| texts[i % texts.len()].to_owned();
+        let mut records = Vec::new();
         for i in 0..200 {
             let r = UsageRecord {
                 request_id: (i % 3 != 0).then(|| pick(i)),
@@ -342,6 +390,28 @@ mod tests {
             let mut ours = Vec::new();
             r.write_json(&mut ours);
             let theirs = serde_json::to_vec(&r).expect("a record serialises");
+            assert_eq!(
+                String::from_utf8_lossy(&ours),
+                String::from_utf8_lossy(&theirs)
+            );
+            records.push(r);
+        }
+        // With the names' JSON kept from one record to the next: runs of the same names (the
+        // same strings, and equal ones that are not the same strings), and changes.
+        let mut cache = NamesCache::default();
+        let mut copy = records[7].clone();
+        copy.model = copy.model.as_deref().map(Arc::from);
+        let runs = records.iter().chain(records.iter().rev()).chain([
+            &records[7],
+            &records[7],
+            &copy,
+            &records[8],
+            &copy,
+        ]);
+        for r in runs {
+            let mut ours = Vec::new();
+            r.write_json_cached(&mut ours, &mut cache);
+            let theirs = serde_json::to_vec(r).expect("a record serialises");
             assert_eq!(
                 String::from_utf8_lossy(&ours),
                 String::from_utf8_lossy(&theirs)
