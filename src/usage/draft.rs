@@ -536,7 +536,7 @@ fn settle(s: &Settlement, answered: Option<http::StatusCode>, usage: Option<Wire
 
 impl Drop for Draft {
     fn drop(&mut self) {
-        let record = self.finish();
+        let record = Box::new(self.finish());
         super::trace::record(&self.span, &record);
         let permit = self
             .permit
