@@ -12,7 +12,6 @@ use super::draft::{Draft, Observed, error_code};
 use super::scan::FrameTemplate;
 use crate::BoxError;
 use crate::body::{End, OnEnd};
-use crate::route::BoxBody;
 use crate::sse::{Event, EventPredicate, SseObserver};
 
 /// The end-of-response handler of [`Usage`](super::Usage): notes how and when the response
@@ -171,24 +170,97 @@ impl Drop for Tally {
 }
 
 pin_project_lite::pin_project! {
-    /// Bytes already read, then the rest of a body.
-    pub(crate) struct Prefixed {
-        prefix: Option<Bytes>,
+    /// The response body of [`UsageMeter`](super::UsageMeter): the inner service's body as it
+    /// came, a non-streamed answer read whole (or the gateway's own error), or a stream
+    /// watched for its usage as it passes. Typed, not boxed: no allocation and no dynamic call
+    /// per frame on the way out.
+    pub struct MeterBody<B: Body> {
         #[pin]
-        rest: BoxBody,
+        kind: MeterKind<B>,
     }
 }
 
-impl Prefixed {
-    pub(crate) fn new(prefix: Bytes, rest: BoxBody) -> Self {
+pin_project_lite::pin_project! {
+    #[project = MeterKindProj]
+    enum MeterKind<B: Body> {
+        Inner { #[pin] body: B },
+        Full { data: Option<Bytes> },
+        // Boxed: a stream's watcher is large, and the response is moved through each layer's
+        // future on its way out (a box is one allocation per stream, as a boxed body was).
+        Observed { body: Pin<Box<crate::sse::Observed<B, Tally>>> },
+        Filtered { body: Pin<Box<crate::sse::Filtered<B, Tally>>> },
+        Prefixed { prefix: Option<Bytes>, #[pin] rest: B },
+    }
+}
+
+impl<B: Body> MeterBody<B> {
+    pub(crate) fn inner(body: B) -> Self {
         Self {
-            prefix: (!prefix.is_empty()).then_some(prefix),
-            rest,
+            kind: MeterKind::Inner { body },
+        }
+    }
+
+    pub(crate) fn full(data: Bytes) -> Self {
+        Self {
+            kind: MeterKind::Full {
+                data: (!data.is_empty()).then_some(data),
+            },
+        }
+    }
+
+    /// A stream watched by `tally`; `hide`: its usage-only chunk dropped.
+    pub(crate) fn stream(body: B, tally: Tally, hide: bool) -> Self
+    where
+        B: Body<Data = Bytes>,
+    {
+        Self {
+            kind: if hide {
+                MeterKind::Filtered {
+                    body: Box::pin(crate::sse::Filtered::new(body, tally)),
+                }
+            } else {
+                MeterKind::Observed {
+                    body: Box::pin(crate::sse::Observed::new(body, tally)),
+                }
+            },
+        }
+    }
+
+    /// `prefix` (bytes already read from `rest`), then the rest of it.
+    pub(crate) fn prefixed(prefix: Bytes, rest: B) -> Self {
+        Self {
+            kind: MeterKind::Prefixed {
+                prefix: (!prefix.is_empty()).then_some(prefix),
+                rest,
+            },
         }
     }
 }
 
-impl Body for Prefixed {
+impl<B: Body> std::fmt::Debug for MeterBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.kind {
+            MeterKind::Inner { .. } => "Inner",
+            MeterKind::Full { .. } => "Full",
+            MeterKind::Observed { .. } => "Observed",
+            MeterKind::Filtered { .. } => "Filtered",
+            MeterKind::Prefixed { .. } => "Prefixed",
+        };
+        f.debug_struct("MeterBody").field("kind", &kind).finish()
+    }
+}
+
+fn map_frame<E: Into<BoxError>>(
+    p: Poll<Option<Result<Frame<Bytes>, E>>>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    p.map(|f| f.map(|r| r.map_err(Into::into)))
+}
+
+impl<B> Body for MeterBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -196,26 +268,47 @@ impl Body for Prefixed {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        if let Some(p) = this.prefix.take() {
-            return Poll::Ready(Some(Ok(Frame::data(p))));
+        match self.project().kind.project() {
+            MeterKindProj::Inner { body } => map_frame(body.poll_frame(cx)),
+            MeterKindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            MeterKindProj::Observed { body } => map_frame(body.as_mut().poll_frame(cx)),
+            MeterKindProj::Filtered { body } => map_frame(body.as_mut().poll_frame(cx)),
+            MeterKindProj::Prefixed { prefix, rest } => match prefix.take() {
+                Some(p) => Poll::Ready(Some(Ok(Frame::data(p)))),
+                None => map_frame(rest.poll_frame(cx)),
+            },
         }
-        this.rest.poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.prefix.is_none() && self.rest.is_end_stream()
+        match &self.kind {
+            MeterKind::Inner { body } => body.is_end_stream(),
+            MeterKind::Full { data } => data.is_none(),
+            MeterKind::Observed { body } => body.is_end_stream(),
+            MeterKind::Filtered { body } => body.is_end_stream(),
+            MeterKind::Prefixed { prefix, rest } => prefix.is_none() && rest.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        let n = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
-        let rest = self.rest.size_hint();
-        let mut hint = SizeHint::new();
-        hint.set_lower(rest.lower() + n);
-        if let Some(u) = rest.upper() {
-            hint.set_upper(u + n);
+        match &self.kind {
+            MeterKind::Inner { body } => body.size_hint(),
+            MeterKind::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            MeterKind::Observed { body } => body.size_hint(),
+            MeterKind::Filtered { body } => body.size_hint(),
+            MeterKind::Prefixed { prefix, rest } => {
+                let n = prefix.as_ref().map_or(0, |p| p.len() as u64);
+                let rest = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + n);
+                if let Some(u) = rest.upper() {
+                    hint.set_upper(u + n);
+                }
+                hint
+            }
         }
-        hint
     }
 }
 

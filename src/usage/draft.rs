@@ -51,7 +51,10 @@ pub(crate) struct CompletionDetails {
 #[derive(Debug, Default)]
 pub(crate) struct Observed {
     pub(crate) usage: Option<WireUsage>,
-    pub(crate) response_model: Option<String>,
+    pub(crate) response_model: Option<Arc<str>>,
+    /// The route's model name (when known before the body is read): the response's model,
+    /// when the same, is shared with it rather than copied.
+    pub(crate) routed: Option<Arc<str>>,
     pub(crate) finish_reasons: Vec<String>,
     /// Streamed content deltas (a delta is about one token), over all choices.
     pub(crate) deltas: u64,
@@ -150,7 +153,7 @@ impl Observed {
             // Not the first chunk: that one often also carries the role, unlike the rest.
             self.last_was_delta = content && first_model.is_none();
             if let Some(m) = first_model {
-                self.response_model = Some(m.to_owned());
+                self.response_model = Some(shared(m, self.routed.as_ref()));
                 self.parsed_chunk = true;
             }
             if content {
@@ -173,7 +176,7 @@ impl Observed {
         if self.response_model.is_none()
             && let Some(m) = chunk.model
         {
-            self.response_model = Some(m.into_owned());
+            self.response_model = Some(shared(&m, self.routed.as_ref()));
         }
         if let Some(u) = chunk.usage {
             self.usage = Some(u);
@@ -215,7 +218,7 @@ impl Observed {
         self.finish_reasons.clear();
         match super::answer::read(body, &mut self.finish_reasons) {
             Some(a) => {
-                self.response_model = a.model.map(str::to_owned);
+                self.response_model = a.model.map(|m| shared(m, self.routed.as_ref()));
                 self.usage = a.usage;
                 if self.usage.is_none() {
                     self.completion_text = completion_text(body);
@@ -249,7 +252,7 @@ impl Observed {
             self.invalid = true;
             return false;
         };
-        self.response_model = c.model.map(Cow::into_owned);
+        self.response_model = c.model.map(|m| shared(&m, self.routed.as_ref()));
         self.usage = c.usage;
         self.finish_reasons = c
             .choices
@@ -408,9 +411,7 @@ impl Draft {
                 .request
                 .as_ref()
                 .map(|q| shared(&q.model, outer.routed_model.as_ref())),
-            response_model: obs
-                .response_model
-                .map(|m| shared(&m, outer.routed_model.as_ref())),
+            response_model: obs.response_model,
             routed_model: outer.routed_model,
             upstream: outer.upstream,
             streamed: inner.streamed,

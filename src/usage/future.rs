@@ -8,17 +8,15 @@ use std::task::{Context, Poll, ready};
 use bytes::{Bytes, BytesMut};
 use http::{Response, header};
 use http_body::Body;
-use http_body_util::{BodyExt, Full};
 use pin_project_lite::pin_project;
 
 use super::UsageEnd;
-use super::body::{Prefixed, Tally};
+use super::body::{MeterBody, Tally};
 use super::draft::Draft;
 use crate::BoxError;
 use crate::body::OnEndBody;
 use crate::error::ApiError;
-use crate::route::{BoxBody, RoutedModel, UpstreamName};
-use crate::sse::{Filtered, Observed};
+use crate::route::{RoutedModel, UpstreamName};
 
 pin_project! {
     /// Response future of [`Usage`](super::Usage).
@@ -137,18 +135,10 @@ impl<F, B> MeterFuture<F, B> {
     }
 }
 
-fn boxed<B>(b: B) -> BoxBody
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    b.map_err(Into::into).boxed_unsync()
-}
-
-fn bad_gateway(message: &'static str) -> Response<BoxBody> {
+fn bad_gateway<B: Body>(message: &'static str) -> Response<MeterBody<B>> {
     ApiError::bad_gateway(message)
         .into_response()
-        .map(|b| b.map_err(|never| match never {}).boxed_unsync())
+        .map(|b| MeterBody::full(crate::body::full_into_bytes(b)))
 }
 
 impl<F, B, E> Future for MeterFuture<F, B>
@@ -157,7 +147,7 @@ where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    type Output = Result<Response<BoxBody>, E>;
+    type Output = Result<Response<MeterBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -167,31 +157,38 @@ where
                     let res = ready!(future.poll(cx))?;
                     let Some(draft) = this.draft.as_ref() else {
                         this.state.set(State::Done);
-                        return Poll::Ready(Ok(res.map(boxed)));
+                        return Poll::Ready(Ok(res.map(MeterBody::inner)));
                     };
-                    draft.inner().answered = Some(res.status());
-                    if !res.status().is_success() {
+                    let routed = res
+                        .extensions()
+                        .get::<RoutedModel>()
+                        .map(|r| Arc::clone(r.shared()));
+                    let success = res.status().is_success();
+                    let sse = success
+                        && res
+                            .headers()
+                            .get(header::CONTENT_TYPE)
+                            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+                    {
+                        let mut i = draft.inner();
+                        i.answered = Some(res.status());
+                        i.streamed = sse;
+                        if success && !sse {
+                            i.observed.routed.clone_from(&routed);
+                        }
+                    }
+                    if !success {
                         this.state.set(State::Done);
                         this.draft.take();
-                        return Poll::Ready(Ok(res.map(boxed)));
+                        return Poll::Ready(Ok(res.map(MeterBody::inner)));
                     }
-                    let sse = res
-                        .headers()
-                        .get(header::CONTENT_TYPE)
-                        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
                     if sse {
-                        draft.inner().streamed = true;
                         let draft = this.draft.take().expect("checked above");
                         this.state.set(State::Done);
-                        let tally = Tally::new(draft);
-                        let res = if *this.hide_usage {
-                            res.map(|b| {
-                                boxed(Filtered::new(b.map_err(Into::<BoxError>::into), tally))
-                            })
-                        } else {
-                            res.map(|b| boxed(Observed::new(b, tally)))
-                        };
-                        return Poll::Ready(Ok(res));
+                        let mut tally = Tally::new(draft);
+                        tally.observed.routed = routed;
+                        let hide = *this.hide_usage;
+                        return Poll::Ready(Ok(res.map(|b| MeterBody::stream(b, tally, hide))));
                     }
                     let (parts, body) = res.into_parts();
                     this.state.set(State::Reading {
@@ -226,8 +223,7 @@ where
                                     prefix.extend_from_slice(&data);
                                     this.draft.take();
                                     this.state.set(State::Done);
-                                    let body =
-                                        Prefixed::new(prefix.freeze(), boxed(rest)).boxed_unsync();
+                                    let body = MeterBody::prefixed(prefix.freeze(), rest);
                                     return Poll::Ready(Ok(Response::from_parts(parts, body)));
                                 }
                                 if let Some(f) = first.take() {
@@ -266,7 +262,7 @@ where
                             this.draft.take();
                             return Poll::Ready(Ok(Response::from_parts(
                                 parts,
-                                boxed(Full::new(body)),
+                                MeterBody::full(body),
                             )));
                         }
                     }

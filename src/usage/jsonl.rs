@@ -43,13 +43,19 @@ impl Open {
     }
 
     fn write(&mut self, lines: &[u8]) -> std::io::Result<()> {
-        self.writer()?.write_all(lines)?;
         let due = match self.policy {
             FlushPolicy::EveryBatch => true,
             FlushPolicy::Interval(d) => self.last_flush.elapsed() >= d,
         };
+        let writer = self.writer()?;
         if due {
-            self.flush()?;
+            // Straight to the file after what the buffer holds: the batch is not copied into
+            // the buffer first only to be written out at once.
+            writer.flush()?;
+            writer.get_mut().write_all(lines)?;
+            self.last_flush = Instant::now();
+        } else {
+            writer.write_all(lines)?;
         }
         Ok(())
     }

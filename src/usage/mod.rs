@@ -113,7 +113,7 @@ mod service;
 mod sink;
 mod trace;
 
-pub use body::UsageEnd;
+pub use body::{MeterBody, UsageEnd};
 pub use counter::{ByteEstimate, TokenCounter};
 pub use future::{MeterFuture, ResponseFuture};
 pub use jsonl::{FlushPolicy, JsonlSink};

@@ -14,6 +14,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tower::Service;
 
 use super::UsageHandle;
+use super::body::MeterBody;
 use super::draft::Draft;
 use super::future::{MeterFuture, ResponseFuture};
 use super::sink::{Msg, Overflow};
@@ -21,7 +22,6 @@ use crate::BoxError;
 use crate::auth::Principal;
 use crate::rate_limit::SettlementSlot;
 use crate::request_id::RequestId;
-use crate::route::BoxBody;
 use crate::validate::ValidatedRequest;
 
 type Reserve = Pin<
@@ -165,7 +165,7 @@ where
     ResBody: Body<Data = Bytes> + Send + Unpin + 'static,
     ResBody::Error: Into<BoxError>,
 {
-    type Response = Response<BoxBody>;
+    type Response = Response<MeterBody<ResBody>>;
     type Error = S::Error;
     type Future = MeterFuture<S::Future, ResBody>;
 
