@@ -397,25 +397,26 @@ impl Draft {
 
     /// The record, from what everyone learned.
     fn finish(&mut self) -> UsageRecord {
-        let outer = std::mem::take(self.outer.get_mut().unwrap_or_else(PoisonError::into_inner));
-        let inner = std::mem::take(self.inner.get_mut().unwrap_or_else(PoisonError::into_inner));
-        let obs = inner.observed;
+        // Taken a field at a time, not moved out whole (a copy of each part).
+        let outer = self.outer.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let inner = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let obs = &mut inner.observed;
         let ended = outer.ended.unwrap_or_else(Instant::now);
         // The wall-clock end from the start and the monotonic time it took: one clock read.
         let took = ended.saturating_duration_since(self.started);
         let ms = super::record::ms_of;
         let mut r = UsageRecord {
             request_id: self.request_id.take(),
-            key_id: inner.key_id.or(outer.key_id),
+            key_id: inner.key_id.take().or_else(|| outer.key_id.take()),
             model: inner
                 .request
                 .as_ref()
                 .map(|q| shared(&q.model, outer.routed_model.as_ref())),
-            response_model: obs.response_model,
-            routed_model: outer.routed_model,
-            upstream: outer.upstream,
+            response_model: obs.response_model.take(),
+            routed_model: outer.routed_model.take(),
+            upstream: outer.upstream.take(),
             streamed: inner.streamed,
-            finish_reasons: obs.finish_reasons,
+            finish_reasons: std::mem::take(&mut obs.finish_reasons),
             started_at_ms: unix_ms(self.started_at),
             ended_at_ms: unix_ms(self.started_at + took),
             duration_ms: ms(took),
@@ -447,7 +448,7 @@ impl Draft {
             _ => {}
         }
         if success && inner.streamed && r.error.is_none() {
-            if let Some(code) = obs.saw_error {
+            if let Some(code) = obs.saw_error.take() {
                 r.partial = true;
                 r.error = Some(code);
             } else if !obs.saw_done && outer.end.is_some() {
@@ -456,7 +457,7 @@ impl Draft {
             }
         }
         if r.error.is_none() {
-            r.error = inner.error.or(outer.error);
+            r.error = inner.error.take().or_else(|| outer.error.take());
         }
         if !success && r.error.is_none() {
             r.error = Some(r.status.to_string());
