@@ -54,41 +54,56 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = {
+        // Polled often while it waits (a stream's head waits for its first events): this part
+        // is kept small, the head's handling is out of line.
+        let result = if this.span.is_disabled() {
+            ready!(this.inner.poll(cx))
+        } else {
             let _entered = this.span.enter();
             ready!(this.inner.poll(cx))
         };
         let draft = this.draft.take().expect("future polled after completion");
-        let res = match result {
-            Ok(res) => res,
-            Err(e) => {
-                let mut o = draft.outer();
-                o.status = Some(500);
-                o.error = Some("internal_error".into());
-                return Poll::Ready(Err(e));
-            }
-        };
-        let status = res.status();
-        {
-            let mut o = draft.outer();
-            o.status = Some(status.as_u16());
-            if let Some(r) = res.extensions().get::<RoutedModel>() {
-                o.routed_model = Some(Arc::clone(r.shared()));
-            }
-            if let Some(u) = res.extensions().get::<UpstreamName>() {
-                o.upstream = Some(Arc::clone(u.shared()));
-            }
-            if o.key_id.is_none()
-                && let Some(p) = res.extensions().get::<crate::auth::Principal>()
-            {
-                o.key_id = Some(p.id().to_owned());
-            }
-        }
-        let error = !status.is_success();
-        Poll::Ready(Ok(
-            res.map(|b| OnEndBody::new(b, UsageEnd::new(draft, error)))
-        ))
+        Poll::Ready(head(result, draft))
     }
+}
+
+/// Notes the response head in the record; wraps the body in its end-of-response handler.
+#[inline(never)]
+fn head<B, E>(
+    result: Result<Response<B>, E>,
+    draft: Arc<Draft>,
+) -> Result<Response<OnEndBody<B, UsageEnd>>, E>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let res = match result {
+        Ok(res) => res,
+        Err(e) => {
+            let mut o = draft.outer();
+            o.status = Some(500);
+            o.error = Some("internal_error".into());
+            return Err(e);
+        }
+    };
+    let status = res.status();
+    {
+        let mut o = draft.outer();
+        o.status = Some(status.as_u16());
+        if let Some(r) = res.extensions().get::<RoutedModel>() {
+            o.routed_model = Some(Arc::clone(r.shared()));
+        }
+        if let Some(u) = res.extensions().get::<UpstreamName>() {
+            o.upstream = Some(Arc::clone(u.shared()));
+        }
+        if o.key_id.is_none()
+            && let Some(p) = res.extensions().get::<crate::auth::Principal>()
+        {
+            o.key_id = Some(p.id().to_owned());
+        }
+    }
+    let error = !status.is_success();
+    Ok(res.map(|b| OnEndBody::new(b, UsageEnd::new(draft, error))))
 }
 
 pin_project! {
@@ -141,6 +156,54 @@ fn bad_gateway<B: Body>(message: &'static str) -> Response<MeterBody<B>> {
         .map(|b| MeterBody::full(crate::body::full_into_bytes(b)))
 }
 
+/// What the meter does with a response head: hands it on, or reads its body first.
+enum Head<B: Body> {
+    Ready(Response<MeterBody<B>>),
+    Read(http::response::Parts, B),
+}
+
+/// Notes the head of the answer in the record (`draft`, taken when the meter is done with it)
+/// and decides what the body needs: a stream is watched as it passes, a non-streamed 2xx answer
+/// is read whole, anything else passes as it is.
+#[inline(never)]
+fn meter_head<B>(res: Response<B>, draft: &mut Option<Arc<Draft>>, hide_usage: bool) -> Head<B>
+where
+    B: Body<Data = Bytes>,
+{
+    let Some(d) = draft.as_ref() else {
+        return Head::Ready(res.map(MeterBody::inner));
+    };
+    let routed = res
+        .extensions()
+        .get::<RoutedModel>()
+        .map(|r| Arc::clone(r.shared()));
+    let success = res.status().is_success();
+    let sse = success
+        && res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    {
+        let mut i = d.inner();
+        i.answered = Some(res.status());
+        i.streamed = sse;
+        if success && !sse {
+            i.observed.routed.clone_from(&routed);
+        }
+    }
+    if !success {
+        draft.take();
+        return Head::Ready(res.map(MeterBody::inner));
+    }
+    if sse {
+        let mut tally = Tally::new(draft.take().expect("checked above"));
+        tally.observed.routed = routed;
+        return Head::Ready(res.map(|b| MeterBody::stream(b, tally, hide_usage)));
+    }
+    let (parts, body) = res.into_parts();
+    Head::Read(parts, body)
+}
+
 impl<F, B, E> Future for MeterFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
@@ -154,49 +217,20 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Calling { future } => {
+                    // Polled often while it waits: the head's handling is out of line.
                     let res = ready!(future.poll(cx))?;
-                    let Some(draft) = this.draft.as_ref() else {
-                        this.state.set(State::Done);
-                        return Poll::Ready(Ok(res.map(MeterBody::inner)));
-                    };
-                    let routed = res
-                        .extensions()
-                        .get::<RoutedModel>()
-                        .map(|r| Arc::clone(r.shared()));
-                    let success = res.status().is_success();
-                    let sse = success
-                        && res
-                            .headers()
-                            .get(header::CONTENT_TYPE)
-                            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-                    {
-                        let mut i = draft.inner();
-                        i.answered = Some(res.status());
-                        i.streamed = sse;
-                        if success && !sse {
-                            i.observed.routed.clone_from(&routed);
+                    match meter_head(res, this.draft, *this.hide_usage) {
+                        Head::Ready(res) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Ok(res));
                         }
+                        Head::Read(parts, body) => this.state.set(State::Reading {
+                            parts: Some(parts),
+                            body: Some(body),
+                            first: None,
+                            buf: BytesMut::new(),
+                        }),
                     }
-                    if !success {
-                        this.state.set(State::Done);
-                        this.draft.take();
-                        return Poll::Ready(Ok(res.map(MeterBody::inner)));
-                    }
-                    if sse {
-                        let draft = this.draft.take().expect("checked above");
-                        this.state.set(State::Done);
-                        let mut tally = Tally::new(draft);
-                        tally.observed.routed = routed;
-                        let hide = *this.hide_usage;
-                        return Poll::Ready(Ok(res.map(|b| MeterBody::stream(b, tally, hide))));
-                    }
-                    let (parts, body) = res.into_parts();
-                    this.state.set(State::Reading {
-                        parts: Some(parts),
-                        body: Some(body),
-                        first: None,
-                        buf: BytesMut::new(),
-                    });
                 }
                 StateProj::Reading {
                     parts,
