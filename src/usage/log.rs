@@ -381,8 +381,9 @@ mod cost {
             prompt_tokens: 9,
             completion_tokens: 24,
             total_tokens: 33,
-            duration_ms: 1.354_218,
-            ttft_ms: Some(1.354_218),
+            // Times are kept to the microsecond.
+            duration_ms: 1.354,
+            ttft_ms: Some(1.342),
             finish_reasons: vec!["stop".into()],
             started_at_ms: 1_795_658_489_007,
             ended_at_ms: 1_795_658_489_008,
