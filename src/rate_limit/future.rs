@@ -124,12 +124,8 @@ where
                 let settlement = Settlement::new(Arc::clone(backend), ticket);
                 req.extensions_mut().insert(settlement.clone());
                 // A layer in front reads the exact usage: it settles, the body is not read here.
-                let slot = req.extensions().get::<SettlementSlot>();
-                let watched = match slot.filter(|s| s.is_armed()) {
-                    Some(slot) => {
-                        slot.put(settlement);
-                        None
-                    }
+                let watched = match req.extensions().get::<SettlementSlot>() {
+                    Some(slot) => slot.put_if_armed(settlement).err(),
                     None => Some(settlement),
                 };
                 Self::calling(inner.call(req), watched, Some(status), config)

@@ -255,14 +255,6 @@ impl SettlementSlot {
         }
     }
 
-    /// Whether the limiter should leave its settlement here (see [`SlotCell::armed`]).
-    pub(crate) fn is_armed(&self) -> bool {
-        match &self.0 {
-            Holder::Own(_) => true,
-            Holder::Within(holder) => holder.upgrade().is_some_and(|h| h.armed()),
-        }
-    }
-
     fn with<T>(&self, f: impl FnOnce(&mut Option<Settlement>) -> T) -> Option<T> {
         let lock = |m: &Mutex<Option<Settlement>>| {
             f(&mut m.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
@@ -279,8 +271,24 @@ impl SettlementSlot {
         self.with(Option::take).flatten()
     }
 
-    pub(crate) fn put(&self, settlement: Settlement) {
-        self.with(|c| *c = Some(settlement));
+    /// Leaves `settlement` here when the slot is armed (see [`SlotCell::armed`]), looking at
+    /// its holder once; gives it back when not.
+    pub(crate) fn put_if_armed(&self, settlement: Settlement) -> Result<(), Settlement> {
+        let held;
+        let cell = match &self.0 {
+            Holder::Own(cell) => &**cell,
+            Holder::Within(holder) => match holder.upgrade() {
+                Some(h) if h.armed() => {
+                    held = h;
+                    held.cell()
+                }
+                _ => return Err(settlement),
+            },
+        };
+        *cell
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(settlement);
+        Ok(())
     }
 }
 
