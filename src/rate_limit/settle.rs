@@ -198,6 +198,11 @@ impl Settlement {
 /// reservation refunded for an error status (4xx/5xx), the reservation kept when the usage is
 /// unknown. A settlement nobody settles keeps its reservation and frees its concurrency slot
 /// when the last handle to it is dropped, as always.
+///
+/// Under a [`UsageLayer`](crate::usage::UsageLayer), put a slot of your own outside it or
+/// inside its [`UsageMeterLayer`](crate::usage::UsageMeterLayer), not between the two: the
+/// usage layer hands the request's record to its meter through the slot it puts in the
+/// request, and a slot put in its place would hide the record from the meter.
 #[derive(Clone)]
 pub struct SettlementSlot(Holder);
 
