@@ -196,6 +196,20 @@ impl UpstreamBody {
         }
     }
 
+    /// Puts `data`, read from the start of this body, back in front of what is left of it.
+    pub(crate) fn unread(&mut self, data: Bytes) {
+        match &mut self.kind {
+            Kind::Stream { prefetched, .. } => {
+                debug_assert!(prefetched.is_none(), "one frame unread at most");
+                *prefetched = Some(Ok(Frame::data(data)));
+            }
+            Kind::Full { data: full } => {
+                debug_assert!(full.is_none(), "a full body is read in one frame");
+                *full = Some(data);
+            }
+        }
+    }
+
     /// Whether this is a `text/event-stream` body.
     pub fn is_event_stream(&self) -> bool {
         matches!(&self.kind, Kind::Stream { sse: true, .. })
@@ -347,12 +361,20 @@ impl Body for UpstreamBody {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             Kind::Stream {
-                inner, sse, held, ..
+                inner,
+                sse,
+                held,
+                prefetched,
+                ..
             } => match *sse {
                 true => SizeHint::default(),
                 false => {
                     let inner = inner.size_hint();
-                    let held = held.len() as u64;
+                    let unread = match prefetched {
+                        Some(Ok(frame)) => frame.data_ref().map_or(0, Bytes::len),
+                        _ => 0,
+                    };
+                    let held = (held.len() + unread) as u64;
                     let mut hint = SizeHint::new();
                     hint.set_lower(inner.lower() + held);
                     if let Some(upper) = inner.upper() {

@@ -8,6 +8,9 @@ use http::Uri;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default [`UpstreamConfig::first_byte_timeout`]: 60 s.
 pub const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default [`UpstreamConfig::max_answer_bytes`]: 8 MiB.
+pub const DEFAULT_MAX_ANSWER_BYTES: usize = 8 << 20;
+
 /// Default [`UpstreamConfig::idle_timeout`]: 60 s.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default [`UpstreamConfig::total_timeout`]: 10 min.
@@ -67,6 +70,12 @@ pub struct UpstreamConfig {
     /// `CERTIFICATE` block (other blocks are ignored), every certificate must parse, and the URL
     /// must be `https`.
     pub root_certificates: Option<Bytes>,
+    /// The most bytes of a non-streamed 2xx answer read whole and checked to be a chat
+    /// completion (default [`DEFAULT_MAX_ANSWER_BYTES`], 8 MiB). An answer that is not one (not
+    /// JSON, or JSON without `choices`) becomes a 502 `bad_gateway`; a longer answer passes
+    /// through unchecked; 0 turns the check off. What the check read (the answer's model,
+    /// usage and finish reasons) goes on to the usage meter, which does not read it again.
+    pub max_answer_bytes: usize,
 }
 
 impl UpstreamConfig {
@@ -83,7 +92,14 @@ impl UpstreamConfig {
             total_timeout: DEFAULT_TOTAL_TIMEOUT,
             http2_only: false,
             root_certificates: None,
+            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
         }
+    }
+
+    /// Sets [`max_answer_bytes`](Self::max_answer_bytes).
+    pub fn max_answer_bytes(mut self, bytes: usize) -> Self {
+        self.max_answer_bytes = bytes;
+        self
     }
 
     /// Sets [`upstream_model`](Self::upstream_model).
@@ -156,6 +172,7 @@ impl fmt::Debug for UpstreamConfig {
             .field("idle_timeout", &self.idle_timeout)
             .field("total_timeout", &self.total_timeout)
             .field("http2_only", &self.http2_only)
+            .field("max_answer_bytes", &self.max_answer_bytes)
             .field(
                 "root_certificates",
                 &self

@@ -37,6 +37,8 @@ pub(crate) enum FailureKind {
     IdleTimeout,
     TotalTimeout,
     Protocol,
+    /// A non-streamed 2xx answer that is not a chat completion.
+    InvalidAnswer,
 }
 
 /// A transport failure talking to an upstream.
@@ -87,6 +89,22 @@ impl UpstreamFailure {
             FailureKind::IdleTimeout => "the upstream stopped sending",
             FailureKind::TotalTimeout => "the upstream exceeded the total time limit",
             FailureKind::Protocol => "the upstream connection failed",
+            FailureKind::InvalidAnswer => "the upstream's answer is not a chat completion",
+        }
+    }
+
+    /// The upstream answered 2xx with a body that is not a chat completion (not JSON, or JSON
+    /// of another shape); the client got a 502 instead.
+    pub fn is_invalid_answer(&self) -> bool {
+        self.kind == FailureKind::InvalidAnswer
+    }
+
+    /// The `error` of the usage record of a request that ended with this failure.
+    pub(crate) fn record_code(&self) -> &'static str {
+        match self.kind {
+            FailureKind::InvalidAnswer => "invalid_response",
+            _ if self.is_timeout() => "upstream_timeout",
+            _ => "upstream_failed",
         }
     }
 }

@@ -1,10 +1,12 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Response, header};
+use http_body::Body;
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -15,6 +17,7 @@ use super::headers::strip_response;
 use crate::body::{OnEndBody, full_into_bytes};
 use crate::error::ApiError;
 use crate::sse::SseEnding;
+use crate::usage::CheckedAnswer;
 
 pin_project! {
     /// Sends one request: the upstream's response with its raw body.
@@ -75,10 +78,20 @@ pin_project! {
             timer: Sleep,
             deadline: Instant,
             idle: Duration,
+            max_answer: usize,
         },
         // An event stream: reading ahead what has already arrived (see
         // `UpstreamBody::poll_prefetch`), so that it leaves with the head.
         Prefetching { response: Option<Response<UpstreamBody>> },
+        // A non-streamed 2xx answer: read whole and checked before its head goes on. A body
+        // that comes in one frame (the usual case) is kept as it came, not copied.
+        Checking {
+            parts: Option<http::response::Parts>,
+            body: Option<UpstreamBody>,
+            first: Option<Bytes>,
+            buf: BytesMut,
+            max: usize,
+        },
         Done,
     }
 }
@@ -95,6 +108,7 @@ impl SendFuture {
         first_byte: Duration,
         idle: Duration,
         total: Duration,
+        max_answer: usize,
     ) -> Self {
         let now = Instant::now();
         let deadline = now + total;
@@ -104,6 +118,7 @@ impl SendFuture {
                 timer: tokio::time::sleep_until((now + first_byte).min(deadline)),
                 deadline,
                 idle,
+                max_answer,
             },
         }
     }
@@ -145,6 +160,16 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamFailure {
     UpstreamFailure::new(kind, detail)
 }
 
+/// Whether `res` is a non-streamed answer to check: a 2xx whose body is not encoded (the
+/// gateway does not ask for encodings; one it did not ask for is left to the client).
+fn is_answer(res: &Response<Incoming>) -> bool {
+    res.status().is_success()
+        && res
+            .headers()
+            .get(header::CONTENT_ENCODING)
+            .is_none_or(|v| v == HeaderValue::from_static("identity"))
+}
+
 fn is_event_stream(res: &Response<Incoming>) -> bool {
     let ct = res
         .headers()
@@ -169,9 +194,11 @@ impl Future for SendFuture {
                 timer,
                 deadline,
                 idle,
+                max_answer,
             } => match call.poll(cx) {
                 Poll::Ready(Ok(res)) => {
                     let sse = is_event_stream(&res);
+                    let check = !sse && *max_answer > 0 && is_answer(&res);
                     let (mut parts, body) = res.into_parts();
                     strip_response(&mut parts.headers);
                     if sse {
@@ -183,6 +210,18 @@ impl Future for SendFuture {
                     if sse {
                         self.as_mut().project().kind.set(Kind::Prefetching {
                             response: Some(response),
+                        });
+                        return self.poll(cx);
+                    }
+                    if check {
+                        let max = *max_answer;
+                        let (parts, body) = response.into_parts();
+                        self.as_mut().project().kind.set(Kind::Checking {
+                            parts: Some(parts),
+                            body: Some(body),
+                            first: None,
+                            buf: BytesMut::new(),
+                            max,
                         });
                         return self.poll(cx);
                     }
@@ -207,6 +246,70 @@ impl Future for SendFuture {
                     return Poll::Pending;
                 }
                 response.take().expect("future polled after completion")
+            }
+            KindProj::Checking {
+                parts,
+                body,
+                first,
+                buf,
+                max,
+            } => {
+                let inner = body.as_mut().expect("future polled after completion");
+                loop {
+                    match ready!(Pin::new(&mut *inner).poll_frame(cx)) {
+                        Some(Ok(frame)) => {
+                            // Trailers (not expected on an answer) are dropped.
+                            let Ok(data) = frame.into_data() else {
+                                continue;
+                            };
+                            let held = first.as_ref().map_or(buf.len(), Bytes::len);
+                            if held + data.len() > *max {
+                                // Too long to check: it passes through as it comes.
+                                let mut prefix = std::mem::take(buf);
+                                if let Some(f) = first.take() {
+                                    prefix.extend_from_slice(&f);
+                                }
+                                prefix.extend_from_slice(&data);
+                                let mut rest = body.take().expect("future polled after completion");
+                                rest.unread(prefix.freeze());
+                                let parts = parts.take().expect("future polled after completion");
+                                break Response::from_parts(parts, rest);
+                            }
+                            if let Some(f) = first.take() {
+                                buf.reserve(f.len() + data.len());
+                                buf.extend_from_slice(&f);
+                                buf.extend_from_slice(&data);
+                            } else if buf.is_empty() {
+                                *first = Some(data);
+                            } else {
+                                buf.extend_from_slice(&data);
+                            }
+                        }
+                        Some(Err(e)) => {
+                            let failure = match e.downcast::<UpstreamFailure>() {
+                                Ok(f) => *f,
+                                Err(e) => {
+                                    UpstreamFailure::new(FailureKind::Protocol, e.to_string())
+                                }
+                            };
+                            break failure_response(failure);
+                        }
+                        None => {
+                            let data = first.take().unwrap_or_else(|| std::mem::take(buf).freeze());
+                            let Some(answer) = CheckedAnswer::check(data) else {
+                                break failure_response(UpstreamFailure::new(
+                                    FailureKind::InvalidAnswer,
+                                    "",
+                                ));
+                            };
+                            let parts = parts.take().expect("future polled after completion");
+                            let body = UpstreamBody::full(answer.body().clone());
+                            let mut res = Response::from_parts(parts, body);
+                            res.extensions_mut().insert(answer);
+                            break res;
+                        }
+                    }
+                }
             }
             KindProj::Done => panic!("future polled after completion"),
         };

@@ -20,6 +20,11 @@
 //!   names another route (after a fallback), the top-level `model` value is spliced into the
 //!   forwarded bytes ([`ValidatedRequest::to_bytes_with_model`](crate::ValidatedRequest::to_bytes_with_model));
 //!   every other byte of the validated body is forwarded as is.
+//! * **Answers.** A non-streamed 2xx answer is read whole (up to
+//!   [`max_answer_bytes`](UpstreamConfig::max_answer_bytes)) and checked to be a chat
+//!   completion before its head is sent: a client never gets a 200 whose body is not one. The
+//!   check keeps what a usage record needs (model, usage, finish reasons) for the
+//!   [usage meter](crate::usage::UsageMeterLayer), so the answer is read once.
 //! * **Streaming.** The response body is forwarded as it arrives (no buffering; backpressure
 //!   holds because the server pulls the body). Frames the upstream connection has already read
 //!   are coalesced into one, so a burst of SSE events costs one write to the client, not one
@@ -37,10 +42,12 @@
 //! | [`connect_timeout`](UpstreamConfig::connect_timeout) | 504 `upstream_timeout` |
 //! | no response headers within [`first_byte_timeout`](UpstreamConfig::first_byte_timeout) (or the total) | 504 `upstream_timeout` |
 //! | reset or garbage before the headers | 502 `bad_gateway` |
+//! | upstream 2xx, not streamed, whose body is not a chat completion (not JSON, or no `choices`) | 502 `bad_gateway` |
 //! | upstream 4xx/5xx | passed through, status and body |
 //! | SSE body: reset, garbage, [`idle_timeout`](UpstreamConfig::idle_timeout) or [`total_timeout`](UpstreamConfig::total_timeout) mid-stream | one final `data: {"error":{"message","type":"server_error","param":null,"code":"upstream_timeout"/"bad_gateway"}}` event, then the end (no `[DONE]`) |
 //! | SSE body ends cleanly without `data: [DONE]` | one `data: [DONE]` is appended |
-//! | non-SSE body fails mid-way | the body ends with an [`UpstreamFailure`] error (the server aborts the response) |
+//! | non-SSE 2xx body fails mid-way | 502 `bad_gateway` (504 `upstream_timeout` for a timeout): the answer is read whole before anything is sent |
+//! | non-SSE body fails mid-way otherwise (an error body, or an answer beyond [`max_answer_bytes`](UpstreamConfig::max_answer_bytes)) | the body ends with an [`UpstreamFailure`] error (the server aborts the response) |
 //!
 //! The gateway's own 502/504 responses carry the [`UpstreamFailure`] in their extensions, so a
 //! router can tell them from an upstream's own 502 and retry another replica (see
@@ -91,7 +98,7 @@ mod tls;
 pub use body::UpstreamBody;
 pub use config::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_FIRST_BYTE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_TOTAL_TIMEOUT, UpstreamConfig,
+    DEFAULT_MAX_ANSWER_BYTES, DEFAULT_TOTAL_TIMEOUT, UpstreamConfig,
 };
 pub use error::{UpstreamConfigError, UpstreamFailure};
 pub(crate) use future::SendFuture;

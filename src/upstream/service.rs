@@ -49,6 +49,7 @@ struct Shared {
     first_byte_timeout: Duration,
     idle_timeout: Duration,
     total_timeout: Duration,
+    max_answer_bytes: usize,
 }
 
 impl fmt::Debug for Upstream {
@@ -168,6 +169,7 @@ impl Upstream {
                 first_byte_timeout: config.first_byte_timeout,
                 idle_timeout: config.idle_timeout,
                 total_timeout: config.total_timeout,
+                max_answer_bytes: config.max_answer_bytes,
             }),
         })
     }
@@ -208,6 +210,7 @@ impl Upstream {
             s.first_byte_timeout,
             s.idle_timeout,
             s.total_timeout,
+            s.max_answer_bytes,
         )
     }
 

@@ -12,6 +12,11 @@
 //! it never decides anything serde would decide otherwise; the tests hold it to that on
 //! generated and mutated answers.
 
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use serde::Deserialize;
+
 use super::draft::{CompletionDetails, PromptDetails, WireUsage};
 
 /// Deeper nesting than this is left to serde (whose own limit is 128).
@@ -74,6 +79,106 @@ pub(crate) fn read<'a>(body: &'a [u8], finish_reasons: &mut Vec<String>) -> Opti
     r.ws();
     // Without `choices` it is not a completion: serde says so.
     (r.pos == r.b.len() && choices).then_some(answer)
+}
+
+/// A non-streamed answer read whole and found to be a chat completion, with what a usage record
+/// needs of it. The upstream client makes it where the answer arrives
+/// ([`Upstream`](crate::upstream::Upstream) checks every non-streamed 2xx answer) and hands it on
+/// in the response's extensions, so the usage meter does not read the answer again.
+#[derive(Clone, Debug)]
+pub(crate) struct CheckedAnswer {
+    body: Bytes,
+    model: Model,
+    pub(crate) usage: Option<WireUsage>,
+    pub(crate) finish_reasons: Vec<String>,
+}
+
+/// Where the answer's `model` is: usually a slice of the body (no copy).
+#[derive(Clone, Debug)]
+enum Model {
+    Absent,
+    At(usize, usize),
+    Owned(Box<str>),
+}
+
+impl Model {
+    /// `part`, a slice of `body`, or a copy of it when it is not one.
+    fn of(body: &[u8], part: Cow<'_, str>) -> Self {
+        let start = (part.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+        match part {
+            Cow::Borrowed(p) if start <= body.len() && p.len() <= body.len() - start => {
+                Model::At(start, start + p.len())
+            }
+            _ => Model::Owned(part.into_owned().into()),
+        }
+    }
+}
+
+impl CheckedAnswer {
+    /// `body` read as a chat completion (in one pass by [`read`] when it is plain, else with
+    /// serde); `None` when it is not one.
+    pub(crate) fn check(body: Bytes) -> Option<Self> {
+        let mut finish_reasons = Vec::new();
+        match read(&body, &mut finish_reasons) {
+            Some(a) => {
+                let model = a
+                    .model
+                    .map_or(Model::Absent, |m| Model::of(&body, m.into()));
+                Some(Self {
+                    model,
+                    usage: a.usage,
+                    finish_reasons,
+                    body,
+                })
+            }
+            None => Self::check_serde(body),
+        }
+    }
+
+    /// [`check`](Self::check) with serde only.
+    pub(crate) fn check_serde(body: Bytes) -> Option<Self> {
+        #[derive(Deserialize)]
+        struct Completion<'a> {
+            #[serde(default, borrow)]
+            model: Option<Cow<'a, str>>,
+            #[serde(borrow)]
+            choices: Vec<Choice<'a>>,
+            #[serde(default)]
+            usage: Option<WireUsage>,
+        }
+        #[derive(Deserialize)]
+        struct Choice<'a> {
+            #[serde(default, borrow)]
+            finish_reason: Option<Cow<'a, str>>,
+        }
+        let c = serde_json::from_slice::<Completion<'_>>(&body).ok()?;
+        let model = c.model.map_or(Model::Absent, |m| Model::of(&body, m));
+        let finish_reasons = c
+            .choices
+            .into_iter()
+            .filter_map(|c| c.finish_reason.map(Cow::into_owned))
+            .collect();
+        Some(Self {
+            model,
+            usage: c.usage,
+            finish_reasons,
+            body,
+        })
+    }
+
+    /// The answer's `model`.
+    pub(crate) fn model(&self) -> Option<&str> {
+        match &self.model {
+            Model::Absent => None,
+            Model::At(start, end) => std::str::from_utf8(&self.body[*start..*end]).ok(),
+            Model::Owned(m) => Some(m),
+        }
+    }
+
+    /// The answer's bytes.
+    pub(crate) fn body(&self) -> &Bytes {
+        &self.body
+    }
 }
 
 /// The offset of the first `"`, `\\` or control character (below 0x20) in `b`: eight bytes at
@@ -457,7 +562,6 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::usage::draft::Observed;
 
     type Counts = (
         Option<u64>,
@@ -485,13 +589,10 @@ mod tests {
         let Some(a) = read(body, &mut reasons) else {
             return false;
         };
-        let mut o = Observed::default();
-        assert!(
-            o.completion_serde(body),
-            "taken but serde refuses: {}",
-            String::from_utf8_lossy(body)
-        );
-        assert_eq!(a.model, o.response_model.as_deref(), "model");
+        let o = CheckedAnswer::check_serde(Bytes::copy_from_slice(body)).unwrap_or_else(|| {
+            panic!("taken but serde refuses: {}", String::from_utf8_lossy(body))
+        });
+        assert_eq!(a.model, o.model(), "model");
         assert_eq!(reasons, o.finish_reasons, "finish reasons");
         assert_eq!(counts(a.usage), counts(o.usage), "usage");
         true

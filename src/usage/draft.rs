@@ -5,11 +5,13 @@ use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use tokio::sync::mpsc::OwnedPermit;
 use tokio::time::Instant;
 
+use super::answer::CheckedAnswer;
 use super::record::unix_ms;
 use super::scan::{self, Quick};
 use super::sink::Msg;
@@ -210,59 +212,29 @@ impl Observed {
     }
 
     /// A whole non-streamed body; `false` when it is not a chat completion.
-    ///
-    /// Read in one pass by [`answer::read`](super::answer::read) when it is plain, else with
-    /// serde; the answers' text is read (a second parse) only when the upstream reported no
-    /// usage and the tokens must be estimated.
-    pub(crate) fn completion(&mut self, body: &[u8]) -> bool {
-        self.finish_reasons.clear();
-        match super::answer::read(body, &mut self.finish_reasons) {
+    pub(crate) fn completion(&mut self, body: Bytes) -> bool {
+        match CheckedAnswer::check(body) {
             Some(a) => {
-                self.response_model = a.model.map(|m| shared(m, self.routed.as_ref()));
-                self.usage = a.usage;
-                if self.usage.is_none() {
-                    self.completion_text = completion_text(body);
-                }
+                self.answer(a);
                 true
             }
             None => {
-                self.finish_reasons.clear();
-                self.completion_serde(body)
+                self.invalid = true;
+                false
             }
         }
     }
 
-    /// [`completion`](Self::completion) read with serde.
-    pub(super) fn completion_serde(&mut self, body: &[u8]) -> bool {
-        #[derive(Deserialize)]
-        struct Completion<'a> {
-            #[serde(default, borrow)]
-            model: Option<Cow<'a, str>>,
-            #[serde(borrow)]
-            choices: Vec<Choice<'a>>,
-            #[serde(default)]
-            usage: Option<WireUsage>,
-        }
-        #[derive(Deserialize)]
-        struct Choice<'a> {
-            #[serde(default, borrow)]
-            finish_reason: Option<Cow<'a, str>>,
-        }
-        let Ok(c) = serde_json::from_slice::<Completion<'_>>(body) else {
-            self.invalid = true;
-            return false;
-        };
-        self.response_model = c.model.map(|m| shared(&m, self.routed.as_ref()));
-        self.usage = c.usage;
-        self.finish_reasons = c
-            .choices
-            .into_iter()
-            .filter_map(|c| c.finish_reason.map(Cow::into_owned))
-            .collect();
+    /// A non-streamed answer already checked (by the upstream client, or by
+    /// [`completion`](Self::completion)); its text is read (a second parse) only when the
+    /// upstream reported no usage and the tokens must be estimated.
+    pub(crate) fn answer(&mut self, a: CheckedAnswer) {
+        self.response_model = a.model().map(|m| shared(m, self.routed.as_ref()));
+        self.usage = a.usage;
         if self.usage.is_none() {
-            self.completion_text = completion_text(body);
+            self.completion_text = completion_text(a.body());
         }
-        true
+        self.finish_reasons = a.finish_reasons;
     }
 }
 

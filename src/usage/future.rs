@@ -11,12 +11,14 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 
 use super::UsageEnd;
+use super::answer::CheckedAnswer;
 use super::body::{MeterBody, Tally};
 use super::draft::Draft;
 use crate::BoxError;
 use crate::body::OnEndBody;
 use crate::error::ApiError;
 use crate::route::{RoutedModel, UpstreamName};
+use crate::upstream::UpstreamFailure;
 
 pin_project! {
     /// Response future of [`Usage`](super::Usage).
@@ -166,7 +168,7 @@ enum Head<B: Body> {
 /// and decides what the body needs: a stream is watched as it passes, a non-streamed 2xx answer
 /// is read whole, anything else passes as it is.
 #[inline(never)]
-fn meter_head<B>(res: Response<B>, draft: &mut Option<Arc<Draft>>, hide_usage: bool) -> Head<B>
+fn meter_head<B>(mut res: Response<B>, draft: &mut Option<Arc<Draft>>, hide_usage: bool) -> Head<B>
 where
     B: Body<Data = Bytes>,
 {
@@ -183,12 +185,28 @@ where
             .headers()
             .get(header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    // A non-streamed answer the upstream client already read and checked.
+    let checked = if success && !sse {
+        res.extensions_mut().remove::<CheckedAnswer>()
+    } else {
+        None
+    };
     {
         let mut i = d.inner();
         i.answered = Some(res.status());
         i.streamed = sse;
         if success && !sse {
             i.observed.routed.clone_from(&routed);
+        }
+        if let Some(answer) = checked {
+            i.observed.answer(answer);
+            drop(i);
+            draft.take();
+            return Head::Ready(res.map(MeterBody::inner));
+        }
+        if let Some(f) = res.extensions().get::<UpstreamFailure>() {
+            // The upstream client's own 502/504, which the record explains.
+            i.error = Some(f.record_code().into());
         }
     }
     if !success {
@@ -282,7 +300,7 @@ where
                         None => {
                             let body = first.take().unwrap_or_else(|| std::mem::take(buf).freeze());
                             let parts = parts.take().expect("parts kept while reading");
-                            let ok = draft.inner().observed.completion(&body);
+                            let ok = draft.inner().observed.completion(body.clone());
                             this.state.set(State::Done);
                             if !ok {
                                 if let Some(d) = this.draft.as_ref() {

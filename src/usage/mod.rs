@@ -113,6 +113,7 @@ mod service;
 mod sink;
 mod trace;
 
+pub(crate) use answer::CheckedAnswer;
 pub use body::{MeterBody, UsageEnd};
 pub use counter::{ByteEstimate, TokenCounter};
 pub use future::{MeterFuture, ResponseFuture};

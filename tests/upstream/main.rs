@@ -12,6 +12,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod answers;
 mod forwarding;
 mod routing;
 mod streaming;
