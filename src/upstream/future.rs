@@ -201,6 +201,11 @@ impl Future for SendFuture {
                     let check = !sse && *max_answer > 0 && is_answer(&res);
                     let (mut parts, body) = res.into_parts();
                     strip_response(&mut parts.headers);
+                    // The client's note of the connection's addresses, which nothing here reads:
+                    // out, so that the extensions the gateway adds fit the map as it is.
+                    parts
+                        .extensions
+                        .remove::<hyper_util::client::legacy::connect::HttpInfo>();
                     if sse {
                         // The gateway may append `[DONE]` or an error event.
                         parts.headers.remove(header::CONTENT_LENGTH);
