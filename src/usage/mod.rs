@@ -12,9 +12,12 @@
 //! * [`UsageMeterLayer`] (inner, `Service<Request<ValidatedRequest>>`) goes after
 //!   [`ValidateLayer`](crate::ValidateLayer), in front of the router. It takes the ticket and
 //!   adds what only it can know: the model asked for, whether it streams, and the tokens read
-//!   from the response — the JSON of a non-streamed answer (read whole, up to
-//!   [`DEFAULT_MAX_BODY`]; an answer that is not a chat completion becomes a 502), or the
-//!   events of a stream as they pass through (never buffered).
+//!   from the response — the JSON of a non-streamed answer, or the events of a stream as they
+//!   pass through (never buffered). An answer from an [`Upstream`](crate::upstream::Upstream)
+//!   was already read whole and checked where it arrived, and the meter takes what that check
+//!   found rather than read it again; another service's answer (the echo model, one of yours)
+//!   the meter reads itself (whole, up to [`DEFAULT_MAX_BODY`]). Either way an answer that is
+//!   not a chat completion becomes a 502 and a record saying `invalid_response`.
 //!
 //! Both hold the same record; it is sent when the last of them lets go of it (when the
 //! response body has ended or was dropped), so there is **exactly one record per request**,
@@ -62,9 +65,9 @@
 //!
 //! # What it costs
 //!
-//! Per request: the record (a few small allocations), one channel send, the answer's JSON read
-//! once for its usage (one checking pass, serde only for what is not plain; a
-//! one-frame answer is not copied). Per stream chunk: after the first few, a chunk written like
+//! Per request: the record (a few small allocations), one channel send; the answer's JSON is
+//! read once, by the upstream client's check (one pass, serde only for what is not plain; a
+//! one-frame answer is not copied), whether accounting is on or not. Per stream chunk: after the first few, a chunk written like
 //! the last one is counted by comparing its bytes with that one's (a template); others get a
 //! quick look at their bytes, which decides whether they need parsing — only the first chunk,
 //! the usage chunk and chunks with a finish reason (or a `\u` escape) are parsed. Figures in
