@@ -81,6 +81,61 @@ pub(crate) fn read<'a>(body: &'a [u8], finish_reasons: &mut Vec<String>) -> Opti
     (r.pos == r.b.len() && choices).then_some(answer)
 }
 
+/// What [`read_choiceless_chunk`] found.
+#[derive(Debug)]
+pub(crate) struct ChoicelessChunk<'a> {
+    /// Whether `object` is `chat.completion.chunk`.
+    pub(crate) is_chunk: bool,
+    pub(crate) model: Option<&'a str>,
+    pub(crate) usage: Option<WireUsage>,
+}
+
+/// A stream chunk whose `choices` is empty (the usage chunk), read in one pass for its
+/// `object`, `model` and `usage`; `None` when it is not plainly one (other choices, or anything
+/// [`read`] would leave to serde), and serde then decides.
+pub(crate) fn read_choiceless_chunk(data: &[u8]) -> Option<ChoicelessChunk<'_>> {
+    let mut r = Reader {
+        b: data,
+        pos: 0,
+        utf8_checked: false,
+    };
+    let (mut object, mut model, mut usage) = (None, None, None);
+    let mut seen = [false; 4];
+    r.ws();
+    r.expect(b'{')?;
+    r.members(|r, key| {
+        match key {
+            b"object" => {
+                once(&mut seen[0])?;
+                object = r.plain_string_or_null()?;
+            }
+            b"model" => {
+                once(&mut seen[1])?;
+                model = r.plain_string_or_null()?;
+            }
+            b"choices" => {
+                once(&mut seen[2])?;
+                r.ws();
+                r.expect(b'[')?;
+                r.ws();
+                r.expect(b']')?;
+            }
+            b"usage" => {
+                once(&mut seen[3])?;
+                usage = r.usage()?;
+            }
+            _ => r.skip(1)?,
+        }
+        Some(())
+    })?;
+    r.ws();
+    (r.pos == r.b.len() && seen[2]).then_some(ChoicelessChunk {
+        is_chunk: object == Some("chat.completion.chunk"),
+        model,
+        usage,
+    })
+}
+
 /// A non-streamed answer read whole and found to be a chat completion, with what a usage record
 /// needs of it. The upstream client makes it where the answer arrives
 /// ([`Upstream`](crate::upstream::Upstream) checks every non-streamed 2xx answer) and hands it on

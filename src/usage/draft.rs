@@ -143,8 +143,9 @@ impl Observed {
             self.saw_error = Some(error_code(data).unwrap_or_else(|| "upstream_failed".into()));
             return false;
         }
-        // The first chunk gives the response's model: quickly when it is written plainly.
-        let first_model = if self.parsed_chunk {
+        // The first chunk with a model gives the response's model: quickly when it is written
+        // plainly.
+        let first_model = if self.response_model.is_some() {
             None
         } else {
             scan::model(data)
@@ -166,8 +167,26 @@ impl Observed {
         self.parse_chunk(data)
     }
 
-    /// A chunk read with serde; whether it is a usage-only chunk.
+    /// A chunk read whole; whether it is a usage-only chunk. A chunk without choices (the
+    /// usage chunk) is read in one pass when it is plain, others with serde.
     fn parse_chunk(&mut self, data: &[u8]) -> bool {
+        let Some(c) = super::answer::read_choiceless_chunk(data) else {
+            return self.parse_chunk_serde(data);
+        };
+        self.parsed_chunk = true;
+        if self.response_model.is_none()
+            && let Some(m) = c.model
+        {
+            self.response_model = Some(shared(m, self.routed.as_ref()));
+        }
+        if c.usage.is_some() {
+            self.usage = c.usage;
+        }
+        c.usage.is_some() && c.is_chunk
+    }
+
+    /// [`parse_chunk`](Self::parse_chunk) with serde.
+    fn parse_chunk_serde(&mut self, data: &[u8]) -> bool {
         let Ok(chunk) = serde_json::from_slice::<ChunkWire<'_>>(data) else {
             return false;
         };
@@ -552,7 +571,7 @@ mod tests {
         for c in chunks {
             let e = Event::new(c.as_bytes(), None);
             let a = quick.event(&e);
-            let b = full.parse_chunk(e.data());
+            let b = full.parse_chunk_serde(e.data());
             assert_eq!(a, b, "usage-only verdict differs on {c}");
         }
         (quick, full)
@@ -562,7 +581,7 @@ mod tests {
         let (q, f) = both(chunks);
         assert_eq!(q.deltas, f.deltas, "deltas");
         assert_eq!(q.finish_reasons, f.finish_reasons, "finish reasons");
-        assert_eq!(q.response_model, f.response_model, "model");
+        assert_eq!(q.response_model, f.response_model, "model {chunks:?}");
         assert_eq!(
             q.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
             f.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
@@ -588,6 +607,70 @@ mod tests {
         assert_eq!(o.finish_reasons, ["stop"]);
         assert_eq!(o.usage.and_then(|u| u.completion_tokens), Some(5));
         assert_eq!(o.response_model.as_deref(), Some("m1"));
+    }
+
+    #[test]
+    fn chunks_without_choices_are_read_as_serde_reads_them() {
+        let first =
+            r#"{"model":"m","choices":[{"delta":{"role":"assistant"},"finish_reason":null}]}"#;
+        let usages = [
+            r#"{"prompt_tokens":7,"completion_tokens":5,"total_tokens":12}"#,
+            r#"{"prompt_tokens":7,"completion_tokens":5,"prompt_tokens_details":{"cached_tokens":2},"completion_tokens_details":{"reasoning_tokens":1}}"#,
+            r#"{"prompt_tokens":7.0,"completion_tokens":5}"#,
+            r#"{"prompt_tokens":-1}"#,
+            r#"{}"#,
+            "null",
+            r#""x""#,
+        ];
+        let objects = [
+            r#""object":"chat.completion.chunk","#,
+            r#""object":"chat.completion","#,
+            r#""object":null,"#,
+            r#""object":1,"#,
+            r#""object":"chat.completion.chunk","object":"chat.completion.chunk","#,
+            "",
+        ];
+        let models = [
+            r#""model":"m2","#,
+            r#""model":"café","#,
+            r#""model":null,"#,
+            "",
+        ];
+        let choices = [
+            r#""choices":[]"#,
+            r#""choices" : [ ]"#,
+            r#""choices":null"#,
+            r#""choices":[],"choices":[]"#,
+            r#""choices":[{"delta":{},"finish_reason":"stop"}]"#,
+        ];
+        for usage in usages {
+            for object in objects {
+                for model in models {
+                    for choice in choices {
+                        // A chunk with `"usage":null` takes the quick look, which checks neither
+                        // duplicate keys nor the type of `object` (serde refuses both).
+                        if usage == "null"
+                            && (choice.contains("],")
+                                || object.contains(":1")
+                                || object.matches("object").count() > 1)
+                        {
+                            continue;
+                        }
+                        let chunk = format!(
+                            r#"{{"id":"c",{object}{model}"created":1,{choice},"usage":{usage},"x":[{{"a":null}}]}}"#
+                        );
+                        let o = same(&[first, &chunk]);
+                        // The first chunk's model stays.
+                        assert_eq!(o.response_model.as_deref(), Some("m"));
+                        same(&[&chunk, first]);
+                    }
+                }
+            }
+        }
+        let mut o = Observed::default();
+        let usage_only = r#"{"id":"c","object":"chat.completion.chunk","model":"m","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":5,"total_tokens":12}}"#;
+        assert!(o.event(&Event::new(usage_only.as_bytes(), None)));
+        assert_eq!(o.usage.and_then(|u| u.total_tokens), Some(12));
     }
 
     #[test]
