@@ -114,15 +114,18 @@ pub(crate) fn quick(data: &[u8], finish_reasons: &mut Vec<String>) -> Quick {
     if has_unicode_escape(data) || !values(data, &USAGE).all(is_null) {
         return Quick::Parse;
     }
-    let finish_ok = values(data, &FINISH).all(|v| is_null(v) || plain_string(v).is_some());
-    if !finish_ok {
-        return Quick::Parse;
+    // One search: what was appended goes again if a later one is not plain.
+    let before = finish_reasons.len();
+    for v in values(data, &FINISH) {
+        if is_null(v) {
+            continue;
+        }
+        let Some(reason) = plain_string(v) else {
+            finish_reasons.truncate(before);
+            return Quick::Parse;
+        };
+        finish_reasons.push(reason.to_owned());
     }
-    finish_reasons.extend(
-        values(data, &FINISH)
-            .filter_map(plain_string)
-            .map(str::to_owned),
-    );
     Quick::Delta {
         content: some_text(data) || values(data, &TOOL_CALLS).any(is_items),
     }
