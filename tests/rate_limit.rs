@@ -604,3 +604,40 @@ async fn with_a_settlement_slot_in_the_request_the_limiter_leaves_the_settling_t
     assert_eq!(status(&svc, req).await, 200);
     assert!(slot.take().is_none());
 }
+
+#[tokio::test]
+async fn an_upstreams_answer_is_settled_with_the_usage_its_check_read() {
+    // The upstream client reads and checks a non-streamed answer where it arrives; the limiter
+    // settles with the usage that check found (total 2), without reading the body itself.
+    use chatgate::route::RouteConfig;
+    use chatgate::upstream::UpstreamConfig;
+    use support::mock_upstream::{Mock, completion};
+    let mock = Mock::start(|s| async move { completion(&s) }).await;
+    let router = ModelRouter::builder()
+        .upstream(
+            "m",
+            RouteConfig::new().replica(UpstreamConfig::new(mock.url())),
+        )
+        .unwrap()
+        .build();
+    let backend = LocalBackend::new();
+    let svc = ServiceBuilder::new()
+        .layer(ValidateLayer::new())
+        .layer(RateLimitLayer::new(backend.clone(), exact_config()))
+        .service(router);
+    let p = principal("upstream", Limits::none().tpm(100));
+    for left in ["42", "40"] {
+        let mut r = Request::post("/v1/chat/completions")
+            .body(Full::new(Bytes::from(
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":50}"#,
+            )))
+            .unwrap();
+        r.extensions_mut().insert(p.clone());
+        let res = svc.clone().oneshot(r).await.unwrap();
+        assert_eq!(res.status(), 200);
+        // 100 - 58 reserved; then 100 - 2 (the first answer's usage) - 58.
+        assert_eq!(res.headers()["x-ratelimit-remaining-tokens"], left);
+        let answer = json(res).await;
+        assert_eq!(answer["usage"]["total_tokens"], 2);
+    }
+}

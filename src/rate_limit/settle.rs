@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::backend::{LimitBackend, Settle, Ticket};
 use crate::body::{End, EndKind, OnEnd};
 use crate::sse::EventDecoder;
+use crate::usage::CheckedAnswer;
 
 /// The exact usage of a response: its total, and its (prompt, completion) split when known.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -368,7 +369,8 @@ enum Reader {
 }
 
 /// The end-of-response handler of an admitted request: reads `usage` as the body passes and
-/// settles when it ends.
+/// settles when it ends. A non-streamed answer that the upstream client already read and
+/// checked is not read again: its usage comes with it.
 pub struct UsageWatch {
     settlement: Settlement,
     reader: Reader,
@@ -397,6 +399,12 @@ impl UsageWatch {
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
         {
             (Reader::Sse(Box::default()), None)
+        } else if let Some(answer) = head.extensions.get::<CheckedAnswer>() {
+            // Read already, where it arrived (the upstream client): not read again.
+            let used = answer
+                .usage
+                .and_then(|u| Used::of(u.prompt_tokens, u.completion_tokens, u.total_tokens));
+            (Reader::Skip, used)
         } else {
             let declared = head
                 .headers
