@@ -58,6 +58,7 @@
 //! | `first_byte_timeout` | `"60s"` | from sending the request to the response head |
 //! | `idle_timeout` | `"60s"` | longest gap between two chunks of a streamed body |
 //! | `total_timeout` | `"10m"` | the whole exchange, body included |
+//! | `max_answer_bytes` | `8388608` | the most bytes of a non-streamed answer read whole and checked to be a chat completion (a longer one passes unchecked; `0`: none is checked) |
 //! | `eject_after` | `3` | consecutive failures before a replica is ejected; >= 1 |
 //! | `readmit_after` | `"5s"` | base backoff before an ejected replica is tried again |
 //! | `health_check` | none | `{ path = "/models", interval = "10s", timeout = "5s" }`: an active probe, `GET url + path`; each key optional with the default shown (the library's [`HealthCheck`](crate::route::HealthCheck) defaults) |
@@ -572,7 +573,8 @@ impl Config {
                             .connect_timeout(t.connect)
                             .first_byte_timeout(t.first_byte)
                             .idle_timeout(t.idle)
-                            .total_timeout(t.total);
+                            .total_timeout(t.total)
+                            .max_answer_bytes(up.max_answer_bytes());
                         if let Some(env) = up.api_key_env() {
                             replica = replica.api_key(env.resolve()?.expose());
                         }

@@ -92,6 +92,7 @@ pub struct Upstream {
     pub(super) ca_file: Option<CaFile>,
     pub(super) weight: u32,
     pub(super) timeouts: Timeouts,
+    pub(super) max_answer_bytes: usize,
     pub(super) health: Health,
 }
 
@@ -129,6 +130,13 @@ impl Upstream {
     /// The effective timeouts (upstream value, else model value, else default).
     pub fn timeouts(&self) -> &Timeouts {
         &self.timeouts
+    }
+
+    /// The most bytes of a non-streamed answer read whole and checked (`max_answer_bytes`,
+    /// upstream value, else model value, else 8 MiB; 0: not checked). See
+    /// [`UpstreamConfig::max_answer_bytes`](crate::upstream::UpstreamConfig::max_answer_bytes).
+    pub fn max_answer_bytes(&self) -> usize {
+        self.max_answer_bytes
     }
 
     /// The effective health settings (upstream value, else model value, else default). They are

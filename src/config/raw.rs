@@ -4,6 +4,7 @@ use super::keys::{RawAdmin, RawAuth, RawKey, RawPostgres};
 use super::server::{RawServer, RawValidation};
 use super::usage::{RawLog, RawPrice, RawUsage};
 use super::*;
+use crate::upstream::DEFAULT_MAX_ANSWER_BYTES;
 
 // ---------------------------------------------------------------------------------------------
 // The raw document, as deserialized (spans kept for the semantic checks)
@@ -46,6 +47,7 @@ pub(super) struct RawModel {
     first_byte_timeout: Option<Dur>,
     idle_timeout: Option<Dur>,
     total_timeout: Option<Dur>,
+    max_answer_bytes: Option<Spanned<usize>>,
     eject_after: Option<Spanned<u32>>,
     readmit_after: Option<Dur>,
     health_check: Option<RawHealthCheck>,
@@ -63,6 +65,7 @@ pub(super) struct RawUpstream {
     first_byte_timeout: Option<Dur>,
     idle_timeout: Option<Dur>,
     total_timeout: Option<Dur>,
+    max_answer_bytes: Option<Spanned<usize>>,
     // Spanned, unlike the model's: a replica whose health settings differ from the others' is
     // reported at its own key.
     eject_after: Option<Spanned<u32>>,
@@ -436,6 +439,11 @@ impl Source<'_> {
             ca_file,
             weight: self.at_least_one(&u.weight, "weight", 1)?,
             timeouts,
+            max_answer_bytes: u
+                .max_answer_bytes
+                .as_ref()
+                .or(m.max_answer_bytes.as_ref())
+                .map_or(DEFAULT_MAX_ANSWER_BYTES, |b| *b.get_ref()),
             health,
         })
     }

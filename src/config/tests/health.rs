@@ -12,6 +12,7 @@ connect_timeout = "1s"
 first_byte_timeout = "30s"
 idle_timeout = "15s"
 total_timeout = "2m"
+max_answer_bytes = 1024
 eject_after = 5
 readmit_after = "500ms"
 health_check = { interval = "20s" }
@@ -21,6 +22,7 @@ url = "http://a/v1/"
 url = "http://b:8000"
 weight = 3
 connect_timeout = "250ms"
+max_answer_bytes = 0
 "#;
     let c = parse(text).expect("valid");
     let m = &c.models()[0];
@@ -35,6 +37,7 @@ connect_timeout = "250ms"
     assert_eq!(a.timeouts().first_byte, Duration::from_secs(30));
     assert_eq!(a.timeouts().idle, Duration::from_secs(15));
     assert_eq!(a.timeouts().total, Duration::from_secs(120));
+    assert_eq!(a.max_answer_bytes(), 1024);
     assert_eq!(a.health().eject_after, 5);
     assert_eq!(a.health().readmit_after, Duration::from_millis(500));
     let pa = a.health().probe.as_ref().expect("probe");
@@ -47,6 +50,7 @@ connect_timeout = "250ms"
     assert_eq!(b.chat_completions_url(), "http://b:8000/chat/completions");
     assert_eq!(b.timeouts().connect, Duration::from_millis(250));
     assert_eq!(b.timeouts().idle, Duration::from_secs(15));
+    assert_eq!(b.max_answer_bytes(), 0);
     // Health settings are the model's, for every replica.
     assert_eq!(b.health().eject_after, 5);
     let pb = b.health().probe.as_ref().expect("probe");
@@ -106,6 +110,10 @@ fn probe_defaults_are_the_librarys() {
     assert_eq!(h.readmit_after, route.readmit_after);
     assert_eq!(c.models()[0].max_attempts(), route.max_attempts);
     let u = crate::upstream::UpstreamConfig::new("http://h/v1".parse().expect("uri"));
+    assert_eq!(
+        c.models()[0].upstreams()[0].max_answer_bytes(),
+        u.max_answer_bytes
+    );
     let t = Timeouts::default();
     assert_eq!(
         (t.connect, t.first_byte, t.idle, t.total),
