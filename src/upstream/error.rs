@@ -98,15 +98,6 @@ impl UpstreamFailure {
     pub fn is_invalid_answer(&self) -> bool {
         self.kind == FailureKind::InvalidAnswer
     }
-
-    /// The `error` of the usage record of a request that ended with this failure.
-    pub(crate) fn record_code(&self) -> &'static str {
-        match self.kind {
-            FailureKind::InvalidAnswer => "invalid_response",
-            _ if self.is_timeout() => "upstream_timeout",
-            _ => "upstream_failed",
-        }
-    }
 }
 
 impl fmt::Display for UpstreamFailure {

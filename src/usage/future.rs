@@ -204,9 +204,14 @@ where
             draft.take();
             return Head::Ready(res.map(MeterBody::inner));
         }
-        if let Some(f) = res.extensions().get::<UpstreamFailure>() {
-            // The upstream client's own 502/504, which the record explains.
-            i.error = Some(f.record_code().into());
+        if res
+            .extensions()
+            .get::<UpstreamFailure>()
+            .is_some_and(UpstreamFailure::is_invalid_answer)
+        {
+            // The upstream client's 502 for an answer that is not a chat completion (other
+            // failures are recorded by their error's code, as any error status).
+            i.error = Some("invalid_response".into());
         }
     }
     if !success {
