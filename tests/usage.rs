@@ -279,6 +279,32 @@ async fn a_200_that_is_not_a_completion_is_a_502() {
 }
 
 #[tokio::test]
+async fn a_completion_whose_usage_cannot_be_read_passes_and_says_so() {
+    let mock = Mock::start(|_| async {
+        let body = br#"{"model":"up","choices":[{"message":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1.5}}"#;
+        let mut res = http::Response::new(MockBody::full(Bytes::from_static(body)));
+        res.headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
+        res
+    })
+    .await;
+    let mut env = Env::new(Some(&mock)).await;
+    let res = post(
+        &env.client,
+        env.server.addr,
+        support::chat("up", false),
+        &[],
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let r = env.record().await;
+    assert_eq!(r.status, 200);
+    assert!(r.usage_unknown && !r.estimated);
+    assert_eq!(r.total_tokens, 0);
+    assert_eq!(r.error, None);
+}
+
+#[tokio::test]
 async fn a_stream_that_dies_and_a_client_that_leaves_leave_partial_records() {
     let (hold_tx, hold_rx) = tokio::sync::watch::channel(());
     let mock = Mock::start(move |s| {

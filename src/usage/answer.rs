@@ -146,6 +146,9 @@ pub(crate) struct CheckedAnswer {
     model: Model,
     pub(crate) usage: Option<WireUsage>,
     pub(crate) finish_reasons: Vec<String>,
+    /// A completion whose `model`, `usage` or finish reasons have unexpected types: it passes,
+    /// but what a record needs of it could not be read.
+    pub(crate) unreadable: bool,
 }
 
 /// Where the answer's `model` is: usually a slice of the body (no copy).
@@ -183,11 +186,32 @@ impl CheckedAnswer {
                     model,
                     usage: a.usage,
                     finish_reasons,
+                    unreadable: false,
                     body,
                 })
             }
-            None => Self::check_serde(body),
+            None => Self::check_serde(body.clone()).or_else(|| Self::check_loose(body)),
         }
+    }
+
+    /// A body that is JSON with a `choices` array but whose other members serde would not read
+    /// as [`check_serde`](Self::check_serde) does (a `usage` count that is a float, a `model`
+    /// that is a number): still a completion for the client, [`unreadable`](Self::unreadable)
+    /// for the record.
+    fn check_loose(body: Bytes) -> Option<Self> {
+        #[derive(Deserialize)]
+        struct Loose {
+            #[allow(dead_code)]
+            choices: Vec<serde::de::IgnoredAny>,
+        }
+        serde_json::from_slice::<Loose>(&body).ok()?;
+        Some(Self {
+            model: Model::Absent,
+            usage: None,
+            finish_reasons: Vec::new(),
+            unreadable: true,
+            body,
+        })
     }
 
     /// [`check`](Self::check) with serde only.
@@ -217,6 +241,7 @@ impl CheckedAnswer {
             model,
             usage: c.usage,
             finish_reasons,
+            unreadable: false,
             body,
         })
     }
@@ -651,6 +676,33 @@ mod tests {
         assert_eq!(reasons, o.finish_reasons, "finish reasons");
         assert_eq!(counts(a.usage), counts(o.usage), "usage");
         true
+    }
+
+    #[test]
+    fn a_completion_with_members_of_odd_types_passes_with_its_usage_unreadable() {
+        for body in [
+            r#"{"model":7,"choices":[{"finish_reason":"stop"}],"usage":{"prompt_tokens":1}}"#,
+            r#"{"model":"m","choices":[{"finish_reason":"stop"}],"usage":{"prompt_tokens":1.5}}"#,
+            r#"{"choices":[{"finish_reason":1}],"usage":null}"#,
+            r#"{"choices":[1,"x",null]}"#,
+        ] {
+            let a = CheckedAnswer::check(Bytes::from(body)).expect(body);
+            assert!(a.unreadable, "{body}");
+            assert!(a.usage.is_none() && a.model().is_none() && a.finish_reasons.is_empty());
+        }
+        for body in [
+            r#"{"model":"m"}"#,
+            r#"{"choices":{}}"#,
+            r#"{"choices":[],"choices":[]}"#,
+            r#"{"choices":[]} x"#,
+            "[]",
+        ] {
+            assert!(CheckedAnswer::check(Bytes::from(body)).is_none(), "{body}");
+        }
+        let plain = CheckedAnswer::check(Bytes::from(r#"{"model":"m","choices":[]}"#))
+            .expect("a completion");
+        assert!(!plain.unreadable);
+        assert_eq!(plain.model(), Some("m"));
     }
 
     const ANSWERS: &[&str] = &[

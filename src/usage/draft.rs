@@ -250,7 +250,8 @@ impl Observed {
     pub(crate) fn answer(&mut self, a: CheckedAnswer) {
         self.response_model = a.model().map(|m| shared(m, self.routed.as_ref()));
         self.usage = a.usage;
-        if self.usage.is_none() {
+        self.unknown |= a.unreadable;
+        if self.usage.is_none() && !a.unreadable {
             self.completion_text = completion_text(a.body());
         }
         self.finish_reasons = a.finish_reasons;

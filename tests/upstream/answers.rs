@@ -77,6 +77,25 @@ async fn an_answer_is_passed_on_byte_for_byte() {
 }
 
 #[tokio::test]
+async fn a_completion_with_odd_usage_passes() {
+    bounded(async {
+        // A completion all the same: the client gets it; only its usage cannot be read.
+        let answer: &'static [u8] =
+            br#"{"model":"m","choices":[{"message":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1.0,"completion_tokens":2}}"#;
+        let mock = answering(vec![answer]).await;
+        let gw = gateway(router(
+            "m",
+            RouteConfig::new().replica(UpstreamConfig::new(mock.url())),
+        ))
+        .await;
+        let res = post(&client(), gw, chat("m", false), &[]).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(text(res).await.as_bytes(), answer);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn an_answer_longer_than_the_bound_passes_unchecked() {
     bounded(async {
         let frames: Vec<&'static [u8]> = vec![&[b'a'; 40], &[b'b'; 40], &[b'c'; 40]];
