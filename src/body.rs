@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use pin_project_lite::pin_project;
@@ -70,6 +70,50 @@ impl<B> ResponseBody<B> {
             let data = full_into_bytes(full);
             Self::full(data)
         })
+    }
+}
+
+/// Data frames gathered into one: the first kept as it came (no copy; a body in one frame, the
+/// usual case, is never copied), later ones concatenated after it.
+#[derive(Debug, Default)]
+pub(crate) struct Gathered {
+    one: Option<Bytes>,
+    many: BytesMut,
+}
+
+impl Gathered {
+    /// The bytes gathered.
+    pub(crate) fn len(&self) -> usize {
+        self.one.as_ref().map_or(self.many.len(), Bytes::len)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn push(&mut self, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        match self.one.take() {
+            None if self.many.is_empty() => self.one = Some(data),
+            None => self.many.extend_from_slice(&data),
+            Some(first) => {
+                // A burst: room for a few dozen typical events before growing.
+                self.many
+                    .reserve((2 * (first.len() + data.len())).max(16 * 1024));
+                self.many.extend_from_slice(&first);
+                self.many.extend_from_slice(&data);
+            }
+        }
+    }
+
+    /// What was gathered, as one `Bytes`; empty again.
+    pub(crate) fn take(&mut self) -> Bytes {
+        match self.one.take() {
+            Some(b) => b,
+            None => std::mem::take(&mut self.many).freeze(),
+        }
     }
 }
 

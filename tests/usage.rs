@@ -252,16 +252,17 @@ async fn an_upstream_without_usage_is_estimated() {
     assert_eq!(r.upstream.as_deref(), Some(mock.addr.to_string().as_str()));
 }
 
-#[tokio::test]
-async fn a_200_that_is_not_a_completion_is_a_502() {
-    let mock = Mock::start(|_| async {
-        let mut res = http::Response::new(MockBody::full(Bytes::from_static(b"{not json")));
+/// A mock answering every request 200 with `body` as JSON, and what a non-streamed request
+/// through the gateway gets, with the gateway's environment (for its record).
+async fn answered(body: &'static [u8]) -> (Mock, Env, http::Response<hyper::body::Incoming>) {
+    let mock = Mock::start(move |_| async move {
+        let mut res = http::Response::new(MockBody::full(Bytes::from_static(body)));
         res.headers_mut()
             .insert("content-type", "application/json".parse().unwrap());
         res
     })
     .await;
-    let mut env = Env::new(Some(&mock)).await;
+    let env = Env::new(Some(&mock)).await;
     let res = post(
         &env.client,
         env.server.addr,
@@ -269,6 +270,12 @@ async fn a_200_that_is_not_a_completion_is_a_502() {
         &[],
     )
     .await;
+    (mock, env, res)
+}
+
+#[tokio::test]
+async fn a_200_that_is_not_a_completion_is_a_502() {
+    let (_mock, mut env, res) = answered(b"{not json").await;
     assert_eq!(res.status(), 502);
     let v: serde_json::Value = serde_json::from_str(&text(res).await).unwrap();
     assert_eq!(v["error"]["type"], "server_error");
@@ -280,20 +287,8 @@ async fn a_200_that_is_not_a_completion_is_a_502() {
 
 #[tokio::test]
 async fn a_completion_whose_usage_cannot_be_read_passes_and_says_so() {
-    let mock = Mock::start(|_| async {
-        let body = br#"{"model":"up","choices":[{"message":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1.5}}"#;
-        let mut res = http::Response::new(MockBody::full(Bytes::from_static(body)));
-        res.headers_mut()
-            .insert("content-type", "application/json".parse().unwrap());
-        res
-    })
-    .await;
-    let mut env = Env::new(Some(&mock)).await;
-    let res = post(
-        &env.client,
-        env.server.addr,
-        support::chat("up", false),
-        &[],
+    let (_mock, mut env, res) = answered(
+        br#"{"model":"up","choices":[{"message":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1.5}}"#,
     )
     .await;
     assert_eq!(res.status(), 200);

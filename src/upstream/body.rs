@@ -2,7 +2,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
@@ -10,6 +10,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::error::{FailureKind, UpstreamFailure};
 use crate::BoxError;
+use crate::body::Gathered;
 
 /// Largest frame [`UpstreamBody`] builds by coalescing the upstream's frames.
 const MAX_COALESCED: usize = 64 * 1024;
@@ -86,44 +87,27 @@ enum Tail {
 /// several concatenated.
 #[derive(Debug, Default)]
 struct Held {
-    one: Option<Bytes>,
-    many: BytesMut,
+    data: Gathered,
     /// Polls in a row that found nothing new while holding data.
     quiet: u8,
 }
 
 impl Held {
     fn len(&self) -> usize {
-        self.one.as_ref().map_or(self.many.len(), Bytes::len)
+        self.data.len()
     }
 
     fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.data.is_empty()
     }
 
     fn push(&mut self, data: Bytes) {
-        if data.is_empty() {
-            return;
-        }
-        match self.one.take() {
-            None if self.many.is_empty() => self.one = Some(data),
-            None => self.many.extend_from_slice(&data),
-            Some(first) => {
-                // A burst: room for a few dozen typical events before growing.
-                self.many
-                    .reserve((2 * (first.len() + data.len())).max(16 * 1024));
-                self.many.extend_from_slice(&first);
-                self.many.extend_from_slice(&data);
-            }
-        }
+        self.data.push(data);
     }
 
     fn take(&mut self) -> Bytes {
         self.quiet = 0;
-        match self.one.take() {
-            Some(b) => b,
-            None => std::mem::take(&mut self.many).freeze(),
-        }
+        self.data.take()
     }
 
     /// The held data as a frame, if any.

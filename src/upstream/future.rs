@@ -4,7 +4,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Response, header};
 use http_body::Body;
 use hyper::body::Incoming;
@@ -14,7 +13,7 @@ use tokio::time::{Instant, Sleep};
 use super::body::UpstreamBody;
 use super::error::{FailureKind, UpstreamFailure};
 use super::headers::strip_response;
-use crate::body::{OnEndBody, full_into_bytes};
+use crate::body::{Gathered, OnEndBody, full_into_bytes};
 use crate::error::ApiError;
 use crate::sse::SseEnding;
 use crate::usage::CheckedAnswer;
@@ -88,8 +87,7 @@ pin_project! {
         Checking {
             parts: Option<http::response::Parts>,
             body: Option<UpstreamBody>,
-            first: Option<Bytes>,
-            buf: BytesMut,
+            read: Gathered,
             max: usize,
         },
         Done,
@@ -224,8 +222,7 @@ impl Future for SendFuture {
                         self.as_mut().project().kind.set(Kind::Checking {
                             parts: Some(parts),
                             body: Some(body),
-                            first: None,
-                            buf: BytesMut::new(),
+                            read: Gathered::default(),
                             max,
                         });
                         return self.poll(cx);
@@ -255,8 +252,7 @@ impl Future for SendFuture {
             KindProj::Checking {
                 parts,
                 body,
-                first,
-                buf,
+                read,
                 max,
             } => {
                 let inner = body.as_mut().expect("future polled after completion");
@@ -267,27 +263,14 @@ impl Future for SendFuture {
                             let Ok(data) = frame.into_data() else {
                                 continue;
                             };
-                            let held = first.as_ref().map_or(buf.len(), Bytes::len);
-                            if held + data.len() > *max {
+                            let over = read.len() + data.len() > *max;
+                            read.push(data);
+                            if over {
                                 // Too long to check: it passes through as it comes.
-                                let mut prefix = std::mem::take(buf);
-                                if let Some(f) = first.take() {
-                                    prefix.extend_from_slice(&f);
-                                }
-                                prefix.extend_from_slice(&data);
                                 let mut rest = body.take().expect("future polled after completion");
-                                rest.unread(prefix.freeze());
+                                rest.unread(read.take());
                                 let parts = parts.take().expect("future polled after completion");
                                 break Response::from_parts(parts, rest);
-                            }
-                            if let Some(f) = first.take() {
-                                buf.reserve(f.len() + data.len());
-                                buf.extend_from_slice(&f);
-                                buf.extend_from_slice(&data);
-                            } else if buf.is_empty() {
-                                *first = Some(data);
-                            } else {
-                                buf.extend_from_slice(&data);
                             }
                         }
                         Some(Err(e)) => {
@@ -300,8 +283,7 @@ impl Future for SendFuture {
                             break failure_response(failure);
                         }
                         None => {
-                            let data = first.take().unwrap_or_else(|| std::mem::take(buf).freeze());
-                            let Some(answer) = CheckedAnswer::check(data) else {
+                            let Some(answer) = CheckedAnswer::check(read.take()) else {
                                 break failure_response(UpstreamFailure::new(
                                     FailureKind::InvalidAnswer,
                                     "",

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{Response, header};
 use http_body::Body;
 use pin_project_lite::pin_project;
@@ -15,7 +15,7 @@ use super::answer::CheckedAnswer;
 use super::body::{MeterBody, Tally};
 use super::draft::Draft;
 use crate::BoxError;
-use crate::body::OnEndBody;
+use crate::body::{Gathered, OnEndBody};
 use crate::error::ApiError;
 use crate::route::{RoutedModel, UpstreamName};
 use crate::upstream::UpstreamFailure;
@@ -125,7 +125,7 @@ pin_project! {
         Calling { #[pin] future: F },
         // A body that comes in one frame (the usual case) is kept as it came, not copied; the
         // upstream's body is read as it is, not boxed.
-        Reading { parts: Option<http::response::Parts>, body: Option<B>, first: Option<Bytes>, buf: BytesMut },
+        Reading { parts: Option<http::response::Parts>, body: Option<B>, read: Gathered },
         Done,
     }
 }
@@ -250,47 +250,29 @@ where
                         Head::Read(parts, body) => this.state.set(State::Reading {
                             parts: Some(parts),
                             body: Some(body),
-                            first: None,
-                            buf: BytesMut::new(),
+                            read: Gathered::default(),
                         }),
                     }
                 }
-                StateProj::Reading {
-                    parts,
-                    body,
-                    first,
-                    buf,
-                } => {
+                StateProj::Reading { parts, body, read } => {
                     let inner = body.as_mut().expect("body kept while reading");
                     let frame = ready!(Pin::new(inner).poll_frame(cx));
                     let draft = Arc::clone(this.draft.as_ref().expect("kept while reading"));
                     match frame {
                         Some(Ok(frame)) => {
                             if let Ok(data) = frame.into_data() {
-                                let held = first.as_ref().map_or(buf.len(), Bytes::len);
-                                if held + data.len() > *this.max_body {
+                                let over = read.len() + data.len() > *this.max_body;
+                                read.push(data);
+                                if over {
                                     // Too long to read: it passes through, unread.
                                     draft.inner().observed.unknown = true;
                                     let parts = parts.take().expect("parts kept while reading");
                                     let rest = body.take().expect("body kept while reading");
-                                    let mut prefix = std::mem::take(buf);
-                                    if let Some(f) = first.take() {
-                                        prefix.extend_from_slice(&f);
-                                    }
-                                    prefix.extend_from_slice(&data);
+                                    let prefix = read.take();
                                     this.draft.take();
                                     this.state.set(State::Done);
-                                    let body = MeterBody::prefixed(prefix.freeze(), rest);
+                                    let body = MeterBody::prefixed(prefix, rest);
                                     return Poll::Ready(Ok(Response::from_parts(parts, body)));
-                                }
-                                if let Some(f) = first.take() {
-                                    buf.reserve(f.len() + data.len());
-                                    buf.extend_from_slice(&f);
-                                    buf.extend_from_slice(&data);
-                                } else if buf.is_empty() {
-                                    *first = Some(data);
-                                } else {
-                                    buf.extend_from_slice(&data);
                                 }
                             }
                         }
@@ -303,7 +285,7 @@ where
                             )));
                         }
                         None => {
-                            let body = first.take().unwrap_or_else(|| std::mem::take(buf).freeze());
+                            let body = read.take();
                             let parts = parts.take().expect("parts kept while reading");
                             let ok = draft.inner().observed.completion(body.clone());
                             this.state.set(State::Done);

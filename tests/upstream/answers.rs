@@ -4,7 +4,13 @@
 use super::*;
 use http::{Response, header};
 
-/// A mock answering every request with `status` and `body` (as JSON), in the frames given.
+/// What a non-streamed request gets through a gateway in front of one upstream.
+async fn ask(upstream: UpstreamConfig) -> Response<hyper::body::Incoming> {
+    let gw = gateway(router("m", RouteConfig::new().replica(upstream))).await;
+    post(&client(), gw, chat("m", false), &[]).await
+}
+
+/// A mock answering every request 200 with `body` (as JSON), in the frames given.
 async fn answering(frames: Vec<&'static [u8]>) -> Mock {
     Mock::start(move |_| {
         let frames = frames.clone();
@@ -29,7 +35,6 @@ async fn answering(frames: Vec<&'static [u8]>) -> Mock {
 #[tokio::test]
 async fn a_200_that_is_not_a_completion_is_a_502() {
     bounded(async {
-        let c = client();
         for frames in [
             vec![&b"{not json"[..]],
             vec![
@@ -40,12 +45,7 @@ async fn a_200_that_is_not_a_completion_is_a_502() {
             vec![&b"{\"choices\":[]} trailing"[..]],
         ] {
             let mock = answering(frames.clone()).await;
-            let gw = gateway(router(
-                "m",
-                RouteConfig::new().replica(UpstreamConfig::new(mock.url())),
-            ))
-            .await;
-            let res = post(&c, gw, chat("m", false), &[]).await;
+            let res = ask(UpstreamConfig::new(mock.url())).await;
             assert_eq!(res.status(), 502, "{frames:?}");
             let body = text(res).await;
             assert_eq!(error_code(&body), "bad_gateway", "{body}");
@@ -61,12 +61,7 @@ async fn an_answer_is_passed_on_byte_for_byte() {
         let answer: &'static [u8] = b"{ \"id\" : \"x\", \"model\":\"caf\\u00e9\",\n\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"hi \\\"there\\\"\"},\"finish_reason\":\"stop\"}], \"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2,\"total_tokens\":3}}\n";
         let (head, tail) = answer.split_at(40);
         let mock = answering(vec![head, tail]).await;
-        let gw = gateway(router(
-            "m",
-            RouteConfig::new().replica(UpstreamConfig::new(mock.url())),
-        ))
-        .await;
-        let res = post(&client(), gw, chat("m", false), &[]).await;
+        let res = ask(UpstreamConfig::new(mock.url())).await;
         assert_eq!(res.status(), 200);
         if let Some(len) = res.headers().get(header::CONTENT_LENGTH) {
             assert_eq!(len.to_str().unwrap(), answer.len().to_string());
@@ -83,12 +78,7 @@ async fn a_completion_with_odd_usage_passes() {
         let answer: &'static [u8] =
             br#"{"model":"m","choices":[{"message":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1.0,"completion_tokens":2}}"#;
         let mock = answering(vec![answer]).await;
-        let gw = gateway(router(
-            "m",
-            RouteConfig::new().replica(UpstreamConfig::new(mock.url())),
-        ))
-        .await;
-        let res = post(&client(), gw, chat("m", false), &[]).await;
+        let res = ask(UpstreamConfig::new(mock.url())).await;
         assert_eq!(res.status(), 200);
         assert_eq!(text(res).await.as_bytes(), answer);
     })
@@ -100,12 +90,7 @@ async fn an_answer_longer_than_the_bound_passes_unchecked() {
     bounded(async {
         let frames: Vec<&'static [u8]> = vec![&[b'a'; 40], &[b'b'; 40], &[b'c'; 40]];
         let mock = answering(frames).await;
-        let gw = gateway(router(
-            "m",
-            RouteConfig::new().replica(UpstreamConfig::new(mock.url()).max_answer_bytes(64)),
-        ))
-        .await;
-        let res = post(&client(), gw, chat("m", false), &[]).await;
+        let res = ask(UpstreamConfig::new(mock.url()).max_answer_bytes(64)).await;
         assert_eq!(res.status(), 200);
         let body = text(res).await;
         assert_eq!(
@@ -115,12 +100,7 @@ async fn an_answer_longer_than_the_bound_passes_unchecked() {
 
         // 0 turns the check off.
         let mock = answering(vec![&b"{not json"[..]]).await;
-        let gw = gateway(router(
-            "m",
-            RouteConfig::new().replica(UpstreamConfig::new(mock.url()).max_answer_bytes(0)),
-        ))
-        .await;
-        let res = post(&client(), gw, chat("m", false), &[]).await;
+        let res = ask(UpstreamConfig::new(mock.url()).max_answer_bytes(0)).await;
         assert_eq!(res.status(), 200);
         assert_eq!(text(res).await, "{not json");
     })
@@ -148,13 +128,8 @@ async fn an_answer_that_stops_half_way_is_a_504() {
             }
         })
         .await;
-        let gw = gateway(router(
-            "m",
-            RouteConfig::new()
-                .replica(UpstreamConfig::new(mock.url()).idle_timeout(Duration::from_millis(150))),
-        ))
-        .await;
-        let res = post(&client(), gw, chat("m", false), &[]).await;
+        let res =
+            ask(UpstreamConfig::new(mock.url()).idle_timeout(Duration::from_millis(150))).await;
         assert_eq!(res.status(), 504);
         assert_eq!(error_code(&text(res).await), "upstream_timeout");
         drop(hold_tx);
