@@ -111,23 +111,25 @@ where
 pin_project! {
     /// Response future of [`UsageMeter`](super::UsageMeter).
     pub struct MeterFuture<F, B> {
+        // Polled in place until the head comes (a stream's head is polled for as often as its
+        // first events arrive): no state to match on the way in.
         #[pin]
-        state: State<F, B>,
+        future: F,
+        // The rare case: an answer from an in-process service, read whole here (an upstream's
+        // comes read and checked). Boxed, so that it costs the usual request no room.
+        reading: Option<Box<Reading<B>>>,
         draft: Option<Arc<Draft>>,
         hide_usage: bool,
         max_body: usize,
     }
 }
 
-pin_project! {
-    #[project = StateProj]
-    enum State<F, B> {
-        Calling { #[pin] future: F },
-        // A body that comes in one frame (the usual case) is kept as it came, not copied; the
-        // upstream's body is read as it is, not boxed.
-        Reading { parts: Option<http::response::Parts>, body: Option<B>, read: Gathered },
-        Done,
-    }
+/// A non-streamed answer being read: a body that comes in one frame (the usual case) is kept
+/// as it came, not copied; the inner service's body is read as it is, not boxed.
+struct Reading<B> {
+    parts: Option<http::response::Parts>,
+    body: Option<B>,
+    read: Gathered,
 }
 
 impl<F, B> std::fmt::Debug for MeterFuture<F, B> {
@@ -144,7 +146,8 @@ impl<F, B> MeterFuture<F, B> {
         max_body: usize,
     ) -> Self {
         Self {
-            state: State::Calling { future },
+            future,
+            reading: None,
             draft,
             hide_usage,
             max_body,
@@ -236,77 +239,82 @@ where
     type Output = Result<Response<MeterBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            match this.state.as_mut().project() {
-                StateProj::Calling { future } => {
-                    // Polled often while it waits: the head's handling is out of line.
-                    let res = ready!(future.poll(cx))?;
-                    match meter_head(res, this.draft, *this.hide_usage) {
-                        Head::Ready(res) => {
-                            this.state.set(State::Done);
-                            return Poll::Ready(Ok(res));
-                        }
-                        Head::Read(parts, body) => this.state.set(State::Reading {
-                            parts: Some(parts),
-                            body: Some(body),
-                            read: Gathered::default(),
-                        }),
+        let this = self.project();
+        if this.reading.is_none() {
+            // Polled often while it waits: the head's handling is out of line.
+            let res = ready!(this.future.poll(cx))?;
+            match meter_head(res, this.draft, *this.hide_usage) {
+                Head::Ready(res) => return Poll::Ready(Ok(res)),
+                Head::Read(parts, body) => {
+                    *this.reading = Some(Box::new(Reading {
+                        parts: Some(parts),
+                        body: Some(body),
+                        read: Gathered::default(),
+                    }));
+                }
+            }
+        }
+        let reading = this.reading.as_mut().expect("set above");
+        read_answer(reading, this.draft, *this.max_body, cx).map(Ok)
+    }
+}
+
+/// Reads a non-streamed answer whole (up to `max_body` bytes) and checks it; the response to
+/// hand on.
+#[inline(never)]
+fn read_answer<B>(
+    reading: &mut Reading<B>,
+    draft_slot: &mut Option<Arc<Draft>>,
+    max_body: usize,
+    cx: &mut Context<'_>,
+) -> Poll<Response<MeterBody<B>>>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let Reading { parts, body, read } = reading;
+    loop {
+        let inner = body.as_mut().expect("future polled after completion");
+        let frame = ready!(Pin::new(inner).poll_frame(cx));
+        let draft = Arc::clone(draft_slot.as_ref().expect("kept while reading"));
+        match frame {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    let over = read.len() + data.len() > max_body;
+                    read.push(data);
+                    if over {
+                        // Too long to read: it passes through, unread.
+                        draft.inner().observed.unknown = true;
+                        let parts = parts.take().expect("parts kept while reading");
+                        let rest = body.take().expect("body kept while reading");
+                        let prefix = read.take();
+                        draft_slot.take();
+                        let body = MeterBody::prefixed(prefix, rest);
+                        return Poll::Ready(Response::from_parts(parts, body));
                     }
                 }
-                StateProj::Reading { parts, body, read } => {
-                    let inner = body.as_mut().expect("body kept while reading");
-                    let frame = ready!(Pin::new(inner).poll_frame(cx));
-                    let draft = Arc::clone(this.draft.as_ref().expect("kept while reading"));
-                    match frame {
-                        Some(Ok(frame)) => {
-                            if let Ok(data) = frame.into_data() {
-                                let over = read.len() + data.len() > *this.max_body;
-                                read.push(data);
-                                if over {
-                                    // Too long to read: it passes through, unread.
-                                    draft.inner().observed.unknown = true;
-                                    let parts = parts.take().expect("parts kept while reading");
-                                    let rest = body.take().expect("body kept while reading");
-                                    let prefix = read.take();
-                                    this.draft.take();
-                                    this.state.set(State::Done);
-                                    let body = MeterBody::prefixed(prefix, rest);
-                                    return Poll::Ready(Ok(Response::from_parts(parts, body)));
-                                }
-                            }
-                        }
-                        Some(Err(_)) => {
-                            draft.inner().error = Some("upstream_failed".into());
-                            this.draft.take();
-                            this.state.set(State::Done);
-                            return Poll::Ready(Ok(bad_gateway(
-                                "The upstream failed while sending its answer.",
-                            )));
-                        }
-                        None => {
-                            let body = read.take();
-                            let parts = parts.take().expect("parts kept while reading");
-                            let ok = draft.inner().observed.completion(body.clone());
-                            this.state.set(State::Done);
-                            if !ok {
-                                if let Some(d) = this.draft.as_ref() {
-                                    d.inner().error = Some("invalid_response".into());
-                                }
-                                this.draft.take();
-                                return Poll::Ready(Ok(bad_gateway(
-                                    "The upstream's answer is not a chat completion.",
-                                )));
-                            }
-                            this.draft.take();
-                            return Poll::Ready(Ok(Response::from_parts(
-                                parts,
-                                MeterBody::full(body),
-                            )));
-                        }
-                    }
+            }
+            Some(Err(_)) => {
+                draft.inner().error = Some("upstream_failed".into());
+                draft_slot.take();
+                body.take();
+                return Poll::Ready(bad_gateway("The upstream failed while sending its answer."));
+            }
+            None => {
+                let answer = read.take();
+                let parts = parts.take().expect("parts kept while reading");
+                body.take();
+                let ok = draft.inner().observed.completion(answer.clone());
+                if !ok {
+                    draft.inner().error = Some("invalid_response".into());
                 }
-                StateProj::Done => panic!("future polled after completion"),
+                draft_slot.take();
+                if !ok {
+                    return Poll::Ready(bad_gateway(
+                        "The upstream's answer is not a chat completion.",
+                    ));
+                }
+                return Poll::Ready(Response::from_parts(parts, MeterBody::full(answer)));
             }
         }
     }
