@@ -636,3 +636,112 @@ async fn made_up_model_names_do_not_grow_the_usage_aggregate() {
     assert_eq!(rows[0]["requests"], 20);
     assert_eq!(rows[0]["errors"], 20);
 }
+
+/// A body that yields its frames in order: data, or an error.
+struct Frames(Vec<Result<Bytes, &'static str>>);
+
+impl http_body::Body for Frames {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if self.0.is_empty() {
+            return std::task::Poll::Ready(None);
+        }
+        std::task::Poll::Ready(Some(match self.0.remove(0) {
+            Ok(data) => Ok(http_body::Frame::data(data)),
+            Err(e) => Err(std::io::Error::other(e)),
+        }))
+    }
+}
+
+/// An in-process service answering with `frames`, behind the usage layers (the meter reading
+/// at most `max_body` bytes): the status and body the client gets, and the request's record.
+async fn in_process(
+    frames: Vec<Result<Bytes, &'static str>>,
+    max_body: usize,
+) -> (StatusCode, Result<Bytes, String>, UsageRecord) {
+    use tower::ServiceExt;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let handle = UsageHandle::builder()
+        .sink(Arc::new(RecordChan(tx)))
+        .build();
+    let inner = tower::service_fn(move |_: Request<chatgate::ValidatedRequest>| {
+        let frames = Frames(frames.clone());
+        async move {
+            Ok::<_, std::convert::Infallible>(
+                http::Response::builder()
+                    .header("content-type", "application/json")
+                    .body(frames)
+                    .unwrap(),
+            )
+        }
+    });
+    let chat = ServiceBuilder::new()
+        .layer(UsageLayer::new(handle.clone()))
+        .layer(ValidateLayer::new())
+        .layer(UsageMeterLayer::new().max_body(max_body))
+        .service(inner);
+    let req = Request::post("/v1/chat/completions")
+        .body(Full::new(Bytes::from(
+            r#"{"model":"local","messages":[{"role":"user","content":"hi"}]}"#,
+        )))
+        .unwrap();
+    let res = chat.oneshot(req).await.unwrap();
+    let status = res.status();
+    let body = res
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| e.to_string());
+    handle.close().await;
+    (status, body, rx.recv().await.expect("one record"))
+}
+
+/// Answers from in-process services are read by the meter itself (an upstream's come read and
+/// checked by the upstream client): whole when they fit, passed on unread when they do not, a
+/// 502 when the body fails or is not a chat completion; one record each, saying which.
+#[tokio::test]
+async fn the_meter_reads_an_in_process_answer_itself() {
+    let answer: &[u8] = br#"{"id":"c","object":"chat.completion","model":"local","choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
+    let halves = || {
+        let (a, b) = answer.split_at(40);
+        vec![Ok(Bytes::from(a)), Ok(Bytes::from(b))]
+    };
+
+    let (status, body, r) = in_process(halves(), 64 * 1024).await;
+    assert_eq!(status, 200);
+    assert_eq!(body.unwrap(), answer);
+    assert_eq!((r.prompt_tokens, r.completion_tokens), (3, 2));
+    assert_eq!(r.finish_reasons, ["stop"]);
+    assert_eq!(r.response_model.as_deref(), Some("local"));
+    assert!(!r.usage_unknown && r.error.is_none());
+
+    // Longer than the meter reads: handed on whole and unchanged, its usage unknown.
+    let (status, body, r) = in_process(halves(), 50).await;
+    assert_eq!(status, 200);
+    assert_eq!(body.unwrap(), answer);
+    assert!(r.usage_unknown);
+    assert_eq!(r.total_tokens, 0);
+
+    let (status, body, r) = in_process(vec![Ok(Bytes::from_static(b"{not json"))], 1024).await;
+    assert_eq!(status, 502);
+    assert!(body.unwrap().starts_with(b"{\"error\""));
+    assert_eq!(
+        (r.status, r.error.as_deref()),
+        (502, Some("invalid_response"))
+    );
+
+    let (status, body, r) =
+        in_process(vec![Ok(Bytes::from(&answer[..40])), Err("cut")], 1024).await;
+    assert_eq!(status, 502);
+    assert!(body.unwrap().starts_with(b"{\"error\""));
+    assert_eq!(
+        (r.status, r.error.as_deref()),
+        (502, Some("upstream_failed"))
+    );
+}
