@@ -12,6 +12,8 @@
 # callgrind_control) and python3. Writes its files under $OUT (default: a temporary directory).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 SCENARIO=${1:-nonstream}
 case $SCENARIO in
@@ -32,28 +34,18 @@ done
 
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
-read -r MOCK_PORT OFF_PORT ON_PORT < <(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(3)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))
-')
+read -r MOCK_PORT OFF_PORT ON_PORT < <(free_ports 3)
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
 
-wait_port() {
-    for _ in $(seq 1200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "nothing listens on port $1" >&2
-    return 1
+# Under valgrind a proxy takes a while to listen: up to 2 minutes.
+listening() {
+    wait_port "$1" "" 1200 || { echo "nothing listens on port $1" >&2; return 1; }
 }
 
 "$MOCK" --listen "127.0.0.1:$MOCK_PORT" >"$OUT/mock.log" 2>&1 &
 PIDS+=($!)
-wait_port "$MOCK_PORT"
+listening "$MOCK_PORT"
 
 MESSAGES='[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write a haiku about load balancers."}]'
 if [[ $SCENARIO == stream ]]; then
@@ -79,7 +71,7 @@ count() {
         >"$OUT/$name.log" 2>&1 &
     local pid=$!
     PIDS+=("$pid")
-    wait_port "$port"
+    listening "$port"
     python3 "$OUT/client.py" "$port" "$OUT/body.json" "$WARMUP"
     callgrind_control -z "$pid" >/dev/null 2>&1
     python3 "$OUT/client.py" "$port" "$OUT/body.json" "$N"

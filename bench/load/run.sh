@@ -41,6 +41,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-6}
@@ -82,13 +84,7 @@ chmod 755 "$TMP" # nginx's worker runs as nobody and must reach its temp paths
 PIDS=()
 
 cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids
     rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -124,13 +120,7 @@ fi
 [[ -x $EXAMPLES/mock_upstream && -x $EXAMPLES/passthrough ]] || die "release examples missing in $EXAMPLES"
 
 # --- ports, configs, request bodies ----------------------------------------------------------------
-read -r MOCK_PORT PT_PORT CG_PORT NGINX_PORT CGB_PORT < <(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(5)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))
-')
+read -r MOCK_PORT PT_PORT CG_PORT NGINX_PORT CGB_PORT < <(free_ports 5)
 
 cat >bench/load/chatgate.toml <<EOF
 # Written by bench/load/run.sh for this run: chatgate's proxy in front of the mock upstream.
@@ -159,17 +149,6 @@ printf '{"model":"mock","messages":%s,"max_tokens":128,"stream":true,"stream_opt
 # --- processes -------------------------------------------------------------------------------------
 declare -A URL CPU_PIDS
 MOCK_PID=
-
-# wait_port PORT PID NAME: waits until PORT accepts connections, while PID lives.
-wait_port() {
-    local i
-    for ((i = 0; i < 100; i++)); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        kill -0 "$2" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
 
 # start NAME PORT PATH COMMAND...: starts a target in the background and waits for its port.
 start() {
