@@ -413,6 +413,15 @@ async fn concurrent_load_leaves_one_record_per_request_and_exact_sums() {
     // /metrics parses, and agrees.
     let (status, metrics) = env.get("/metrics", None).await;
     assert_eq!(status, 200);
+    let helps: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("# HELP "))
+        .collect();
+    assert!(helps.len() >= 6, "{helps:?}");
+    assert!(
+        helps.iter().all(|h| h.ends_with('.') && !h.ends_with("..")),
+        "{helps:?}"
+    );
     let lines = metrics.lines().map(|l| Ok(l.to_owned()));
     let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
     let value = |name: &str, label: Option<(&str, &str)>| -> f64 {

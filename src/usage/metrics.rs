@@ -252,6 +252,7 @@ impl Collector for StatsCollector {
 impl MetricsSink {
     /// Metrics with model labels limited to `models` and at most `max_keys` key-id values.
     pub fn new(models: impl IntoIterator<Item = impl Into<String>>, max_keys: usize) -> Self {
+        // prometheus-client ends each help text with a period itself.
         let mut registry = Registry::default();
         let tokens: Hist = Family::new_with_constructor(token_histogram);
         let duration: Hist = Family::new_with_constructor(duration_histogram);
@@ -261,34 +262,34 @@ impl MetricsSink {
         let upstream_failures = Family::<Labels, Counter>::default();
         registry.register(
             "gen_ai_client_token_usage",
-            "Number of input and output tokens used.",
+            "Number of input and output tokens used",
             tokens.clone(),
         );
         registry.register_with_unit(
             "gen_ai_server_request_duration",
-            "Generative AI server request duration.",
+            "Generative AI server request duration",
             Unit::Seconds,
             duration.clone(),
         );
         registry.register_with_unit(
             "gen_ai_server_time_to_first_token",
-            "Time to generate the first token, for successful streamed responses.",
+            "Time to generate the first token, for successful streamed responses",
             Unit::Seconds,
             ttft.clone(),
         );
         registry.register(
             "chatgate_requests",
-            "Chat requests by status.",
+            "Chat requests by status",
             requests.clone(),
         );
         registry.register(
             "chatgate_rejections",
-            "Chat requests rejected (4xx) by reason.",
+            "Chat requests rejected (4xx) by reason",
             rejections.clone(),
         );
         registry.register(
             "chatgate_upstream_failures",
-            "Chat requests whose upstream failed (5xx, or a stream that broke).",
+            "Chat requests whose upstream failed (5xx, or a stream that broke)",
             upstream_failures.clone(),
         );
         Self {
