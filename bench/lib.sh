@@ -29,3 +29,17 @@ stop_pids() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
 }
+
+# mock_config LISTEN_PORT MOCK_PORT: prints a proxy configuration listening on LISTEN_PORT,
+# with one model, "mock", routed to the mock upstream on MOCK_PORT.
+mock_config() {
+    cat <<TOML
+listen = "127.0.0.1:$1"
+
+[[models]]
+name = "mock"
+
+[[models.upstreams]]
+url = "http://127.0.0.1:$2/v1"
+TOML
+}

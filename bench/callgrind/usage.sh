@@ -88,15 +88,7 @@ count() {
 for side in off on; do
     port=$OFF_PORT
     [[ $side == on ]] && port=$ON_PORT
-    cat >"$OUT/$side.toml" <<TOML
-listen = "127.0.0.1:$port"
-
-[[models]]
-name = "mock"
-
-[[models.upstreams]]
-url = "http://127.0.0.1:$MOCK_PORT/v1"
-TOML
+    mock_config "$port" "$MOCK_PORT" >"$OUT/$side.toml"
 done
 cat bench/load/usage-off.toml >>"$OUT/off.toml"
 sed "s|/tmp/chatgate-loadbench-usage.jsonl|$OUT/usage.jsonl|" bench/load/usage-on.toml >>"$OUT/on.toml"

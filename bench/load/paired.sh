@@ -86,15 +86,7 @@ wait_port "$MOCK_PORT" "$!" || die "the mock upstream did not start"
 declare -A PID_OF
 start() {
     local side=$1 port=$2 bin=$3 extra=$4
-    cat >"$RESULTS_DIR/$side.toml" <<EOF
-listen = "127.0.0.1:$port"
-
-[[models]]
-name = "mock"
-
-[[models.upstreams]]
-url = "http://127.0.0.1:$MOCK_PORT/v1"
-EOF
+    mock_config "$port" "$MOCK_PORT" >"$RESULTS_DIR/$side.toml"
     # A JSONL path in the tables is made this run's own.
     sed "s|/tmp/chatgate-loadbench-usage.jsonl|$RESULTS_DIR/$side-usage.jsonl|" "$extra" >>"$RESULTS_DIR/$side.toml"
     TOKIO_WORKER_THREADS=$PROXY_THREADS "$bin" --config "$RESULTS_DIR/$side.toml" >"$RESULTS_DIR/$side.log" 2>&1 &

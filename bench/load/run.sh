@@ -122,16 +122,10 @@ fi
 # --- ports, configs, request bodies ----------------------------------------------------------------
 read -r MOCK_PORT PT_PORT CG_PORT NGINX_PORT CGB_PORT < <(free_ports 5)
 
-cat >bench/load/chatgate.toml <<EOF
-# Written by bench/load/run.sh for this run: chatgate's proxy in front of the mock upstream.
-listen = "127.0.0.1:$CG_PORT"
-
-[[models]]
-name = "mock"
-
-[[models.upstreams]]
-url = "http://127.0.0.1:$MOCK_PORT/v1"
-EOF
+{
+    echo "# Written by bench/load/run.sh for this run: chatgate's proxy in front of the mock upstream."
+    mock_config "$CG_PORT" "$MOCK_PORT"
+} >bench/load/chatgate.toml
 
 sed -e "s|127.0.0.1:$CG_PORT|127.0.0.1:$CGB_PORT|" bench/load/chatgate.toml >"$TMP/chatgate_base.toml"
 # Tables appended to one target's configuration: the same binary with and without a feature.
