@@ -34,6 +34,13 @@
 //! `--check`; `--opt=value` works too. A usage error (unknown option, missing value) is
 //! reported on stderr with the usage, exit status 2; a configuration error exits with 1.
 
+/// `eprintln!`, in order with the request log: what the log buffer holds is written first.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        log_buffer::say(format_args!($($arg)*))
+    };
+}
+
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -333,7 +340,7 @@ fn otlp_export(config: &Config, env: Option<&str>) -> Result<Option<OtlpExport>,
     #[cfg(not(feature = "otlp"))]
     if let Some(e) = &export {
         if e.from_env() {
-            eprintln!(
+            say!(
                 "warning: {} is set ({}), but this proxy was built without the otlp feature: \
                  no spans are exported (rebuild it with `--features otlp`)",
                 e.origin(),
@@ -369,8 +376,8 @@ impl Telemetry {
         if let Some(guard) = self.otlp {
             match tokio::task::spawn_blocking(move || guard.shutdown()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => eprintln!("{e}"),
-                Err(e) => eprintln!("OTLP shutdown failed: {e}"),
+                Ok(Err(e)) => say!("{e}"),
+                Err(e) => say!("OTLP shutdown failed: {e}"),
             }
         }
     }
@@ -417,7 +424,7 @@ fn init_logging(format: LogFormat, otlp: Option<&OtlpExport>) -> Result<Telemetr
                 let (layer, guard) = chatgate::otlp::layer(&export.otlp_config())
                     .map_err(|e| format!("{}: {e}", export.origin()))?;
                 layers.push(layer.boxed());
-                eprintln!(
+                say!(
                     "exporting request spans to {} (service.name {:?})",
                     export.traces_url(),
                     export.service_name()
@@ -765,6 +772,14 @@ mod log_buffer {
         }
     }
 
+    /// Writes what the buffer holds, then `message` and a line end: the proxy's own messages
+    /// come after the log lines made before them.
+    pub(crate) fn say(message: std::fmt::Arguments<'_>) {
+        let mut buf = BUFFER.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = writeln!(buf, "{message}");
+        write_out(&mut buf);
+    }
+
     /// Writes what the buffer holds.
     pub(crate) fn flush() {
         write_out(&mut BUFFER.lock().unwrap_or_else(PoisonError::into_inner));
@@ -883,7 +898,7 @@ async fn accounting(config: &Config) -> Result<Accounting, String> {
             let sink = PgSink::new(url, &usage.postgres_table, PgWrite::Copy, 100_000)
                 .map_err(|e| format!("usage postgres: {e}"))?;
             if let Err(e) = sink.migrate().await {
-                eprintln!("usage postgres: {e} (records are kept until it is reachable)");
+                say!("usage postgres: {e} (records are kept until it is reachable)");
             }
             builder = builder.sink(Arc::new(sink));
         }
@@ -929,7 +944,7 @@ async fn seed_budgets(config: &Config, local: &chatgate::rate_limit::LocalBacken
         match sink.spent_since(&key.id, since).await {
             Ok((tokens, cost)) => local.seed_budget(&key.id, &budget, tokens, cost),
             Err(e) => {
-                eprintln!(
+                say!(
                     "budgets: cannot read the spend so far from the usage records ({e}); budgets start from zero"
                 );
                 return;
@@ -978,7 +993,7 @@ fn reload_on_sighup(
 ) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        eprintln!("SIGHUP reload unavailable");
+        say!("SIGHUP reload unavailable");
         return;
     };
     tokio::spawn(async move {
@@ -991,45 +1006,45 @@ fn reload_on_sighup(
             match built {
                 Ok((config, router)) => {
                     if config.listen() != listen {
-                        eprintln!(
+                        say!(
                             "reload: `listen` changed to {}; a restart is needed to move the listener",
                             config.listen()
                         );
                     }
                     if !same_server(&config.serve_config(), &server) {
-                        eprintln!("reload: [server] changed; a restart is needed to apply it");
+                        say!("reload: [server] changed; a restart is needed to apply it");
                     }
                     if config.function_catalogs() != state.catalogs.as_slice() {
-                        eprintln!(
+                        say!(
                             "reload: [[function_catalogs]] changed; a restart is needed to apply it"
                         );
                     }
                     if config.limits_config().backend() != &state.limiter_backend {
-                        eprintln!(
+                        say!(
                             "reload: [limits] backend changed; a restart is needed to move the counters"
                         );
                     }
                     if config.postgres_keys().is_some() != state.shared_keys.is_some() {
-                        eprintln!(
+                        say!(
                             "reload: [auth] store changed; a restart is needed to switch key stores"
                         );
                     }
                     if key_store(&config, state.shared_keys.as_ref()).is_none() {
-                        eprintln!("reload: {OPEN_WARNING}");
+                        say!("reload: {OPEN_WARNING}");
                     }
                     for message in unapplied_usage_and_log(&state, &config, otlp_env().as_deref()) {
-                        eprintln!("{message}");
+                        say!("{message}");
                     }
                     state.usage.handle.set_prices(config.prices().clone());
                     let models = router.models().to_vec();
                     gateway.reload_stack(chat_stack(&config, router, &state), models);
-                    eprintln!(
+                    say!(
                         "reloaded {} (models: {})",
                         path.display(),
                         gateway.models().join(", ")
                     );
                 }
-                Err(e) => eprintln!("reload failed, keeping the running configuration: {e}"),
+                Err(e) => say!("reload failed, keeping the running configuration: {e}"),
             }
         }
     });
@@ -1065,13 +1080,13 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("proxy: --hash-key: {e}");
+                    say!("proxy: --hash-key: {e}");
                     ExitCode::FAILURE
                 }
             };
         }
         Err(e) => {
-            eprintln!("proxy: {e}\n{USAGE}\nTry `proxy --help` for more information.");
+            say!("proxy: {e}\n{USAGE}\nTry `proxy --help` for more information.");
             return ExitCode::from(2);
         }
     };
@@ -1094,7 +1109,7 @@ fn main() -> ExitCode {
             code
         }
         Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
+            say!("cannot start the runtime: {e}");
             ExitCode::FAILURE
         }
     }
@@ -1104,21 +1119,21 @@ async fn run(args: Args) -> ExitCode {
     let config = match load(args.config.as_ref()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{e}");
+            say!("{e}");
             return ExitCode::FAILURE;
         }
     };
     let router = match config.router() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("{e}");
+            say!("{e}");
             return ExitCode::FAILURE;
         }
     };
     let otlp = match otlp_export(&config, otlp_env().as_deref()) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("{e}");
+            say!("{e}");
             return ExitCode::FAILURE;
         }
     };
@@ -1131,7 +1146,7 @@ async fn run(args: Args) -> ExitCode {
         if let Some(pg) = config.postgres_keys()
             && let Err(e) = pg.url()
         {
-            eprintln!("{e}");
+            say!("{e}");
             return ExitCode::FAILURE;
         }
         let spans = otlp
@@ -1151,21 +1166,21 @@ async fn run(args: Args) -> ExitCode {
     let pg = match postgres::start(&config).await {
         Ok(pg) => pg,
         Err(e) => {
-            eprintln!("{e}");
+            say!("{e}");
             return ExitCode::FAILURE;
         }
     };
     let telemetry = match init_logging(config.log_format(), otlp.as_ref()) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("{e}");
+            say!("{e}");
             return ExitCode::FAILURE;
         }
     };
     let usage = match accounting(&config).await {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("{e}");
+            say!("{e}");
             return ExitCode::FAILURE;
         }
     };
@@ -1182,7 +1197,7 @@ async fn run(args: Args) -> ExitCode {
     let limiter = match limiter {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("{e}");
+            say!("{e}");
             return ExitCode::FAILURE;
         }
     };
@@ -1193,7 +1208,7 @@ async fn run(args: Args) -> ExitCode {
     let tools = match server_tools(&config) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("{e}");
+            say!("{e}");
             return ExitCode::FAILURE;
         }
     };
@@ -1211,7 +1226,7 @@ async fn run(args: Args) -> ExitCode {
         ),
     });
     if key_store(&config, state.shared_keys.as_ref()).is_none() {
-        eprintln!("{OPEN_WARNING}");
+        say!("{OPEN_WARNING}");
     }
     let models = router.models().to_vec();
     let mut gateway = Gateway::with_stack(chat_stack(&config, router, &state), models)
@@ -1229,7 +1244,7 @@ async fn run(args: Args) -> ExitCode {
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("cannot listen on {listen}: {e}");
+            say!("cannot listen on {listen}: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -1244,7 +1259,7 @@ async fn run(args: Args) -> ExitCode {
             Arc::clone(&state),
         );
     }
-    eprintln!(
+    say!(
         "chatgate listening on http://{addr} (models: {})",
         gateway.models().join(", ")
     );
@@ -1259,15 +1274,15 @@ async fn run(args: Args) -> ExitCode {
     telemetry.shutdown().await;
     match served {
         Ok(Ok(())) => {
-            eprintln!("chatgate stopped");
+            say!("chatgate stopped");
             ExitCode::SUCCESS
         }
         Ok(Err(e)) => {
-            eprintln!("server error: {e}");
+            say!("server error: {e}");
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("server task failed: {e}");
+            say!("server task failed: {e}");
             ExitCode::FAILURE
         }
     }
