@@ -461,7 +461,7 @@ mod tests {
             let text: Vec<u8> = (0..len)
                 .map(|_| {
                     // Mostly plain bytes, sometimes one of the four (or a neighbour of one).
-                    if next() % 6 == 0 {
+                    if next().is_multiple_of(6) {
                         alphabet[(next() % alphabet.len() as u64) as usize]
                     } else {
                         b'a' + (next() % 26) as u8
