@@ -137,11 +137,12 @@ pub(crate) fn quick(data: &[u8], finish_reasons: &mut Vec<String>) -> Quick {
 ///
 /// Upstreams write every delta of a stream alike (the same id, creation time, model and keys in
 /// the same order): only the text changes. A frame that is `prefix`, then text without `"`,
-/// `\\`, `\n` or `\r`, then `suffix` (any number of times over) is therefore the learnt chunk with
-/// other text: the same JSON but for that string, since the text cannot end the string early
-/// or start a line. Its events need neither the event decoder nor the [quick look](quick): one
-/// content delta each when the text is not empty. Anything else (another shape, escapes, a
-/// second choice, the finish reason) misses and is decoded as before.
+/// `\\` or control characters (so without `\n` or `\r`), then `suffix` (any number of times over)
+/// is therefore the learnt chunk with other text: the same JSON but for that string, since the
+/// text cannot end the string early or start a line. Its events need neither the event decoder
+/// nor the [quick look](quick): one content delta each when the text is not empty. Anything
+/// else (another shape, escapes, a second choice, the finish reason) misses and is decoded as
+/// before.
 #[derive(Debug)]
 pub(crate) struct FrameTemplate {
     prefix: Box<[u8]>,
@@ -160,44 +161,6 @@ fn string_end(data: &[u8]) -> Option<usize> {
         }
     }
     None
-}
-
-/// Whether a text byte ends a template's text: `"`, `\\`, `\n` or `\r`.
-fn ends_text(b: u8) -> bool {
-    matches!(b, b'"' | b'\\' | b'\n' | b'\r')
-}
-
-/// The index of the first byte of `text` that [ends a template's text](ends_text).
-///
-/// Eight bytes at a time (the text is followed by the template's suffix, so there are nearly
-/// always eight to read): a word's bytes equal to one of the four are found with the usual
-/// "has a zero byte" trick on the word XORed with each. Its lowest flagged byte is exact (a
-/// false flag can only come above a true one, from the borrow), and the lowest is the one
-/// wanted. The rest, byte by byte.
-fn text_end(text: &[u8]) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    let zero_bytes = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-    let mut words = text.chunks_exact(8);
-    let mut at = 0;
-    for word in words.by_ref() {
-        let mut bytes = [0; 8];
-        bytes.copy_from_slice(word);
-        let w = u64::from_le_bytes(bytes);
-        let found = zero_bytes(w ^ (ONES * u64::from(b'"')))
-            | zero_bytes(w ^ (ONES * u64::from(b'\\')))
-            | zero_bytes(w ^ (ONES * u64::from(b'\n')))
-            | zero_bytes(w ^ (ONES * u64::from(b'\r')));
-        if found != 0 {
-            return Some(at + found.trailing_zeros() as usize / 8);
-        }
-        at += 8;
-    }
-    words
-        .remainder()
-        .iter()
-        .position(|&b| ends_text(b))
-        .map(|i| at + i)
 }
 
 impl FrameTemplate {
@@ -259,7 +222,8 @@ impl FrameTemplate {
         let mut rest = bytes;
         let mut deltas = 0;
         while let Some(text) = rest.strip_prefix(&*self.prefix) {
-            let Some(len) = text_end(text) else {
+            // Its end: the first `"`, `\\` or control character (eight bytes at a time).
+            let Some(len) = super::answer::next_special(text) else {
                 break;
             };
             let Some(after) = text[len..].strip_prefix(&*self.suffix) else {
@@ -453,31 +417,6 @@ mod tests {
     }
 
     #[test]
-    fn a_texts_end_is_found_eight_bytes_at_a_time_as_one_at_a_time() {
-        let mut next = super::xorshift(0x9E37_79B9_7F4A_7C15);
-        let alphabet = b"ab \"\\\n\r\x00\x01\x7f\x80\xff\x21\x23\x5b\x5d";
-        for _ in 0..20_000 {
-            let len = (next() % 40) as usize;
-            let text: Vec<u8> = (0..len)
-                .map(|_| {
-                    // Mostly plain bytes, sometimes one of the four (or a neighbour of one).
-                    if next().is_multiple_of(6) {
-                        alphabet[(next() % alphabet.len() as u64) as usize]
-                    } else {
-                        b'a' + (next() % 26) as u8
-                    }
-                })
-                .collect();
-            let expected = text.iter().position(|&b| ends_text(b));
-            assert_eq!(text_end(&text), expected, "{text:?}");
-        }
-        assert_eq!(text_end(b"lorem \"},"), Some(6));
-        assert_eq!(text_end(b"abcdefgh\\ijk"), Some(8));
-        assert_eq!(text_end(b"abcdefghijklmnopq"), None);
-        assert_eq!(text_end(b""), None);
-    }
-
-    #[test]
     fn frames_of_the_template_are_counted_and_others_missed() {
         let t = FrameTemplate::learn(&frame(LEARNT)).unwrap();
         assert_eq!(t.deltas(&frame(&with_text("lorem "))), Some(1));
@@ -493,6 +432,8 @@ mod tests {
             frame(&with_text("\"},\"finish_reason\":\"stop")),
             format!("data: {}\n\n", with_text("a\nb")).into_bytes(),
             format!("data: {}\n\n", with_text("a\rb")).into_bytes(),
+            // A raw control character (not valid JSON text): left to the decoder.
+            format!("data: {}\n\n", with_text("a\tb")).into_bytes(),
             // Another shape, or an event cut by the end of the frame.
             frame(&LEARNT.replace(r#""finish_reason":null"#, r#""finish_reason":"stop""#)),
             frame(&LEARNT.replace(r#""model":"m""#, r#""model":"n""#)),
