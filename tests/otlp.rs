@@ -181,6 +181,8 @@ impl Env {
         let (tx, records) = mpsc::unbounded_channel();
         let handle = UsageHandle::builder()
             .sink(Arc::new(RecordChan(tx)))
+            // Records as soon as the writer runs: the tests wait for each one.
+            .linger(Duration::ZERO)
             .build();
         let models = router.models().to_vec();
         let chat = ServiceBuilder::new()

@@ -53,6 +53,8 @@ impl Env {
         let metrics = Arc::new(MetricsSink::new(["echo", "qwen"], 2));
         let handle = UsageHandle::builder()
             .sink(Arc::new(RecordChan(tx)))
+            // Records as soon as the writer runs: the tests wait for each one.
+            .linger(Duration::ZERO)
             .sink(memory.clone())
             .sink(metrics.clone())
             .prices(Prices::new().with(
@@ -677,6 +679,8 @@ async fn in_process(
     let (tx, mut rx) = mpsc::unbounded_channel();
     let handle = UsageHandle::builder()
         .sink(Arc::new(RecordChan(tx)))
+        // Records as soon as the writer runs: the tests wait for each one.
+        .linger(Duration::ZERO)
         .build();
     let inner = tower::service_fn(move |_: Request<chatgate::ValidatedRequest>| {
         let frames = Frames(frames.clone());

@@ -44,8 +44,9 @@
 //! Records leave the request path through a bounded channel to a batch writer task
 //! ([`UsageHandle`]); when it is full, [`Overflow`] says whether records are dropped (and
 //! counted) or requests wait. The writer gathers records for up to
-//! [`linger`](UsageHandleBuilder::linger) (50 ms) before it hands a batch to the sinks, so a
-//! sink's wake-up and write (a system call, for a file) are paid per batch, not per request.
+//! [`linger`](UsageHandleBuilder::linger) (250 ms; less once a full batch of 1024 waits)
+//! before it hands a batch to the sinks, so a sink's wake-up and write (a system call, for a
+//! file) are paid per batch, not per request.
 //!
 //! # The rate limiter's settlement
 //!

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::{ByteEstimate, Prices, TokenCounter, UsageRecord};
@@ -101,6 +101,12 @@ pub(crate) struct Shared {
     pub(crate) counter: Arc<dyn TokenCounter>,
     closed: AtomicBool,
     dispatcher: Mutex<Option<JoinHandle<()>>>,
+    /// Ends the writer's wait for a batch to fill: a full batch waits in the channel, or a
+    /// flush, reopen or close was sent.
+    wake: Arc<Notify>,
+    /// Records waiting in the channel that end the writer's wait (a batch, or the channel's
+    /// size if smaller).
+    batch: usize,
 }
 
 /// The usage accounting's shared state: the channel to the sinks, the prices and the token
@@ -142,8 +148,8 @@ impl Default for UsageHandleBuilder {
         Self {
             sinks: Vec::new(),
             capacity: 8192,
-            batch: 256,
-            linger: Duration::from_millis(50),
+            batch: 1024,
+            linger: Duration::from_millis(250),
             sink_queue: 64,
             overflow: Overflow::Drop,
             prices: Prices::new(),
@@ -165,19 +171,21 @@ impl UsageHandleBuilder {
         self
     }
 
-    /// How long the writer waits for a batch to fill once it has a record (default 50 ms;
+    /// How long the writer waits for a batch to fill once it has a record (default 250 ms;
     /// zero: records go to the sinks as soon as the writer runs).
     ///
     /// One batch costs each sink a wake-up and a write (a system call, for a file): gathering
-    /// records for a few milliseconds under load makes that cost per batch, not per request. A
-    /// full batch, [`flush`](UsageHandle::flush) and [`close`](UsageHandle::close) do not wait
-    /// longer than this either.
+    /// records for a while makes that cost per batch, not per request. The wait ends as soon as
+    /// a full batch waits in the channel (so no rate can fill the channel during one wait), or
+    /// [`flush`](UsageHandle::flush), [`reopen`](UsageHandle::reopen) or
+    /// [`close`](UsageHandle::close) is called. Sinks, `/metrics` and `/v1/usage` see a record
+    /// at most this long after its request ended (while the sinks keep up).
     pub fn linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
         self
     }
 
-    /// The most records in one batch (default 256).
+    /// The most records in one batch (default 1024).
     pub fn batch(mut self, n: usize) -> Self {
         self.batch = n.max(1);
         self
@@ -221,7 +229,15 @@ impl UsageHandleBuilder {
             sinks.push(stx);
             tasks.push(tokio::spawn(sink_task(sink, srx, Arc::clone(&stats))));
         }
-        let dispatcher = tokio::spawn(dispatch(rx, sinks, tasks, self.batch, self.linger));
+        let wake = Arc::new(Notify::new());
+        let dispatcher = tokio::spawn(dispatch(
+            rx,
+            sinks,
+            tasks,
+            self.batch,
+            self.linger,
+            Arc::clone(&wake),
+        ));
         UsageHandle {
             shared: Arc::new(Shared {
                 tx,
@@ -231,6 +247,8 @@ impl UsageHandleBuilder {
                 counter: self.counter,
                 closed: AtomicBool::new(false),
                 dispatcher: Mutex::new(Some(dispatcher)),
+                wake,
+                batch: self.batch.min(self.capacity),
             }),
         }
     }
@@ -242,16 +260,21 @@ async fn dispatch(
     tasks: Vec<JoinHandle<()>>,
     batch: usize,
     linger: Duration,
+    wake: Arc<Notify>,
 ) {
     let mut buf = Vec::with_capacity(batch);
     let mut batches = Batches::new(batch);
     'run: while rx.recv_many(&mut buf, batch).await > 0 {
         // A batch that is not full waits `linger` for more records (without a wake-up per
-        // record): one wake-up and one write per sink per batch, not per request. A flush,
-        // reopen or close does not wait.
+        // record): one wake-up and one write per sink per batch, not per request. The wait
+        // ends early once a full batch waits in the channel (so a high rate cannot fill the
+        // channel during one wait) or a flush, reopen or close comes; those do not wait.
         let records_only = buf.iter().all(|m| matches!(m, Msg::Record(_)));
         if buf.len() < batch && records_only && !linger.is_zero() {
-            tokio::time::sleep(linger).await;
+            tokio::select! {
+                () = tokio::time::sleep(linger) => {}
+                () = wake.notified() => {}
+            }
             // What came meanwhile, taken at once (one release of the channel's places for all,
             // not one per record); never waits, as the channel is not empty.
             if buf.len() < batch && !rx.is_empty() {
@@ -424,13 +447,16 @@ impl UsageHandle {
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
         if self.shared.tx.send(Msg::Flush(tx)).await.is_ok() {
+            self.shared.wake.notify_one();
             let _ = rx.await;
         }
     }
 
     /// Asks every sink to reopen its files (log rotation; the proxy does it on SIGHUP).
     pub async fn reopen(&self) {
-        let _ = self.shared.tx.send(Msg::Reopen).await;
+        if self.shared.tx.send(Msg::Reopen).await.is_ok() {
+            self.shared.wake.notify_one();
+        }
     }
 
     /// Writes and flushes everything emitted so far, then stops the writer and the sinks'
@@ -440,6 +466,7 @@ impl UsageHandle {
             return;
         }
         let _ = self.shared.tx.send(Msg::Close).await;
+        self.shared.wake.notify_one();
         let task = self
             .shared
             .dispatcher
@@ -451,17 +478,27 @@ impl UsageHandle {
         }
     }
 
+    /// Ends the writer's wait for a batch to fill when a full batch waits in the channel.
+    fn nudge(&self) {
+        let tx = &self.shared.tx;
+        if tx.max_capacity() - tx.capacity() >= self.shared.batch {
+            self.shared.wake.notify_one();
+        }
+    }
+
     /// Sends a record: with a reserved place, or if there is room; else counts it dropped.
     pub(crate) fn emit(&self, record: Box<UsageRecord>, permit: Option<mpsc::OwnedPermit<Msg>>) {
         let stats = &self.shared.stats;
         if let Some(p) = permit {
             p.send(Msg::Record(record));
             stats.emitted.fetch_add(1, Relaxed);
+            self.nudge();
             return;
         }
         match self.shared.tx.try_send(Msg::Record(record)) {
             Ok(()) => {
                 stats.emitted.fetch_add(1, Relaxed);
+                self.nudge();
             }
             Err(mpsc::error::TrySendError::Full(Msg::Record(record)))
                 if self.shared.overflow == Overflow::Wait
@@ -483,5 +520,77 @@ impl UsageHandle {
                 tracing::debug!(target: "chatgate::usage", "usage record dropped: channel full");
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Counts the records it is given, and says when.
+    #[derive(Debug, Default)]
+    struct Count {
+        records: Mutex<usize>,
+        wrote: Notify,
+    }
+
+    impl UsageSink for Count {
+        fn write<'a>(&'a self, batch: &'a [UsageRecord]) -> SinkFuture<'a> {
+            *self.records.lock().unwrap() += batch.len();
+            self.wrote.notify_one();
+            Box::pin(std::future::ready(Ok(())))
+        }
+    }
+
+    const LINGER: Duration = Duration::from_secs(3600);
+
+    fn handle(sink: &Arc<Count>) -> UsageHandle {
+        UsageHandleBuilder::default()
+            .linger(LINGER)
+            .batch(4)
+            .sink(Arc::clone(sink) as Arc<dyn UsageSink>)
+            .build()
+    }
+
+    /// Emits one record and lets the writer take it and start waiting for more.
+    async fn one_record_waiting(handle: &UsageHandle) {
+        handle.emit(Box::default(), None);
+        while handle.shared.tx.capacity() < handle.shared.tx.max_capacity() {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    // The clock is paused: it moves only when every task waits, straight to the next timer
+    // (the writer's wait), so a wait that is not cut short shows as an hour gone.
+    #[tokio::test(start_paused = true)]
+    async fn a_full_batch_ends_the_writers_wait() {
+        let sink = Arc::new(Count::default());
+        let handle = handle(&sink);
+        let start = tokio::time::Instant::now();
+        one_record_waiting(&handle).await;
+        for _ in 0..4 {
+            handle.emit(Box::default(), None);
+        }
+        sink.wrote.notified().await;
+        assert_eq!(*sink.records.lock().unwrap(), 4, "one full batch");
+        assert!(start.elapsed() < LINGER, "{:?}", start.elapsed());
+        handle.close().await;
+        assert_eq!(*sink.records.lock().unwrap(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flush_ends_the_writers_wait() {
+        let sink = Arc::new(Count::default());
+        let handle = handle(&sink);
+        let start = tokio::time::Instant::now();
+        one_record_waiting(&handle).await;
+        handle.flush().await;
+        assert_eq!(*sink.records.lock().unwrap(), 1);
+        assert!(start.elapsed() < LINGER, "{:?}", start.elapsed());
+        one_record_waiting(&handle).await;
+        handle.close().await;
+        assert_eq!(*sink.records.lock().unwrap(), 2);
+        assert!(start.elapsed() < LINGER, "close: {:?}", start.elapsed());
     }
 }
