@@ -14,9 +14,14 @@
 # round, is steady (the same configuration on both sides reads 0.99–1.00).
 #
 # Each round runs two oha clients at once for DURATION seconds, one per proxy, each at RATE
-# requests per second with LAT_CONCURRENCY connections; the CPU time of each proxy (utime+stime
-# from /proc/PID/stat, all threads) is divided by its count of HTTP 200 answers. Printed: each
-# round's CPU per request and the ratio B / A, then the median and range of the ratios.
+# requests per second with LAT_CONCURRENCY connections; the CPU time of each proxy (all threads,
+# also those that ended) is divided by its count of HTTP 200 answers. Printed: each round's CPU
+# per request and the ratio B / A, then the median and range of the ratios.
+#
+# The CPU time is read from a cgroup of each proxy's own when the script may make one (cgroup v1
+# `cpuacct.usage` or v2 `cpu.stat`, to the nanosecond or microsecond: run as root); otherwise from
+# utime+stime in /proc/PID/stat, in clock ticks of 10 ms, which at 500 streams a second for 8 s
+# is one part in about fifty of a round's figure. The header line says which.
 # The proxies run with TOKIO_WORKER_THREADS=$PROXY_THREADS (default 1), as in run.sh.
 #
 # Knobs (environment): ROUNDS (7), DURATION (8), WARMUP (2), RATE_NONSTREAM (5000),
@@ -70,10 +75,48 @@ for bin in "$BIN_A" "$BIN_B" "$EXAMPLES/mock_upstream"; do
     [[ -x $bin ]] || die "$bin missing: cargo build --release --example proxy --example mock_upstream"
 done
 
+# Where each proxy's CPU time is read: a cgroup of its own (exact) when one can be made.
+CGROUP_KIND=
+CGROUP_BASE=
+if [[ -w /sys/fs/cgroup/cpuacct ]]; then
+    CGROUP_KIND=v1 CGROUP_BASE=/sys/fs/cgroup/cpuacct
+elif [[ -f /sys/fs/cgroup/cgroup.controllers && -w /sys/fs/cgroup ]]; then
+    CGROUP_KIND=v2 CGROUP_BASE=/sys/fs/cgroup
+elif [[ -f /sys/fs/cgroup/unified/cgroup.controllers && -w /sys/fs/cgroup/unified ]]; then
+    CGROUP_KIND=v2 CGROUP_BASE=/sys/fs/cgroup/unified
+fi
+declare -A CGROUP_OF
+# in_cgroup SIDE PID: moves the proxy (every thread, and those it starts later) into a cgroup
+# of its own; without one, its CPU time is read from /proc.
+in_cgroup() {
+    [[ -n $CGROUP_KIND ]] || return 0
+    local dir="$CGROUP_BASE/chatgate-paired-$$-$1"
+    if mkdir "$dir" 2>/dev/null && echo "$2" >"$dir/cgroup.procs" 2>/dev/null; then
+        CGROUP_OF[$1]=$dir
+    else
+        rmdir "$dir" 2>/dev/null || true
+    fi
+}
+remove_cgroups() {
+    local dir
+    for dir in "${CGROUP_OF[@]}"; do rmdir "$dir" 2>/dev/null || true; done
+}
+# cpu_ns SIDE: the proxy's CPU time so far, in nanoseconds.
+cpu_ns() {
+    local dir=${CGROUP_OF[$1]:-}
+    if [[ -n $dir && $CGROUP_KIND == v1 ]]; then
+        cat "$dir/cpuacct.usage"
+    elif [[ -n $dir ]]; then
+        awk '$1 == "usage_usec" { print $2 * 1000 }' "$dir/cpu.stat"
+    else
+        awk -v tick_ns=$((1000000000 / $(getconf CLK_TCK))) '{ print ($14 + $15) * tick_ns }' "/proc/${PID_OF[$1]}/stat"
+    fi
+}
+
 mkdir -p "$RESULTS_DIR"
 RESULTS_DIR=$(cd "$RESULTS_DIR" && pwd)
 PIDS=()
-trap stop_pids EXIT
+trap 'stop_pids; remove_cgroups' EXIT
 trap 'exit 130' INT TERM
 
 read -r MOCK_PORT PORT_A PORT_B < <(free_ports 3)
@@ -94,6 +137,7 @@ start() {
     PIDS+=("$pid")
     wait_port "$port" "$pid" || die "proxy $side did not start (see $RESULTS_DIR/$side.log)"
     PID_OF[$side]=$pid
+    in_cgroup "$side" "$pid"
 }
 start a "$PORT_A" "$BIN_A" "$TOML_A"
 start b "$PORT_B" "$BIN_B" "$TOML_B"
@@ -103,8 +147,6 @@ printf '{"model":"mock","messages":%s,"max_tokens":128}' "$MESSAGES" >"$RESULTS_
 printf '{"model":"mock","messages":%s,"max_tokens":128,"stream":true,"stream_options":{"include_usage":true},"mock_chunks":%d}' \
     "$MESSAGES" "$CHUNKS" >"$RESULTS_DIR/stream.json"
 
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-
 # load PORT RATE SECONDS BODY OUT: one oha run at a fixed rate.
 load() {
     "$OHA" -z "${3}s" -c "$LAT_CONCURRENCY" -q "$2" --no-tui --output-format json -m POST \
@@ -113,7 +155,11 @@ load() {
 
 TSV="$RESULTS_DIR/rounds.tsv"
 printf 'scenario\tround\tcpu_a_us\tcpu_b_us\tratio\n' >"$TSV"
-TICK_US=$((1000000 / $(getconf CLK_TCK)))
+if [[ -n ${CGROUP_OF[a]:-} && -n ${CGROUP_OF[b]:-} ]]; then
+    log "CPU time from cgroup $CGROUP_KIND accounting (exact)"
+else
+    log "CPU time from /proc/PID/stat (clock ticks; run as root for exact cgroup accounting)"
+fi
 for scenario in $SCENARIOS; do
     rate=$RATE_NONSTREAM
     [[ $scenario == stream ]] && rate=$RATE_STREAM
@@ -124,22 +170,22 @@ for scenario in $SCENARIOS; do
     load "$PORT_B" "$rate" "$WARMUP" "$body" /dev/null &
     wait "$wa" "$!"
     for ((round = 1; round <= ROUNDS; round++)); do
-        a0=$(cpu_ticks "${PID_OF[a]}")
-        b0=$(cpu_ticks "${PID_OF[b]}")
+        a0=$(cpu_ns a)
+        b0=$(cpu_ns b)
         load "$PORT_A" "$rate" "$DURATION" "$body" "$RESULTS_DIR/$scenario-$round-a.json" &
         wa=$!
         load "$PORT_B" "$rate" "$DURATION" "$body" "$RESULTS_DIR/$scenario-$round-b.json" &
         wait "$wa" "$!"
-        a1=$(cpu_ticks "${PID_OF[a]}")
-        b1=$(cpu_ticks "${PID_OF[b]}")
-        python3 - "$scenario" "$round" "$((a1 - a0))" "$((b1 - b0))" "$TICK_US" \
+        a1=$(cpu_ns a)
+        b1=$(cpu_ns b)
+        python3 - "$scenario" "$round" "$((a1 - a0))" "$((b1 - b0))" \
             "$RESULTS_DIR/$scenario-$round-a.json" "$RESULTS_DIR/$scenario-$round-b.json" >>"$TSV" <<'PY'
 import json, sys
-scenario, rnd, ta, tb, tick = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
+scenario, rnd, ta, tb = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:5])
 def ok(path):
     return json.load(open(path))["statusCodeDistribution"].get("200", 0)
-na, nb = ok(sys.argv[6]), ok(sys.argv[7])
-ca, cb = ta * tick / max(na, 1), tb * tick / max(nb, 1)
+na, nb = ok(sys.argv[5]), ok(sys.argv[6])
+ca, cb = ta / 1000 / max(na, 1), tb / 1000 / max(nb, 1)
 print(f"{scenario}\t{rnd}\t{ca:.2f}\t{cb:.2f}\t{cb / ca if ca else 0:.3f}")
 PY
         log "$(tail -n 1 "$TSV")"
