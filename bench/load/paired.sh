@@ -104,6 +104,7 @@ remove_cgroups() {
 # cpu_ns SIDE: the proxy's CPU time so far, in nanoseconds.
 cpu_ns() {
     local dir=${CGROUP_OF[$1]:-}
+    [[ -n $CGROUP_KIND ]] || dir=
     if [[ -n $dir && $CGROUP_KIND == v1 ]]; then
         cat "$dir/cpuacct.usage"
     elif [[ -n $dir ]]; then
@@ -158,6 +159,8 @@ printf 'scenario\tround\tcpu_a_us\tcpu_b_us\tratio\n' >"$TSV"
 if [[ -n ${CGROUP_OF[a]:-} && -n ${CGROUP_OF[b]:-} ]]; then
     log "CPU time from cgroup $CGROUP_KIND accounting (exact)"
 else
+    # Both sides are read the same way.
+    CGROUP_KIND=
     log "CPU time from /proc/PID/stat (clock ticks; run as root for exact cgroup accounting)"
 fi
 for scenario in $SCENARIOS; do
