@@ -108,9 +108,10 @@ cpu_ns() {
     if [[ -n $dir && $CGROUP_KIND == v1 ]]; then
         cat "$dir/cpuacct.usage"
     elif [[ -n $dir ]]; then
-        awk '$1 == "usage_usec" { print $2 * 1000 }' "$dir/cpu.stat"
+        # printf: mawk (Debian's default awk) prints large numbers in exponent form.
+        awk '$1 == "usage_usec" { printf "%.0f\n", $2 * 1000 }' "$dir/cpu.stat"
     else
-        awk -v tick_ns=$((1000000000 / $(getconf CLK_TCK))) '{ print ($14 + $15) * tick_ns }' "/proc/${PID_OF[$1]}/stat"
+        awk -v tick_ns=$((1000000000 / $(getconf CLK_TCK))) '{ printf "%.0f\n", ($14 + $15) * tick_ns }' "/proc/${PID_OF[$1]}/stat"
     fi
 }
 
