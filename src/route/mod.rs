@@ -9,7 +9,8 @@
 //!   each an [`Upstream`](crate::Upstream).
 //!
 //! The `model` field only ever selects a configured route: it is never interpreted as an
-//! address. The router puts a [`RoutedModel`] in the request and response extensions.
+//! address. The router puts a [`RoutedModel`] in the response extensions, and in the request
+//! extensions of a request it hands to an in-process service.
 //!
 //! # Upstream routes
 //!

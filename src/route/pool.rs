@@ -222,7 +222,7 @@ impl Pool {
         let (parts, body) = req.into_parts();
         let call = self.replicas[first]
             .upstream
-            .send(&parts.headers, &parts.extensions, &body);
+            .send(&parts.headers, Some(&self.name), &body);
         Attempts {
             request: Some((parts, body)),
             tried: 0,
@@ -330,7 +330,7 @@ impl Future for Attempts {
                 let call =
                     pool.replicas[next]
                         .upstream
-                        .send(&parts.headers, &parts.extensions, body);
+                        .send(&parts.headers, Some(&pool.name), body);
                 *this.guard = Some(InFlight::new(Arc::clone(&pool), next));
                 drop(guard);
                 this.call.set(call);

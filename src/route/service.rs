@@ -238,7 +238,8 @@ fn fallback_target<'a>(routes: &'a Routes, pool: &Pool) -> Option<Target<'a>> {
     })
 }
 
-/// Calls `target` with `req` (the routed name goes in the request and response extensions).
+/// Calls `target` with `req` (the routed name goes in the response extensions, and in the
+/// request's for an in-process service).
 fn call_target(target: Target<'_>, mut req: Request<ValidatedRequest>) -> Kind {
     match target {
         Target::Service(service, name) => {
@@ -249,7 +250,7 @@ fn call_target(target: Target<'_>, mut req: Request<ValidatedRequest>) -> Kind {
             }
         }
         Target::Pool(pool, index) => {
-            req.extensions_mut().insert(pool.name.clone());
+            // The pool's upstreams are told the route's name directly: no extension to add.
             Kind::Upstream {
                 call: pool.start(index, req),
                 fallback: None,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
-use http::{Extensions, Method, Request, Response, Uri};
+use http::{Method, Request, Response, Uri};
 use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -184,18 +184,19 @@ impl Upstream {
         self.shared.connect_timeout
     }
 
-    /// Sends one request: `headers` and `extensions` are the client request's, `request` the
-    /// validated request, rendered with the model name this upstream expects.
+    /// Sends one request: `headers` are the client request's, `routed` the route it was routed
+    /// by (when known), `request` the validated request, rendered with the model name this
+    /// upstream expects.
     pub(crate) fn send(
         &self,
         headers: &HeaderMap,
-        extensions: &Extensions,
+        routed: Option<&RoutedModel>,
         request: &ValidatedRequest,
     ) -> SendFuture {
         let s = &*self.shared;
         // The model the upstream must see: its own name, else the route's (differs from the
         // request's after a fallback). One splice into the forwarded bytes, no parse.
-        let body = match (&s.model, extensions.get::<RoutedModel>()) {
+        let body = match (&s.model, routed) {
             (Some(name), _) => request.to_bytes_with_model(name),
             (None, Some(routed)) => request.to_bytes_with_model(routed.name()),
             (None, None) => request.to_bytes(),
@@ -254,6 +255,10 @@ impl Service<Request<ValidatedRequest>> for Upstream {
     }
 
     fn call(&mut self, req: Request<ValidatedRequest>) -> ResponseFuture {
-        ResponseFuture::new(self.send(req.headers(), req.extensions(), req.body()))
+        ResponseFuture::new(self.send(
+            req.headers(),
+            req.extensions().get::<RoutedModel>(),
+            req.body(),
+        ))
     }
 }
