@@ -23,8 +23,9 @@ use crate::upstream::UpstreamFailure;
 pin_project! {
     /// Response future of [`Usage`](super::Usage).
     pub struct ResponseFuture<F> {
-        #[pin]
-        inner: F,
+        // Boxed: the stack's futures inside are large, and a future is moved by value through
+        // each layer's `call` on its way out; a box is moved as a pointer.
+        inner: Pin<Box<F>>,
         draft: Option<Arc<Draft>>,
         span: tracing::Span,
     }
@@ -39,7 +40,7 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
 impl<F> ResponseFuture<F> {
     pub(crate) fn new(inner: F, draft: Arc<Draft>, span: tracing::Span) -> Self {
         Self {
-            inner,
+            inner: Box::pin(inner),
             draft: Some(draft),
             span,
         }
@@ -59,10 +60,10 @@ where
         // Polled often while it waits (a stream's head waits for its first events): this part
         // is kept small, the head's handling is out of line.
         let result = if this.span.is_disabled() {
-            ready!(this.inner.poll(cx))
+            ready!(this.inner.as_mut().poll(cx))
         } else {
             let _entered = this.span.enter();
-            ready!(this.inner.poll(cx))
+            ready!(this.inner.as_mut().poll(cx))
         };
         let draft = this.draft.take().expect("future polled after completion");
         Poll::Ready(head(result, draft))
