@@ -48,7 +48,11 @@ impl OnEnd for UsageEnd {
         let mut o = self.draft.outer();
         o.end = Some(end.kind);
         o.first_byte = end.first_byte;
-        o.ended = Some(Instant::now());
+        // When this handler holds the record's last reference, the record is made as it goes
+        // (right after this), and reads the clock then; else the end is noted now.
+        if Arc::strong_count(&self.draft) > 1 {
+            o.ended = Some(Instant::now());
+        }
         if let Some(b) = &self.error_body
             && o.error.is_none()
         {

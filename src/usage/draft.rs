@@ -387,6 +387,11 @@ impl Draft {
         lock(&self.inner)
     }
 
+    /// When the request arrived.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
     /// The record, from what everyone learned.
     fn finish(&mut self) -> UsageRecord {
         // Taken a field at a time, not moved out whole (a copy of each part).

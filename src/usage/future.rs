@@ -106,7 +106,9 @@ where
         }
     }
     let error = !status.is_success();
-    Ok(res.map(|b| OnEndBody::new(b, UsageEnd::new(draft, error))))
+    // The clock the handler's `End` carries is not read: the record's own start serves.
+    let started = draft.started();
+    Ok(res.map(|b| OnEndBody::started_at(b, UsageEnd::new(draft, error), started)))
 }
 
 pin_project! {
