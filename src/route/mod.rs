@@ -104,9 +104,11 @@ pub use service::{ModelRouter, ModelRouterBuilder, ResponseFuture, RouteService}
 
 /// The name of the route serving a request.
 ///
-/// [`ModelRouter`] puts it in the request extensions before calling the route (an
-/// [`Upstream`](crate::Upstream) sends this name when the upstream has no name of its own, so a
-/// fallback route gets its own name) and in the response extensions (for usage accounting).
+/// [`ModelRouter`] puts it in the response extensions (for usage accounting), and in the request
+/// extensions before calling an in-process service. The replicas of an upstream route are given
+/// it directly (an [`Upstream`](crate::Upstream) sends this name when the upstream has no name of
+/// its own, so a fallback route gets its own name); an `Upstream` called as a service of its own
+/// reads it from the request extensions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoutedModel(std::sync::Arc<str>);
 
