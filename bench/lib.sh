@@ -1,13 +1,42 @@
 # Helpers shared by the benchmark scripts (sourced, not run).
 
-# free_ports N: prints N free loopback ports, on one line.
+# free_ports N: prints N free loopback ports, on one line, once they are released. They are
+# taken below the kernel's range of ephemeral ports where it has one (on Linux,
+# net.ipv4.ip_local_port_range), so that no outgoing connection on the machine takes one before
+# the server meant for it binds.
 free_ports() {
     python3 -c '
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
+import random, socket, sys
+n = int(sys.argv[1])
+try:
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        lo, hi = map(int, f.read().split())
+    candidates = list(range(10000, lo)) if lo > 10000 + 10 * n else list(range(hi + 1, 65536))
+except (OSError, ValueError):
+    candidates = []
+random.shuffle(candidates)
+socks, ports = [], []
+for port in candidates:
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        s.close()
+        continue
+    socks.append(s)
+    ports.append(port)
+    if len(ports) == n:
+        break
+while len(ports) < n:  # no such range here: any free port
+    s = socket.socket()
     s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))
+    socks.append(s)
+    ports.append(s.getsockname()[1])
+# Released before they are printed: the caller reads the line and starts its servers while
+# this process may still be exiting, and a socket it still held would make their bind fail.
+for s in socks:
+    s.close()
+print(*ports, flush=True)
 ' "$1"
 }
 
