@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::record::NamesCache;
+use super::record::LineCache;
 use super::{SinkError, SinkFuture, UsageRecord, UsageSink};
 
 /// When the file is flushed to the operating system.
@@ -83,8 +83,8 @@ pub struct JsonlSink {
     open: Arc<Mutex<Open>>,
     /// The lines' buffer, back from the blocking thread after each write to serve again.
     lines: Arc<Mutex<Vec<u8>>>,
-    /// The last record's names as JSON (see [`NamesCache`]).
-    names: Arc<Mutex<NamesCache>>,
+    /// What the last line had that the next mostly repeats (see [`LineCache`]).
+    names: Arc<Mutex<LineCache>>,
 }
 
 impl JsonlSink {

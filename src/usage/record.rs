@@ -1,7 +1,7 @@
 //! [`UsageRecord`]: what one request used, and the small helpers it needs (dates).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -100,86 +100,82 @@ impl UsageRecord {
     /// `serde_json::to_writer`, written field by field (strings that need no escape are copied
     /// as they are), which costs about half as much for the JSONL sink.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        self.write_json_with(out, None);
+        self.write_json_with(out, &mut LineCache::default());
     }
 
-    /// [`write_json`](Self::write_json), the names' JSON taken from `names` when the last record
-    /// it wrote had the same.
-    pub(crate) fn write_json_cached(&self, out: &mut Vec<u8>, names: &mut NamesCache) {
-        self.write_json_with(out, Some(names));
+    /// [`write_json`](Self::write_json), the parts of the line that mostly repeat from one
+    /// record to the next taken from `cache` when the last record it wrote had the same.
+    pub(crate) fn write_json_cached(&self, out: &mut Vec<u8>, cache: &mut LineCache) {
+        self.write_json_with(out, cache);
     }
 
-    fn write_json_with(&self, out: &mut Vec<u8>, names: Option<&mut NamesCache>) {
-        let string = json_string;
-        // Floats as serde_json writes them; integers with the `itoa` it uses.
-        fn number<T: Serialize>(out: &mut Vec<u8>, n: T) {
-            let _ = serde_json::to_writer(&mut *out, &n);
-        }
-        fn int(out: &mut Vec<u8>, n: u64) {
-            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-        }
-        fn opt_int(out: &mut Vec<u8>, n: Option<u64>) {
-            match n {
-                Some(n) => int(out, n),
-                None => out.extend_from_slice(b"null"),
-            }
-        }
-        fn flag(out: &mut Vec<u8>, b: bool) {
-            out.extend_from_slice(if b { b"true" } else { b"false" });
-        }
-        out.reserve(512);
+    fn write_json_with(&self, out: &mut Vec<u8>, cache: &mut LineCache) {
+        out.reserve(128 + cache.names.json.len() + cache.tail.json.len());
         out.extend_from_slice(b"{\"request_id\":");
         opt_string(out, self.request_id.as_deref());
-        out.extend_from_slice(b",\"key_id\":");
-        opt_string(out, self.key_id.as_deref());
-        match names {
-            Some(cache) => cache.write(self, out),
-            None => write_names(out, self),
-        }
-        out.extend_from_slice(b",\"prompt_tokens\":");
+        cache.names.write(self, out);
         int(out, self.prompt_tokens);
         out.extend_from_slice(b",\"completion_tokens\":");
         int(out, self.completion_tokens);
         out.extend_from_slice(b",\"total_tokens\":");
         int(out, self.total_tokens);
-        out.extend_from_slice(b",\"cached_tokens\":");
-        opt_int(out, self.cached_tokens);
-        out.extend_from_slice(b",\"reasoning_tokens\":");
-        opt_int(out, self.reasoning_tokens);
-        out.extend_from_slice(b",\"cost\":");
-        number(out, self.cost);
-        out.extend_from_slice(b",\"status\":");
-        int(out, u64::from(self.status));
-        out.extend_from_slice(b",\"streamed\":");
-        flag(out, self.streamed);
-        out.extend_from_slice(b",\"ttft_ms\":");
+        if self.cached_tokens.is_none() && self.reasoning_tokens.is_none() {
+            out.extend_from_slice(b",\"cached_tokens\":null,\"reasoning_tokens\":null,\"cost\":");
+        } else {
+            out.extend_from_slice(b",\"cached_tokens\":");
+            opt_int(out, self.cached_tokens);
+            out.extend_from_slice(b",\"reasoning_tokens\":");
+            opt_int(out, self.reasoning_tokens);
+            out.extend_from_slice(b",\"cost\":");
+        }
+        match self.cost {
+            // Floats as serde_json writes them.
+            Some(c) => {
+                let _ = serde_json::to_writer(&mut *out, &c);
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        match (self.status, self.streamed) {
+            (200, false) => {
+                out.extend_from_slice(b",\"status\":200,\"streamed\":false,\"ttft_ms\":")
+            }
+            (200, true) => out.extend_from_slice(b",\"status\":200,\"streamed\":true,\"ttft_ms\":"),
+            (status, streamed) => {
+                out.extend_from_slice(b",\"status\":");
+                int(out, u64::from(status));
+                out.extend_from_slice(b",\"streamed\":");
+                flag(out, streamed);
+                out.extend_from_slice(b",\"ttft_ms\":");
+            }
+        }
         match self.ttft_ms {
             Some(ms) => json_ms(out, ms),
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b",\"duration_ms\":");
         json_ms(out, self.duration_ms);
-        out.extend_from_slice(b",\"partial\":");
-        flag(out, self.partial);
-        out.extend_from_slice(b",\"estimated\":");
-        flag(out, self.estimated);
-        out.extend_from_slice(b",\"usage_unknown\":");
-        flag(out, self.usage_unknown);
-        out.extend_from_slice(b",\"error\":");
-        opt_string(out, self.error.as_deref());
-        out.extend_from_slice(b",\"finish_reasons\":[");
-        for (i, r) in self.finish_reasons.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            string(out, r);
-        }
-        out.extend_from_slice(b"],\"started_at_ms\":");
+        cache.tail.write(self, out);
         int(out, self.started_at_ms);
         out.extend_from_slice(b",\"ended_at_ms\":");
         int(out, self.ended_at_ms);
         out.push(b'}');
     }
+}
+
+/// An integer as serde_json writes it (with the `itoa` it uses).
+fn int(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+fn opt_int(out: &mut Vec<u8>, n: Option<u64>) {
+    match n {
+        Some(n) => int(out, n),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn flag(out: &mut Vec<u8>, b: bool) {
+    out.extend_from_slice(if b { b"true" } else { b"false" });
 }
 
 fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
@@ -189,41 +185,89 @@ fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
     }
 }
 
-/// The members of a record's four names, each after its comma.
-fn write_names(out: &mut Vec<u8>, r: &UsageRecord) {
-    out.extend_from_slice(b",\"model\":");
-    opt_string(out, r.model.as_deref());
-    out.extend_from_slice(b",\"routed_model\":");
-    opt_string(out, r.routed_model.as_deref());
-    out.extend_from_slice(b",\"response_model\":");
-    opt_string(out, r.response_model.as_deref());
-    out.extend_from_slice(b",\"upstream\":");
-    opt_string(out, r.upstream.as_deref());
+/// What a JSON line of the last record had that the next one mostly repeats: the records of a
+/// batch mostly share their key, names (the strings themselves, so the comparison is mostly
+/// of pointers), how they ended and their finish reasons. Those parts are copied from the last
+/// line when they are the same, not written again.
+#[derive(Debug, Default)]
+pub(crate) struct LineCache {
+    names: NamesCache,
+    tail: TailCache,
 }
 
-/// The JSON of the last record's four names (the model asked for, routed and answering, the
-/// upstream), for the next record with the same: the records of a batch mostly share them (and
-/// share the strings themselves, so the comparison is mostly of pointers).
+/// `,"key_id":…,"model":…,"routed_model":…,"response_model":…,"upstream":…,"prompt_tokens":`
+/// of the last record.
 #[derive(Debug, Default)]
-pub(crate) struct NamesCache {
-    names: Option<[Option<Arc<str>>; 4]>,
+struct NamesCache {
+    key: Option<(Option<String>, [Option<Arc<str>>; 4])>,
     json: Vec<u8>,
 }
 
 impl NamesCache {
     fn write(&mut self, r: &UsageRecord, out: &mut Vec<u8>) {
         let names = [&r.model, &r.routed_model, &r.response_model, &r.upstream];
-        let same = self.names.as_ref().is_some_and(|last| {
-            last.iter().zip(names).all(|(a, b)| match (a, b) {
-                (None, None) => true,
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
-                _ => false,
-            })
+        let same = self.key.as_ref().is_some_and(|(key, last)| {
+            *key == r.key_id
+                && last.iter().zip(names).all(|(a, b)| match (a, b) {
+                    (None, None) => true,
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+                    _ => false,
+                })
         });
         if !same {
-            self.json.clear();
-            write_names(&mut self.json, r);
-            self.names = Some(names.map(Clone::clone));
+            let json = &mut self.json;
+            json.clear();
+            json.extend_from_slice(b",\"key_id\":");
+            opt_string(json, r.key_id.as_deref());
+            json.extend_from_slice(b",\"model\":");
+            opt_string(json, r.model.as_deref());
+            json.extend_from_slice(b",\"routed_model\":");
+            opt_string(json, r.routed_model.as_deref());
+            json.extend_from_slice(b",\"response_model\":");
+            opt_string(json, r.response_model.as_deref());
+            json.extend_from_slice(b",\"upstream\":");
+            opt_string(json, r.upstream.as_deref());
+            json.extend_from_slice(b",\"prompt_tokens\":");
+            self.key = Some((r.key_id.clone(), names.map(Clone::clone)));
+        }
+        out.extend_from_slice(&self.json);
+    }
+}
+
+/// `,"partial":…,"estimated":…,"usage_unknown":…,"error":…,"finish_reasons":[…],"started_at_ms":`
+/// of the last record.
+#[derive(Debug, Default)]
+struct TailCache {
+    key: Option<([bool; 3], Option<String>, Vec<String>)>,
+    json: Vec<u8>,
+}
+
+impl TailCache {
+    fn write(&mut self, r: &UsageRecord, out: &mut Vec<u8>) {
+        let flags = [r.partial, r.estimated, r.usage_unknown];
+        let same = self.key.as_ref().is_some_and(|(f, error, reasons)| {
+            *f == flags && *error == r.error && *reasons == r.finish_reasons
+        });
+        if !same {
+            let json = &mut self.json;
+            json.clear();
+            json.extend_from_slice(b",\"partial\":");
+            flag(json, r.partial);
+            json.extend_from_slice(b",\"estimated\":");
+            flag(json, r.estimated);
+            json.extend_from_slice(b",\"usage_unknown\":");
+            flag(json, r.usage_unknown);
+            json.extend_from_slice(b",\"error\":");
+            opt_string(json, r.error.as_deref());
+            json.extend_from_slice(b",\"finish_reasons\":[");
+            for (i, reason) in r.finish_reasons.iter().enumerate() {
+                if i > 0 {
+                    json.push(b',');
+                }
+                json_string(json, reason);
+            }
+            json.extend_from_slice(b"],\"started_at_ms\":");
+            self.key = Some((flags, r.error.clone(), r.finish_reasons.clone()));
         }
         out.extend_from_slice(&self.json);
     }
@@ -274,16 +318,18 @@ pub(crate) fn write_micros(out: &mut Vec<u8>, micros: u64, trim: bool) {
         (true, f) if f % 10 == 0 => 3,
         (true, _) => 4,
     };
-    out.extend_from_slice(&digits[..len]);
+    // All four copied (a copy of a known length, not a call) and the extra cut off.
+    out.extend_from_slice(&digits);
+    out.truncate(out.len() - (4 - len));
 }
 
-/// Unix milliseconds of a time (0 before the epoch).
-pub(crate) fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis()
-        .try_into()
-        .unwrap_or(u64::MAX)
+/// Unix milliseconds of a time since the epoch (`u64::MAX` past what it holds).
+pub(crate) fn unix_ms(since_epoch: Duration) -> u64 {
+    // Not `as_millis` (a `u128` division).
+    since_epoch
+        .as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(since_epoch.subsec_millis()))
 }
 
 /// `YYYY-MM-DD` (UTC) of unix milliseconds.
@@ -398,9 +444,24 @@ mod tests {
         }
         // With the names' JSON kept from one record to the next: runs of the same names (the
         // same strings, and equal ones that are not the same strings), and changes.
-        let mut cache = NamesCache::default();
+        let mut cache = LineCache::default();
         let mut copy = records[7].clone();
         copy.model = copy.model.as_deref().map(Arc::from);
+        // Records that differ from the last in one cached part only.
+        let mut changed = Vec::new();
+        for part in 0..6 {
+            let mut r = copy.clone();
+            match part {
+                0 => r.key_id = Some("another key".into()),
+                1 => r.finish_reasons.push("length".into()),
+                2 => r.error = Some("client_closed".into()),
+                3 => r.partial = !r.partial,
+                4 => r.usage_unknown = !r.usage_unknown,
+                _ => r.upstream = Some("elsewhere:1".into()),
+            }
+            changed.push(copy.clone());
+            changed.push(r);
+        }
         let runs = records.iter().chain(records.iter().rev()).chain([
             &records[7],
             &records[7],
@@ -408,6 +469,7 @@ mod tests {
             &records[8],
             &copy,
         ]);
+        let runs = runs.chain(&changed);
         for r in runs {
             let mut ours = Vec::new();
             r.write_json_cached(&mut ours, &mut cache);
