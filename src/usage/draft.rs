@@ -401,6 +401,11 @@ impl Draft {
         let ended = outer.ended.unwrap_or_else(Instant::now);
         // The wall-clock end from the start and the monotonic time it took: one clock read.
         let took = ended.saturating_duration_since(self.started);
+        // 0 before the epoch.
+        let since_epoch = self
+            .started_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         let ms = super::record::ms_of;
         let mut r = UsageRecord {
             request_id: self.request_id.take(),
@@ -414,8 +419,8 @@ impl Draft {
             upstream: outer.upstream.take(),
             streamed: inner.streamed,
             finish_reasons: std::mem::take(&mut obs.finish_reasons),
-            started_at_ms: unix_ms(self.started_at),
-            ended_at_ms: unix_ms(self.started_at + took),
+            started_at_ms: unix_ms(since_epoch),
+            ended_at_ms: unix_ms(since_epoch + took),
             duration_ms: ms(took),
             ttft_ms: obs
                 .first_content
