@@ -81,10 +81,25 @@ impl Open {
 #[derive(Clone, Debug)]
 pub struct JsonlSink {
     open: Arc<Mutex<Open>>,
-    /// The lines' buffer, back from the blocking thread after each write to serve again.
-    lines: Arc<Mutex<Vec<u8>>>,
+    /// The lines of the records taken since the last write.
+    staged: Arc<Mutex<Staged>>,
+    /// A lines' buffer, back from the blocking thread after each write to serve again.
+    spare: Arc<Mutex<Vec<u8>>>,
+}
+
+/// Lines not yet handed to the file.
+#[derive(Debug, Default)]
+struct Staged {
+    lines: Vec<u8>,
     /// What the last line had that the next mostly repeats (see [`LineCache`]).
-    names: Arc<Mutex<LineCache>>,
+    cache: LineCache,
+}
+
+impl Staged {
+    fn add(&mut self, r: &UsageRecord) {
+        r.write_json_cached(&mut self.lines, &mut self.cache);
+        self.lines.push(b'\n');
+    }
 }
 
 impl JsonlSink {
@@ -102,9 +117,27 @@ impl JsonlSink {
                 last_flush: Instant::now(),
                 policy,
             })),
-            lines: Arc::default(),
-            names: Arc::default(),
+            staged: Arc::default(),
+            spare: Arc::default(),
         })
+    }
+
+    /// The lines taken so far and those of `batch`, with the buffer to return them to once
+    /// written; `None` when there are none.
+    #[allow(clippy::type_complexity)]
+    fn hand_over(&self, batch: &[UsageRecord]) -> Option<(Vec<u8>, Arc<Mutex<Vec<u8>>>)> {
+        // Serialised here, so only bytes cross to the blocking thread (not a copy of the batch).
+        let mut staged = self.staged.lock().unwrap_or_else(PoisonError::into_inner);
+        for r in batch {
+            staged.add(r);
+        }
+        if staged.lines.is_empty() {
+            return None;
+        }
+        let spare = Arc::clone(&self.spare);
+        let mut next = std::mem::take(&mut *spare.lock().unwrap_or_else(PoisonError::into_inner));
+        next.clear();
+        Some((std::mem::replace(&mut staged.lines, next), spare))
     }
 
     fn blocking<F>(&self, f: F) -> SinkFuture<'_>
@@ -125,29 +158,94 @@ impl JsonlSink {
 }
 
 impl UsageSink for JsonlSink {
+    /// Writes the lines of the records taken since the last write, and of `batch`.
     fn write<'a>(&'a self, batch: &'a [UsageRecord]) -> SinkFuture<'a> {
-        // Serialised here, so only bytes cross to the blocking thread (not a copy of the batch).
-        let spare = Arc::clone(&self.lines);
-        let mut lines = std::mem::take(&mut *spare.lock().unwrap_or_else(PoisonError::into_inner));
-        lines.clear();
-        let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
-        for r in batch {
-            r.write_json_cached(&mut lines, &mut names);
-            lines.push(b'\n');
+        match self.hand_over(batch) {
+            Some((lines, spare)) => self.blocking(move |o| {
+                let written = o.write(&lines);
+                *spare.lock().unwrap_or_else(PoisonError::into_inner) = lines;
+                written
+            }),
+            None => Box::pin(std::future::ready(Ok(()))),
         }
-        drop(names);
-        self.blocking(move |o| {
-            let written = o.write(&lines);
-            *spare.lock().unwrap_or_else(PoisonError::into_inner) = lines;
-            written
-        })
     }
 
+    fn takes_records(&self) -> bool {
+        true
+    }
+
+    /// Formats the record's line, handed to the file at the next [`write`](UsageSink::write).
+    fn take(&self, record: &UsageRecord) {
+        self.staged
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .add(record);
+    }
+
+    /// Writes what was taken, and flushes.
     fn flush(&self) -> SinkFuture<'_> {
-        self.blocking(Open::flush)
+        let staged = self.hand_over(&[]);
+        self.blocking(move |o| {
+            if let Some((lines, _)) = staged {
+                o.write(&lines)?;
+            }
+            o.flush()
+        })
     }
 
     fn reopen(&self) -> SinkFuture<'_> {
         self.blocking(Open::reopen)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn record(status: u16, request_id: &str) -> UsageRecord {
+        UsageRecord {
+            request_id: Some(request_id.into()),
+            model: Some("qwen".into()),
+            status,
+            finish_reasons: vec!["stop".into()],
+            ..UsageRecord::default()
+        }
+    }
+
+    fn lines(path: &std::path::Path) -> Vec<UsageRecord> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn records_taken_are_written_at_the_next_write_or_flush_in_order() {
+        let path =
+            std::env::temp_dir().join(format!("chatgate-jsonl-take-{}.jsonl", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let sink = JsonlSink::open(&path, FlushPolicy::EveryBatch).unwrap();
+        let (a, b, c, d) = (
+            record(200, "a"),
+            record(429, "b"),
+            record(200, "c"),
+            record(502, "d"),
+        );
+        sink.take(&a);
+        sink.take(&b);
+        assert!(lines(&path).is_empty(), "taken, not yet written");
+        sink.flush().await.unwrap();
+        assert_eq!(lines(&path), [a.clone(), b.clone()]);
+        // A write hands over what was taken, then its batch.
+        sink.take(&c);
+        sink.write(std::slice::from_ref(&d)).await.unwrap();
+        sink.flush().await.unwrap();
+        assert_eq!(lines(&path), [a, b, c, d]);
+        // Nothing taken: nothing written.
+        sink.write(&[]).await.unwrap();
+        assert_eq!(lines(&path).len(), 4);
+        let _ = std::fs::remove_file(&path);
     }
 }

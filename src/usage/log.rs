@@ -262,17 +262,37 @@ fn fields<F: Format>(r: &UsageRecord, out: &mut Vec<u8>) {
 }
 
 impl UsageSink for LogSink {
+    /// Writes the lines of the records taken since the last write, and of `batch`.
     fn write<'a>(&'a self, batch: &'a [UsageRecord]) -> SinkFuture<'a> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let mut buf = std::mem::take(&mut state.buf);
-        buf.clear();
         buf.reserve(batch.len() * 320);
         for r in batch {
             state.line(self.format, r, &mut buf);
         }
-        (self.write)(&mut buf);
+        if !buf.is_empty() {
+            (self.write)(&mut buf);
+        }
+        buf.clear();
         state.buf = buf;
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// Writes the lines of the records taken since the last write.
+    fn flush(&self) -> SinkFuture<'_> {
+        self.write(&[])
+    }
+
+    fn takes_records(&self) -> bool {
+        true
+    }
+
+    /// Formats the record's line, written at the next [`write`](UsageSink::write).
+    fn take(&self, record: &UsageRecord) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut buf = std::mem::take(&mut state.buf);
+        state.line(self.format, record, &mut buf);
+        state.buf = buf;
     }
 }
 
@@ -322,6 +342,33 @@ mod tests {
                     status=200 streamed=true input_tokens=9 output_tokens=24 estimated=false \
                     partial=true duration_ms=12.346 ttft_ms=-1.000 error=client_closed\n";
         assert_eq!(text, format!("{line}{line}"));
+    }
+
+    #[test]
+    fn lines_of_records_taken_are_written_at_the_next_write_or_flush() {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = out.clone();
+        let log = LogSink::new(LogFormat::Text, move |b: &mut Vec<u8>| {
+            sink.lock().unwrap().extend_from_slice(b);
+        });
+        log.take(&record());
+        log.take(&record());
+        assert!(out.lock().unwrap().is_empty(), "taken, not yet written");
+        drop(log.write(&[record()]));
+        let three = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            three,
+            lines(LogFormat::Text, &[record(), record(), record()])
+        );
+        log.take(&record());
+        drop(log.flush());
+        assert_eq!(out.lock().unwrap().len(), three.len() / 3 * 4);
+        drop(log.write(&[]));
+        assert_eq!(
+            out.lock().unwrap().len(),
+            three.len() / 3 * 4,
+            "nothing new"
+        );
     }
 
     #[test]

@@ -195,6 +195,14 @@ impl UsageSink for MemorySink {
         }
         Box::pin(ready(Ok(())))
     }
+
+    fn takes_records(&self) -> bool {
+        true
+    }
+
+    fn take(&self, record: &UsageRecord) {
+        self.add(record);
+    }
 }
 
 /// `GET /v1/usage`: the [`MemorySink`]'s rows as JSON, for an admin (`Authorization: Bearer

@@ -446,6 +446,14 @@ impl UsageSink for MetricsSink {
         }
         Box::pin(ready(Ok(())))
     }
+
+    fn takes_records(&self) -> bool {
+        true
+    }
+
+    fn take(&self, record: &UsageRecord) {
+        self.add(record);
+    }
 }
 
 /// `GET /metrics`: the [`MetricsSink`]'s metrics (OpenMetrics text, which Prometheus reads).

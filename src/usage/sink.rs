@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::{ByteEstimate, Prices, TokenCounter, UsageRecord};
@@ -53,6 +53,28 @@ pub trait UsageSink: fmt::Debug + Send + Sync + 'static {
     fn reopen(&self) -> SinkFuture<'_> {
         Box::pin(std::future::ready(Ok(())))
     }
+
+    /// Whether the sink [takes](Self::take) each record as the writer gets it instead of in
+    /// batches (default `false`).
+    ///
+    /// A record kept for a batch is memory written when its request ended and read again up
+    /// to the [linger](UsageHandleBuilder::linger) later, out of cache; taken at once, it is
+    /// read while it is still in cache and freed. The sinks of this crate that need no I/O per
+    /// record (the in-memory aggregate, the metrics, the JSONL file and the request log) take
+    /// records; when every sink does, the writer keeps no record.
+    fn takes_records(&self) -> bool {
+        false
+    }
+
+    /// One record, as soon as the writer gets it, on the writer's task (called only when the
+    /// sink [takes records](Self::takes_records)): keep what is needed of it (a line formatted,
+    /// a sum added) without waiting or I/O. The sink's next [`write`](Self::write), with an
+    /// empty batch, comes at most a linger (or a batch's worth of records) later and is the cue
+    /// to write out what it kept; its backlog is bounded as a batch sink's is (the writer waits
+    /// once the sink has a queue of such cues).
+    fn take(&self, record: &UsageRecord) {
+        let _ = record;
+    }
 }
 
 /// What to do with a record when the channel to the writer is full.
@@ -82,7 +104,7 @@ enum SinkMsg {
     #[allow(clippy::rc_buffer)]
     Batch(Arc<Vec<UsageRecord>>),
     Flush(oneshot::Sender<()>),
-    Reopen,
+    Reopen(oneshot::Sender<()>),
 }
 
 /// Counters of the handle.
@@ -101,12 +123,6 @@ pub(crate) struct Shared {
     pub(crate) counter: Arc<dyn TokenCounter>,
     closed: AtomicBool,
     dispatcher: Mutex<Option<JoinHandle<()>>>,
-    /// Ends the writer's wait for a batch to fill: a full batch waits in the channel, or a
-    /// flush, reopen or close was sent.
-    wake: Arc<Notify>,
-    /// Records waiting in the channel that end the writer's wait (a batch, or the channel's
-    /// size if smaller).
-    batch: usize,
 }
 
 /// The usage accounting's shared state: the channel to the sinks, the prices and the token
@@ -171,15 +187,17 @@ impl UsageHandleBuilder {
         self
     }
 
-    /// How long the writer waits for a batch to fill once it has a record (default 250 ms;
-    /// zero: records go to the sinks as soon as the writer runs).
+    /// How long a batch gathers once it has a record (default 250 ms; zero: records go to the
+    /// sinks as soon as the writer runs).
     ///
     /// One batch costs each sink a wake-up and a write (a system call, for a file): gathering
-    /// records for a while makes that cost per batch, not per request. The wait ends as soon as
-    /// a full batch waits in the channel (so no rate can fill the channel during one wait), or
-    /// [`flush`](UsageHandle::flush), [`reopen`](UsageHandle::reopen) or
-    /// [`close`](UsageHandle::close) is called. Sinks, `/metrics` and `/v1/usage` see a record
-    /// at most this long after its request ended (while the sinks keep up).
+    /// records for a while makes that cost per batch, not per request. The writer takes records
+    /// from the channel as they come (sinks that [take records](UsageSink::takes_records) get
+    /// each at once, so `/metrics` and `/v1/usage` show it at once); the batch goes out, and
+    /// those sinks are cued to write what they took, a linger after its first record, as soon
+    /// as it is full, or when [`flush`](UsageHandle::flush), [`reopen`](UsageHandle::reopen) or
+    /// [`close`](UsageHandle::close) is called. A sink that takes batches sees a record at most
+    /// this long after its request ended (while the sinks keep up).
     pub fn linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
         self
@@ -226,18 +244,13 @@ impl UsageHandleBuilder {
         let mut tasks = Vec::new();
         for sink in self.sinks {
             let (stx, srx) = mpsc::channel(self.sink_queue);
-            sinks.push(stx);
+            sinks.push(SinkTx {
+                tx: stx,
+                taker: sink.takes_records().then(|| Arc::clone(&sink)),
+            });
             tasks.push(tokio::spawn(sink_task(sink, srx, Arc::clone(&stats))));
         }
-        let wake = Arc::new(Notify::new());
-        let dispatcher = tokio::spawn(dispatch(
-            rx,
-            sinks,
-            tasks,
-            self.batch,
-            self.linger,
-            Arc::clone(&wake),
-        ));
+        let dispatcher = tokio::spawn(dispatch(rx, sinks, tasks, self.batch, self.linger));
         UsageHandle {
             shared: Arc::new(Shared {
                 tx,
@@ -247,53 +260,71 @@ impl UsageHandleBuilder {
                 counter: self.counter,
                 closed: AtomicBool::new(false),
                 dispatcher: Mutex::new(Some(dispatcher)),
-                wake,
-                batch: self.batch.min(self.capacity),
             }),
         }
     }
 }
 
+/// A sink as the writer sees it: its queue, and itself when it [takes
+/// records](UsageSink::takes_records).
+struct SinkTx {
+    tx: mpsc::Sender<SinkMsg>,
+    taker: Option<Arc<dyn UsageSink>>,
+}
+
+/// The writer: takes records from the channel as they come (each sink that takes records gets
+/// each at once; the others' batch gathers them) and cues the sinks a linger after the first
+/// record since the last cue, or once a batch's worth has come, whichever is first.
 async fn dispatch(
     mut rx: mpsc::Receiver<Msg>,
-    sinks: Vec<mpsc::Sender<SinkMsg>>,
+    sinks: Vec<SinkTx>,
     tasks: Vec<JoinHandle<()>>,
     batch: usize,
     linger: Duration,
-    wake: Arc<Notify>,
 ) {
     let mut buf = Vec::with_capacity(batch);
-    let mut batches = Batches::new(batch);
-    'run: while rx.recv_many(&mut buf, batch).await > 0 {
-        // A batch that is not full waits `linger` for more records (without a wake-up per
-        // record): one wake-up and one write per sink per batch, not per request. The wait
-        // ends early once a full batch waits in the channel (so a high rate cannot fill the
-        // channel during one wait) or a flush, reopen or close comes; those do not wait.
-        let records_only = buf.iter().all(|m| matches!(m, Msg::Record(_)));
-        if buf.len() < batch && records_only && !linger.is_zero() {
-            tokio::select! {
-                () = tokio::time::sleep(linger) => {}
-                () = wake.notified() => {}
+    // Records are kept only for the sinks that take them in batches.
+    let keep = sinks.iter().any(|s| s.taker.is_none());
+    let mut batches = Batches::new(if keep { batch } else { 0 });
+    // When the sinks are cued next: armed by the first record after a cue. One timer, reset
+    // once per cue (not made anew at each wake-up).
+    let cue = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(cue);
+    let mut armed = false;
+    'run: loop {
+        let n = tokio::select! {
+            biased;
+            n = rx.recv_many(&mut buf, batch) => n,
+            () = &mut cue, if armed => {
+                send_batch(&sinks, &mut batches).await;
+                armed = false;
+                continue 'run;
             }
-            // What came meanwhile, taken at once (one release of the channel's places for all,
-            // not one per record); never waits, as the channel is not empty.
-            if buf.len() < batch && !rx.is_empty() {
-                let room = batch - buf.len();
-                rx.recv_many(&mut buf, room).await;
-            }
+        };
+        if n == 0 {
+            break;
         }
         for msg in buf.drain(..) {
             match msg {
-                Msg::Record(r) => batches.records.push(*r),
+                Msg::Record(r) => batches.add(&sinks, r, keep),
                 Msg::Flush(ack) => {
                     send_batch(&sinks, &mut batches).await;
                     flush_sinks(&sinks).await;
                     let _ = ack.send(());
                 }
                 Msg::Reopen => {
+                    // Every sink has reopened before the next record is taken: the records
+                    // before the reopen go to the old files, those after to the new.
                     send_batch(&sinks, &mut batches).await;
+                    let mut acks = Vec::with_capacity(sinks.len());
                     for s in &sinks {
-                        let _ = s.send(SinkMsg::Reopen).await;
+                        let (tx, rx) = oneshot::channel();
+                        if s.tx.send(SinkMsg::Reopen(tx)).await.is_ok() {
+                            acks.push(rx);
+                        }
+                    }
+                    for a in acks {
+                        let _ = a.await;
                     }
                 }
                 Msg::Close => {
@@ -301,7 +332,7 @@ async fn dispatch(
                     // What is still in the channel goes out first.
                     while let Ok(msg) = rx.try_recv() {
                         match msg {
-                            Msg::Record(r) => batches.records.push(*r),
+                            Msg::Record(r) => batches.add(&sinks, r, keep),
                             Msg::Flush(ack) => {
                                 let _ = ack.send(());
                             }
@@ -313,11 +344,18 @@ async fn dispatch(
                     break 'run;
                 }
             }
-            if batches.records.len() >= batch {
+            if batches.pending >= batch {
                 send_batch(&sinks, &mut batches).await;
             }
         }
-        send_batch(&sinks, &mut batches).await;
+        if batches.pending == 0 {
+            armed = false;
+        } else if linger.is_zero() {
+            send_batch(&sinks, &mut batches).await;
+        } else if !armed {
+            cue.as_mut().reset(tokio::time::Instant::now() + linger);
+            armed = true;
+        }
     }
     drop(sinks);
     for t in tasks {
@@ -331,6 +369,8 @@ async fn dispatch(
 struct Batches {
     records: Vec<UsageRecord>,
     last: Option<Arc<Vec<UsageRecord>>>,
+    /// Records since the sinks were last cued (taken, or in `records`).
+    pending: usize,
 }
 
 impl Batches {
@@ -338,7 +378,20 @@ impl Batches {
         Self {
             records: Vec::with_capacity(capacity),
             last: None,
+            pending: 0,
         }
+    }
+
+    /// A record from the channel: taken by the sinks that take records, kept (`keep`) for
+    /// the others.
+    fn add(&mut self, sinks: &[SinkTx], record: Box<UsageRecord>, keep: bool) {
+        for taker in sinks.iter().filter_map(|s| s.taker.as_ref()) {
+            taker.take(&record);
+        }
+        if keep {
+            self.records.push(*record);
+        }
+        self.pending += 1;
     }
 
     /// The gathered batch, to send; gathering goes on in a vector of the same size.
@@ -357,21 +410,33 @@ impl Batches {
     }
 }
 
-async fn send_batch(sinks: &[mpsc::Sender<SinkMsg>], batches: &mut Batches) {
-    if batches.records.is_empty() {
+/// Cues every sink: the batch to those that take batches, an empty one (write out what you
+/// took) to those that take records.
+async fn send_batch(sinks: &[SinkTx], batches: &mut Batches) {
+    if batches.pending == 0 {
         return;
     }
+    batches.pending = 0;
     let batch = batches.take();
     for s in sinks {
-        let _ = s.send(SinkMsg::Batch(Arc::clone(&batch))).await;
+        let msg = match s.taker {
+            Some(_) => SinkMsg::Batch(Arc::clone(&EMPTY)),
+            None => SinkMsg::Batch(Arc::clone(&batch)),
+        };
+        let _ = s.tx.send(msg).await;
     }
 }
 
-async fn flush_sinks(sinks: &[mpsc::Sender<SinkMsg>]) {
+/// The batch of a sink that takes records.
+#[allow(clippy::rc_buffer)]
+static EMPTY: std::sync::LazyLock<Arc<Vec<UsageRecord>>> =
+    std::sync::LazyLock::new(|| Arc::new(Vec::new()));
+
+async fn flush_sinks(sinks: &[SinkTx]) {
     let mut acks = Vec::with_capacity(sinks.len());
     for s in sinks {
         let (tx, rx) = oneshot::channel();
-        if s.send(SinkMsg::Flush(tx)).await.is_ok() {
+        if s.tx.send(SinkMsg::Flush(tx)).await.is_ok() {
             acks.push(rx);
         }
     }
@@ -389,7 +454,11 @@ async fn sink_task(sink: Arc<dyn UsageSink>, mut rx: mpsc::Receiver<SinkMsg>, st
                 let _ = ack.send(());
                 r
             }
-            SinkMsg::Reopen => sink.reopen().await,
+            SinkMsg::Reopen(ack) => {
+                let r = sink.reopen().await;
+                let _ = ack.send(());
+                r
+            }
         };
         if let Err(e) = result {
             stats.sink_errors.fetch_add(1, Relaxed);
@@ -447,16 +516,13 @@ impl UsageHandle {
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
         if self.shared.tx.send(Msg::Flush(tx)).await.is_ok() {
-            self.shared.wake.notify_one();
             let _ = rx.await;
         }
     }
 
     /// Asks every sink to reopen its files (log rotation; the proxy does it on SIGHUP).
     pub async fn reopen(&self) {
-        if self.shared.tx.send(Msg::Reopen).await.is_ok() {
-            self.shared.wake.notify_one();
-        }
+        if self.shared.tx.send(Msg::Reopen).await.is_ok() {}
     }
 
     /// Writes and flushes everything emitted so far, then stops the writer and the sinks'
@@ -466,7 +532,6 @@ impl UsageHandle {
             return;
         }
         let _ = self.shared.tx.send(Msg::Close).await;
-        self.shared.wake.notify_one();
         let task = self
             .shared
             .dispatcher
@@ -478,27 +543,17 @@ impl UsageHandle {
         }
     }
 
-    /// Ends the writer's wait for a batch to fill when a full batch waits in the channel.
-    fn nudge(&self) {
-        let tx = &self.shared.tx;
-        if tx.max_capacity() - tx.capacity() >= self.shared.batch {
-            self.shared.wake.notify_one();
-        }
-    }
-
     /// Sends a record: with a reserved place, or if there is room; else counts it dropped.
     pub(crate) fn emit(&self, record: Box<UsageRecord>, permit: Option<mpsc::OwnedPermit<Msg>>) {
         let stats = &self.shared.stats;
         if let Some(p) = permit {
             p.send(Msg::Record(record));
             stats.emitted.fetch_add(1, Relaxed);
-            self.nudge();
             return;
         }
         match self.shared.tx.try_send(Msg::Record(record)) {
             Ok(()) => {
                 stats.emitted.fetch_add(1, Relaxed);
-                self.nudge();
             }
             Err(mpsc::error::TrySendError::Full(Msg::Record(record)))
                 if self.shared.overflow == Overflow::Wait
@@ -526,6 +581,8 @@ impl UsageHandle {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use tokio::sync::Notify;
+
     use super::*;
 
     /// Counts the records it is given, and says when.
@@ -592,5 +649,97 @@ mod tests {
         handle.close().await;
         assert_eq!(*sink.records.lock().unwrap(), 2);
         assert!(start.elapsed() < LINGER, "close: {:?}", start.elapsed());
+    }
+
+    /// Takes records one at a time; notes the batches of its cues.
+    #[derive(Debug, Default)]
+    struct Taker {
+        taken: Mutex<Vec<u16>>,
+        cues: Mutex<Vec<usize>>,
+        took: Notify,
+    }
+
+    impl UsageSink for Taker {
+        fn write<'a>(&'a self, batch: &'a [UsageRecord]) -> SinkFuture<'a> {
+            self.cues.lock().unwrap().push(batch.len());
+            Box::pin(std::future::ready(Ok(())))
+        }
+
+        fn takes_records(&self) -> bool {
+            true
+        }
+
+        fn take(&self, record: &UsageRecord) {
+            self.taken.lock().unwrap().push(record.status);
+            self.took.notify_one();
+        }
+    }
+
+    fn status(status: u16) -> Box<UsageRecord> {
+        Box::new(UsageRecord {
+            status,
+            ..UsageRecord::default()
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sink_that_takes_records_gets_each_at_once_and_its_cue_with_the_batch() {
+        let taker = Arc::new(Taker::default());
+        let count = Arc::new(Count::default());
+        let handle = UsageHandleBuilder::default()
+            .linger(LINGER)
+            .batch(4)
+            .sink(Arc::clone(&taker) as Arc<dyn UsageSink>)
+            .sink(Arc::clone(&count) as Arc<dyn UsageSink>)
+            .build();
+        let start = tokio::time::Instant::now();
+        handle.emit(status(200), None);
+        taker.took.notified().await;
+        assert_eq!(*taker.taken.lock().unwrap(), [200]);
+        assert!(
+            start.elapsed() < LINGER,
+            "taken at once: {:?}",
+            start.elapsed()
+        );
+        assert_eq!(*count.records.lock().unwrap(), 0, "the batch gathers");
+        assert!(taker.cues.lock().unwrap().is_empty());
+        // A linger later: the batch, and the taker's cue (a batch without records).
+        count.wrote.notified().await;
+        assert!(start.elapsed() >= LINGER, "{:?}", start.elapsed());
+        assert_eq!(*count.records.lock().unwrap(), 1);
+        handle.flush().await;
+        assert_eq!(*taker.cues.lock().unwrap(), [0]);
+        // A full batch cues at once; every record reaches both, in order.
+        let again = tokio::time::Instant::now();
+        for s in [201, 202, 203, 204, 205] {
+            handle.emit(status(s), None);
+        }
+        count.wrote.notified().await;
+        assert!(again.elapsed() < LINGER, "{:?}", again.elapsed());
+        handle.close().await;
+        assert_eq!(*taker.taken.lock().unwrap(), [200, 201, 202, 203, 204, 205]);
+        assert_eq!(*count.records.lock().unwrap(), 6);
+        assert!(taker.cues.lock().unwrap().iter().all(|&n| n == 0));
+        assert!(
+            taker.cues.lock().unwrap().len() >= 3,
+            "after the linger, the full batch, close"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_every_sink_takes_records_the_writer_keeps_none() {
+        let taker = Arc::new(Taker::default());
+        let handle = UsageHandleBuilder::default()
+            .linger(LINGER)
+            .batch(2)
+            .sink(Arc::clone(&taker) as Arc<dyn UsageSink>)
+            .build();
+        for s in [200, 429, 499] {
+            handle.emit(status(s), None);
+        }
+        handle.close().await;
+        assert_eq!(*taker.taken.lock().unwrap(), [200, 429, 499]);
+        let cues = taker.cues.lock().unwrap().clone();
+        assert!(!cues.is_empty() && cues.iter().all(|&n| n == 0), "{cues:?}");
     }
 }
