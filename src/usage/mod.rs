@@ -41,12 +41,15 @@
 //!
 //! # Sinks
 //!
-//! Records leave the request path through a bounded channel to a batch writer task
+//! Records leave the request path through a bounded channel to a writer task
 //! ([`UsageHandle`]); when it is full, [`Overflow`] says whether records are dropped (and
-//! counted) or requests wait. The writer gathers records for up to
-//! [`linger`](UsageHandleBuilder::linger) (250 ms; less once a full batch of 1024 waits)
-//! before it hands a batch to the sinks, so a sink's wake-up and write (a system call, for a
-//! file) are paid per batch, not per request.
+//! counted) or requests wait. The writer takes records as they come. Sinks that need no I/O
+//! per record ([`takes_records`](UsageSink::takes_records): the in-memory aggregate, the
+//! metrics, the JSONL file and the request log) take each at once, while it is still in
+//! cache, and are cued to write out what they took; the others get the records in batches.
+//! Cues and batches go out [`linger`](UsageHandleBuilder::linger) after the first record
+//! since the last (250 ms), or once 1024 records came, so a sink's wake-up and write (a
+//! system call, for a file) are paid per batch, not per request.
 //!
 //! # The rate limiter's settlement
 //!
