@@ -195,11 +195,14 @@ pub(crate) struct LineCache {
     tail: TailCache,
 }
 
+/// A record's four names: the model asked for, routed and answering, and the upstream.
+type Names = [Option<Arc<str>>; 4];
+
 /// `,"key_id":…,"model":…,"routed_model":…,"response_model":…,"upstream":…,"prompt_tokens":`
 /// of the last record.
 #[derive(Debug, Default)]
 struct NamesCache {
-    key: Option<(Option<String>, [Option<Arc<str>>; 4])>,
+    key: Option<(Option<String>, Names)>,
     json: Vec<u8>,
 }
 
