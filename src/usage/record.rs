@@ -306,24 +306,29 @@ pub(crate) fn json_ms(out: &mut Vec<u8>, ms: f64) {
 /// Appends `micros` microseconds as milliseconds with three decimals, or (`trim`) with the
 /// fewest decimals that say it, at least one.
 pub(crate) fn write_micros(out: &mut Vec<u8>, micros: u64, trim: bool) {
-    out.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
+    // Made in a buffer wide enough for any `u64` (20 digits) and the decimals, the whole part
+    // backwards from the point, then appended at once.
+    let digit = |d: u64| b'0' + (d % 10) as u8;
     let frac = micros % 1000;
-    let digit = |d: u64| b'0' + d as u8;
-    let digits = [
-        b'.',
-        digit(frac / 100),
-        digit(frac / 10 % 10),
-        digit(frac % 10),
-    ];
+    let mut buf = [0; 24];
+    buf[20..].copy_from_slice(&[b'.', digit(frac / 100), digit(frac / 10), digit(frac)]);
     let len = match (trim, frac) {
         (false, _) => 4,
         (true, f) if f % 100 == 0 => 2,
         (true, f) if f % 10 == 0 => 3,
         (true, _) => 4,
     };
-    // All four copied (a copy of a known length, not a call) and the extra cut off.
-    out.extend_from_slice(&digits);
-    out.truncate(out.len() - (4 - len));
+    let mut start = 20;
+    let mut whole = micros / 1000;
+    loop {
+        start -= 1;
+        buf[start] = digit(whole);
+        whole /= 10;
+        if whole == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[start..20 + len]);
 }
 
 /// Unix milliseconds of a time since the epoch (`u64::MAX` past what it holds).
@@ -394,6 +399,29 @@ mod tests {
             );
         }
         assert_eq!(ms_of(Duration::from_nanos(1_035_117_999)), 1035.117);
+    }
+
+    #[test]
+    fn microseconds_are_written_as_milliseconds_with_three_decimals() {
+        for m in [
+            0,
+            1,
+            10,
+            999,
+            1_000,
+            1_001,
+            12_345,
+            9_999_999,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            write_micros(&mut out, m, false);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                format!("{}.{:03}", m / 1000, m % 1000)
+            );
+        }
     }
 
     #[test]
