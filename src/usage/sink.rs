@@ -1,5 +1,6 @@
 //! [`UsageSink`] and [`UsageHandle`]: records leave the request path through a bounded channel
-//! to a batch writer task, which hands each batch to every sink on the sink's own task.
+//! to a writer task, which hands each record at once to the sinks that take records, and
+//! batches to the others, each on the sink's own task.
 
 use std::fmt;
 use std::future::Future;
@@ -39,7 +40,9 @@ impl std::error::Error for SinkError {}
 /// Where usage records go: an in-memory aggregate, a JSONL file, PostgreSQL, metrics, or yours.
 ///
 /// Each sink runs on its own task and gets the records in batches, in order; a slow sink
-/// delays only itself (until its queue of batches is full, then the writer waits for it).
+/// delays only itself (until its queue of batches is full, then the writer waits for it). A
+/// sink that [takes records](Self::takes_records) gets each one at once on the writer's task,
+/// and on its own task, in place of the batch, a cue to write out what it took.
 pub trait UsageSink: fmt::Debug + Send + Sync + 'static {
     /// Takes a batch of records.
     fn write<'a>(&'a self, batch: &'a [UsageRecord]) -> SinkFuture<'a>;
