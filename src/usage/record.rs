@@ -418,7 +418,7 @@ mod tests {
             let mut out = Vec::new();
             write_micros(&mut out, m, false);
             assert_eq!(
-                String::from_utf8(out).unwrap(),
+                String::from_utf8(out).expect("ASCII"),
                 format!("{}.{:03}", m / 1000, m % 1000)
             );
         }
