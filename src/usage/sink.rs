@@ -307,9 +307,15 @@ async fn dispatch(
         if n == 0 {
             break;
         }
+        let mut closing = false;
+        let mut late = Vec::new();
         for msg in buf.drain(..) {
             match msg {
                 Msg::Record(r) => batches.add(&sinks, r, keep),
+                // After a close, a flush is answered once everything is written, and a reopen
+                // is not done; the records still go out.
+                Msg::Flush(ack) if closing => late.push(ack),
+                Msg::Reopen if closing => {}
                 Msg::Flush(ack) => {
                     send_batch(&sinks, &mut batches).await;
                     flush_sinks(&sinks).await;
@@ -330,26 +336,29 @@ async fn dispatch(
                         let _ = a.await;
                     }
                 }
-                Msg::Close => {
-                    rx.close();
-                    // What is still in the channel goes out first.
-                    while let Ok(msg) = rx.try_recv() {
-                        match msg {
-                            Msg::Record(r) => batches.add(&sinks, r, keep),
-                            Msg::Flush(ack) => {
-                                let _ = ack.send(());
-                            }
-                            Msg::Reopen | Msg::Close => {}
-                        }
-                    }
-                    send_batch(&sinks, &mut batches).await;
-                    flush_sinks(&sinks).await;
-                    break 'run;
-                }
+                Msg::Close => closing = true,
             }
             if batches.pending >= batch {
                 send_batch(&sinks, &mut batches).await;
             }
+        }
+        if closing {
+            rx.close();
+            // What is still in the channel goes out first (what came with the close was taken
+            // above).
+            while let Ok(msg) = rx.try_recv() {
+                match msg {
+                    Msg::Record(r) => batches.add(&sinks, r, keep),
+                    Msg::Flush(ack) => late.push(ack),
+                    Msg::Reopen | Msg::Close => {}
+                }
+            }
+            send_batch(&sinks, &mut batches).await;
+            flush_sinks(&sinks).await;
+            for ack in late {
+                let _ = ack.send(());
+            }
+            break;
         }
         if batches.pending == 0 {
             armed = false;
@@ -727,6 +736,31 @@ mod tests {
             taker.cues.lock().unwrap().len() >= 3,
             "after the linger, the full batch, close"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn records_that_come_with_the_close_are_written_before_a_late_flush_is_answered() {
+        let taker = Arc::new(Taker::default());
+        let count = Arc::new(Count::default());
+        let handle = UsageHandleBuilder::default()
+            .linger(LINGER)
+            .batch(8)
+            .sink(Arc::clone(&taker) as Arc<dyn UsageSink>)
+            .sink(Arc::clone(&count) as Arc<dyn UsageSink>)
+            .build();
+        // All in the channel before the writer runs: it gets them at once.
+        handle.emit(status(200), None);
+        handle.shared.tx.try_send(Msg::Close).unwrap();
+        handle.emit(status(201), None);
+        let (tx, flushed) = oneshot::channel();
+        handle.shared.tx.try_send(Msg::Flush(tx)).unwrap();
+        handle.emit(status(202), None);
+        flushed.await.unwrap();
+        assert_eq!(*count.records.lock().unwrap(), 3);
+        assert_eq!(*taker.taken.lock().unwrap(), [200, 201, 202]);
+        handle.close().await;
+        assert_eq!(handle.emitted(), 3);
+        assert_eq!(handle.dropped(), 0);
     }
 
     #[tokio::test(start_paused = true)]
