@@ -100,20 +100,26 @@ impl UsageRecord {
     /// `serde_json::to_writer`, written field by field (strings that need no escape are copied
     /// as they are), which costs about half as much for the JSONL sink.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        self.write_json_with(out, &mut LineCache::default());
+        self.write_json_with(out, None);
     }
 
     /// [`write_json`](Self::write_json), the parts of the line that mostly repeat from one
     /// record to the next taken from `cache` when the last record it wrote had the same.
     pub(crate) fn write_json_cached(&self, out: &mut Vec<u8>, cache: &mut LineCache) {
-        self.write_json_with(out, cache);
+        self.write_json_with(out, Some(cache));
     }
 
-    fn write_json_with(&self, out: &mut Vec<u8>, cache: &mut LineCache) {
-        out.reserve(128 + cache.names.json.len() + cache.tail.json.len());
+    fn write_json_with(&self, out: &mut Vec<u8>, mut cache: Option<&mut LineCache>) {
+        out.reserve(match &cache {
+            Some(c) => 128 + c.names.json.len() + c.tail.json.len(),
+            None => 512,
+        });
         out.extend_from_slice(b"{\"request_id\":");
         opt_string(out, self.request_id.as_deref());
-        cache.names.write(self, out);
+        match cache.as_deref_mut() {
+            Some(c) => c.names.write(self, out),
+            None => write_names(out, self),
+        }
         int(out, self.prompt_tokens);
         out.extend_from_slice(b",\"completion_tokens\":");
         int(out, self.completion_tokens);
@@ -154,7 +160,10 @@ impl UsageRecord {
         }
         out.extend_from_slice(b",\"duration_ms\":");
         json_ms(out, self.duration_ms);
-        cache.tail.write(self, out);
+        match cache {
+            Some(c) => c.tail.write(self, out),
+            None => write_tail(out, self),
+        }
         int(out, self.started_at_ms);
         out.extend_from_slice(b",\"ended_at_ms\":");
         int(out, self.ended_at_ms);
@@ -218,23 +227,27 @@ impl NamesCache {
                 })
         });
         if !same {
-            let json = &mut self.json;
-            json.clear();
-            json.extend_from_slice(b",\"key_id\":");
-            opt_string(json, r.key_id.as_deref());
-            json.extend_from_slice(b",\"model\":");
-            opt_string(json, r.model.as_deref());
-            json.extend_from_slice(b",\"routed_model\":");
-            opt_string(json, r.routed_model.as_deref());
-            json.extend_from_slice(b",\"response_model\":");
-            opt_string(json, r.response_model.as_deref());
-            json.extend_from_slice(b",\"upstream\":");
-            opt_string(json, r.upstream.as_deref());
-            json.extend_from_slice(b",\"prompt_tokens\":");
+            self.json.clear();
+            write_names(&mut self.json, r);
             self.key = Some((r.key_id.clone(), names.map(Clone::clone)));
         }
         out.extend_from_slice(&self.json);
     }
+}
+
+/// `,"key_id":…,"model":…,"routed_model":…,"response_model":…,"upstream":…,"prompt_tokens":`
+fn write_names(out: &mut Vec<u8>, r: &UsageRecord) {
+    out.extend_from_slice(b",\"key_id\":");
+    opt_string(out, r.key_id.as_deref());
+    out.extend_from_slice(b",\"model\":");
+    opt_string(out, r.model.as_deref());
+    out.extend_from_slice(b",\"routed_model\":");
+    opt_string(out, r.routed_model.as_deref());
+    out.extend_from_slice(b",\"response_model\":");
+    opt_string(out, r.response_model.as_deref());
+    out.extend_from_slice(b",\"upstream\":");
+    opt_string(out, r.upstream.as_deref());
+    out.extend_from_slice(b",\"prompt_tokens\":");
 }
 
 /// `,"partial":…,"estimated":…,"usage_unknown":…,"error":…,"finish_reasons":[…],"started_at_ms":`
@@ -252,28 +265,32 @@ impl TailCache {
             *f == flags && *error == r.error && *reasons == r.finish_reasons
         });
         if !same {
-            let json = &mut self.json;
-            json.clear();
-            json.extend_from_slice(b",\"partial\":");
-            flag(json, r.partial);
-            json.extend_from_slice(b",\"estimated\":");
-            flag(json, r.estimated);
-            json.extend_from_slice(b",\"usage_unknown\":");
-            flag(json, r.usage_unknown);
-            json.extend_from_slice(b",\"error\":");
-            opt_string(json, r.error.as_deref());
-            json.extend_from_slice(b",\"finish_reasons\":[");
-            for (i, reason) in r.finish_reasons.iter().enumerate() {
-                if i > 0 {
-                    json.push(b',');
-                }
-                json_string(json, reason);
-            }
-            json.extend_from_slice(b"],\"started_at_ms\":");
+            self.json.clear();
+            write_tail(&mut self.json, r);
             self.key = Some((flags, r.error.clone(), r.finish_reasons.clone()));
         }
         out.extend_from_slice(&self.json);
     }
+}
+
+/// `,"partial":…,"estimated":…,"usage_unknown":…,"error":…,"finish_reasons":[…],"started_at_ms":`
+fn write_tail(out: &mut Vec<u8>, r: &UsageRecord) {
+    out.extend_from_slice(b",\"partial\":");
+    flag(out, r.partial);
+    out.extend_from_slice(b",\"estimated\":");
+    flag(out, r.estimated);
+    out.extend_from_slice(b",\"usage_unknown\":");
+    flag(out, r.usage_unknown);
+    out.extend_from_slice(b",\"error\":");
+    opt_string(out, r.error.as_deref());
+    out.extend_from_slice(b",\"finish_reasons\":[");
+    for (i, reason) in r.finish_reasons.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_string(out, reason);
+    }
+    out.extend_from_slice(b"],\"started_at_ms\":");
 }
 
 /// Milliseconds to the microsecond (as the record's times are): `d` as a float.
