@@ -694,16 +694,22 @@ mod tests {
         })
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_sink_that_takes_records_gets_each_at_once_and_its_cue_with_the_batch() {
+    /// A handle with a sink that takes records and one that takes batches of up to `batch`.
+    fn taker_and_counter(batch: usize) -> (Arc<Taker>, Arc<Count>, UsageHandle) {
         let taker = Arc::new(Taker::default());
         let count = Arc::new(Count::default());
         let handle = UsageHandleBuilder::default()
             .linger(LINGER)
-            .batch(4)
+            .batch(batch)
             .sink(Arc::clone(&taker) as Arc<dyn UsageSink>)
             .sink(Arc::clone(&count) as Arc<dyn UsageSink>)
             .build();
+        (taker, count, handle)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sink_that_takes_records_gets_each_at_once_and_its_cue_with_the_batch() {
+        let (taker, count, handle) = taker_and_counter(4);
         let start = tokio::time::Instant::now();
         handle.emit(status(200), None);
         taker.took.notified().await;
@@ -740,14 +746,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn records_that_come_with_the_close_are_written_before_a_late_flush_is_answered() {
-        let taker = Arc::new(Taker::default());
-        let count = Arc::new(Count::default());
-        let handle = UsageHandleBuilder::default()
-            .linger(LINGER)
-            .batch(8)
-            .sink(Arc::clone(&taker) as Arc<dyn UsageSink>)
-            .sink(Arc::clone(&count) as Arc<dyn UsageSink>)
-            .build();
+        let (taker, count, handle) = taker_and_counter(8);
         // All in the channel before the writer runs: it gets them at once.
         handle.emit(status(200), None);
         handle.shared.tx.try_send(Msg::Close).unwrap();
