@@ -211,25 +211,30 @@ type Names = [Option<Arc<str>>; 4];
 /// of the last record.
 #[derive(Debug, Default)]
 struct NamesCache {
-    key: Option<(Option<String>, Names)>,
+    /// Whether `key_id` and `names` are the last record's (not at first).
+    valid: bool,
+    key_id: Option<String>,
+    names: Names,
     json: Vec<u8>,
 }
 
 impl NamesCache {
     fn write(&mut self, r: &UsageRecord, out: &mut Vec<u8>) {
         let names = [&r.model, &r.routed_model, &r.response_model, &r.upstream];
-        let same = self.key.as_ref().is_some_and(|(key, last)| {
-            *key == r.key_id
-                && last.iter().zip(names).all(|(a, b)| match (a, b) {
-                    (None, None) => true,
-                    (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
-                    _ => false,
-                })
-        });
+        let same = self.valid
+            && self.key_id == r.key_id
+            && self.names.iter().zip(names).all(|(a, b)| match (a, b) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+                _ => false,
+            });
         if !same {
             self.json.clear();
             write_names(&mut self.json, r);
-            self.key = Some((r.key_id.clone(), names.map(Clone::clone)));
+            // Into the buffers already there (keys that take turns cost no allocation).
+            self.key_id.clone_from(&r.key_id);
+            self.names = names.map(Clone::clone);
+            self.valid = true;
         }
         out.extend_from_slice(&self.json);
     }
@@ -254,20 +259,28 @@ fn write_names(out: &mut Vec<u8>, r: &UsageRecord) {
 /// of the last record.
 #[derive(Debug, Default)]
 struct TailCache {
-    key: Option<([bool; 3], Option<String>, Vec<String>)>,
+    /// Whether the fields below are the last record's (not at first).
+    valid: bool,
+    flags: [bool; 3],
+    error: Option<String>,
+    finish_reasons: Vec<String>,
     json: Vec<u8>,
 }
 
 impl TailCache {
     fn write(&mut self, r: &UsageRecord, out: &mut Vec<u8>) {
         let flags = [r.partial, r.estimated, r.usage_unknown];
-        let same = self.key.as_ref().is_some_and(|(f, error, reasons)| {
-            *f == flags && *error == r.error && *reasons == r.finish_reasons
-        });
+        let same = self.valid
+            && self.flags == flags
+            && self.error == r.error
+            && self.finish_reasons == r.finish_reasons;
         if !same {
             self.json.clear();
             write_tail(&mut self.json, r);
-            self.key = Some((flags, r.error.clone(), r.finish_reasons.clone()));
+            self.flags = flags;
+            self.error.clone_from(&r.error);
+            self.finish_reasons.clone_from(&r.finish_reasons);
+            self.valid = true;
         }
         out.extend_from_slice(&self.json);
     }
