@@ -287,8 +287,7 @@ async fn dispatch(
 ) {
     let mut buf = Vec::with_capacity(batch);
     // Records are kept only for the sinks that take them in batches.
-    let keep = sinks.iter().any(|s| s.taker.is_none());
-    let mut batches = Batches::new(if keep { batch } else { 0 });
+    let mut batches = Batches::new(&sinks, batch);
     // When the sinks are cued next: armed by the first record after a cue. One timer, reset
     // once per cue (not made anew at each wake-up).
     let cue = tokio::time::sleep(Duration::ZERO);
@@ -311,7 +310,7 @@ async fn dispatch(
         let mut late = Vec::new();
         for msg in buf.drain(..) {
             match msg {
-                Msg::Record(r) => batches.add(&sinks, r, keep),
+                Msg::Record(r) => batches.add(&sinks, r),
                 // After a close, a flush is answered once everything is written, and a reopen
                 // is not done; the records still go out.
                 Msg::Flush(ack) if closing => late.push(ack),
@@ -348,7 +347,7 @@ async fn dispatch(
             // above).
             while let Ok(msg) = rx.try_recv() {
                 match msg {
-                    Msg::Record(r) => batches.add(&sinks, r, keep),
+                    Msg::Record(r) => batches.add(&sinks, r),
                     Msg::Flush(ack) => late.push(ack),
                     Msg::Reopen | Msg::Close => {}
                 }
@@ -383,24 +382,27 @@ struct Batches {
     last: Option<Arc<Vec<UsageRecord>>>,
     /// Records since the sinks were last cued (taken, or in `records`).
     pending: usize,
+    /// Whether some sink takes batches (else no record is kept).
+    keep: bool,
 }
 
 impl Batches {
-    fn new(capacity: usize) -> Self {
+    fn new(sinks: &[SinkTx], capacity: usize) -> Self {
+        let keep = sinks.iter().any(|s| s.taker.is_none());
         Self {
-            records: Vec::with_capacity(capacity),
+            records: Vec::with_capacity(if keep { capacity } else { 0 }),
             last: None,
             pending: 0,
+            keep,
         }
     }
 
-    /// A record from the channel: taken by the sinks that take records, kept (`keep`) for
-    /// the others.
-    fn add(&mut self, sinks: &[SinkTx], record: Box<UsageRecord>, keep: bool) {
+    /// A record from the channel: taken by the sinks that take records, kept for the others.
+    fn add(&mut self, sinks: &[SinkTx], record: Box<UsageRecord>) {
         for taker in sinks.iter().filter_map(|s| s.taker.as_ref()) {
             taker.take(&record);
         }
-        if keep {
+        if self.keep {
             self.records.push(*record);
         }
         self.pending += 1;
@@ -429,7 +431,11 @@ async fn send_batch(sinks: &[SinkTx], batches: &mut Batches) {
         return;
     }
     batches.pending = 0;
-    let batch = batches.take();
+    let batch = if batches.keep {
+        batches.take()
+    } else {
+        Arc::clone(&EMPTY)
+    };
     for s in sinks {
         let msg = match s.taker {
             Some(_) => SinkMsg::Batch(Arc::clone(&EMPTY)),
