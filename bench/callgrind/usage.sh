@@ -8,7 +8,8 @@
 #
 # Each proxy runs under `valgrind --tool=callgrind` in front of the mock upstream, one request
 # at a time on one keep-alive connection; the count is zeroed after a warm-up and dumped after
-# REQUESTS requests (default 2000; 500 for streams of 50 chunks). Needs valgrind (with
+# REQUESTS requests (default 2000; 500 for streams of 50 chunks; STREAM_USAGE=0: streams that
+# do not ask for usage). Needs valgrind (with
 # callgrind_control) and python3. Writes its files under $OUT (default: a temporary directory).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -49,7 +50,10 @@ listening "$MOCK_PORT"
 
 MESSAGES='[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write a haiku about load balancers."}]'
 if [[ $SCENARIO == stream ]]; then
-    printf '{"model":"mock","messages":%s,"max_tokens":128,"stream":true,"stream_options":{"include_usage":true},"mock_chunks":50}' "$MESSAGES" >"$OUT/body.json"
+    # STREAM_USAGE=0: the client does not ask for usage (the meter asks the upstream for it and
+    # removes the usage chunk from the stream).
+    if [[ ${STREAM_USAGE:-1} == 0 ]]; then OPTIONS=; else OPTIONS=',"stream_options":{"include_usage":true}'; fi
+    printf '{"model":"mock","messages":%s,"max_tokens":128,"stream":true%s,"mock_chunks":50}' "$MESSAGES" "$OPTIONS" >"$OUT/body.json"
 else
     printf '{"model":"mock","messages":%s,"max_tokens":128}' "$MESSAGES" >"$OUT/body.json"
 fi

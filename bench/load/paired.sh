@@ -25,7 +25,8 @@
 # The proxies run with TOKIO_WORKER_THREADS=$PROXY_THREADS (default 1), as in run.sh.
 #
 # Knobs (environment): ROUNDS (7), DURATION (8), WARMUP (2), RATE_NONSTREAM (5000),
-# RATE_STREAM (500; 50 chunks each), LAT_CONCURRENCY (32), PROXY_THREADS (1),
+# RATE_STREAM (500; 50 chunks each), STREAM_USAGE (1: the streams ask for usage with
+# stream_options.include_usage; 0: they do not), LAT_CONCURRENCY (32), PROXY_THREADS (1),
 # BIN_A / BIN_B (target/release/examples/proxy), TOML_A (bench/load/usage-off.toml),
 # TOML_B (bench/load/usage-on.toml), LABEL_A (off), LABEL_B (on), RESULTS_DIR.
 set -euo pipefail
@@ -59,6 +60,7 @@ TOML_B=${TOML_B:-bench/load/usage-on.toml}
 LABEL_A=${LABEL_A:-off}
 LABEL_B=${LABEL_B:-on}
 RESULTS_DIR=${RESULTS_DIR:-target/loadbench/paired-$(date +%Y%m%d-%H%M%S)}
+STREAM_USAGE=${STREAM_USAGE:-1}
 CHUNKS=50
 
 log() { printf '[paired %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -146,8 +148,11 @@ start b "$PORT_B" "$BIN_B" "$TOML_B"
 
 MESSAGES='[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write a haiku about load balancers."}]'
 printf '{"model":"mock","messages":%s,"max_tokens":128}' "$MESSAGES" >"$RESULTS_DIR/nonstream.json"
-printf '{"model":"mock","messages":%s,"max_tokens":128,"stream":true,"stream_options":{"include_usage":true},"mock_chunks":%d}' \
-    "$MESSAGES" "$CHUNKS" >"$RESULTS_DIR/stream.json"
+# With STREAM_USAGE=0 the client does not ask for usage: the meter asks the upstream for it and
+# removes the usage chunk from the stream (the common case of the official clients).
+if [[ $STREAM_USAGE == 0 ]]; then STREAM_OPTIONS=; else STREAM_OPTIONS=',"stream_options":{"include_usage":true}'; fi
+printf '{"model":"mock","messages":%s,"max_tokens":128,"stream":true%s,"mock_chunks":%d}' \
+    "$MESSAGES" "$STREAM_OPTIONS" "$CHUNKS" >"$RESULTS_DIR/stream.json"
 
 # load PORT RATE SECONDS BODY OUT: one oha run at a fixed rate.
 load() {

@@ -1,6 +1,7 @@
 //! [`EventFilter`] and [`Filtered`]: drop chosen events from an event stream, at event boundaries
 //! inside frames; and [`is_usage_only_chunk`], the usual choice.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::ops::Range;
 use std::pin::Pin;
@@ -96,8 +97,10 @@ where
 ///
 /// A frame that drops nothing and ends on an event boundary is forwarded as it is (the same
 /// `Bytes`). The bytes of an event whose end has not arrived yet are held back until it does
-/// (only that event's: what comes before it is forwarded with [`Bytes::slice`]); a frame that
-/// completes a held event, or in which an event is dropped, is forwarded as a new buffer. Held
+/// (only that event's: what comes before it is forwarded with [`Bytes::slice`]). A frame that
+/// completes a held event, or in which an event is dropped, is forwarded as a new buffer by
+/// [`push`](Self::push), and as slices of the held bytes and of the frame, without a copy, by
+/// [`push_parts`](Self::push_parts). Held
 /// bytes are bounded by the decoder's [`max_event_bytes`](EventDecoder::max_event_bytes): an
 /// event that goes over is forwarded as it comes and never dropped. Oversized events are never
 /// dropped, and `drop` is not asked about them.
@@ -158,10 +161,43 @@ where
         }
     }
 
-    /// The next frame of the stream; returns what to forward now, if anything.
+    /// The next frame of the stream; returns what to forward now, if anything: one buffer,
+    /// made anew (a copy) when the frame completes a held event or drops one. See
+    /// [`push_parts`](Self::push_parts) for the same without copies.
     pub fn push(&mut self, frame: Bytes) -> Option<Bytes> {
+        let mut first: Option<Bytes> = None;
+        let mut joined: Option<BytesMut> = None;
+        self.push_with(frame, |part| {
+            if let Some(j) = &mut joined {
+                j.extend_from_slice(&part);
+            } else if let Some(f) = first.take() {
+                let mut j = BytesMut::with_capacity(f.len() + part.len());
+                j.extend_from_slice(&f);
+                j.extend_from_slice(&part);
+                joined = Some(j);
+            } else {
+                first = Some(part);
+            }
+        });
+        match joined {
+            Some(j) => Some(j.freeze()),
+            None => first,
+        }
+    }
+
+    /// The next frame of the stream; appends what to forward now to `out`, in order, as
+    /// slices of the frame and of the held bytes (no copy): one part when the frame drops
+    /// nothing and completes no held event, else up to one for the held bytes and one for
+    /// each kept range of the frame. Nothing is appended for a frame that is all held or
+    /// dropped.
+    pub fn push_parts(&mut self, frame: Bytes, out: &mut impl Extend<Bytes>) {
+        self.push_with(frame, |part| out.extend(Some(part)));
+    }
+
+    /// [`push_parts`](Self::push_parts), handing each part (never empty) to `emit`.
+    fn push_with(&mut self, frame: Bytes, mut emit: impl FnMut(Bytes)) {
         if frame.is_empty() {
-            return None;
+            return;
         }
         let max = self.decoder.max_event_bytes();
         let Self {
@@ -254,28 +290,31 @@ where
             if keep_end < frame.len() {
                 held.extend_from_slice(&frame[keep_end..]);
             }
-            return match keep_end {
-                0 => None,
-                n if n == frame.len() => Some(frame),
-                n => Some(frame.slice(..n)),
-            };
+            match keep_end {
+                0 => {}
+                n if n == frame.len() => emit(frame),
+                n => emit(frame.slice(..n)),
+            }
+            return;
         }
-        // A new buffer; `held` keeps its own for the next partial event.
-        let mut out = BytesMut::with_capacity(prefix + keep_end);
-        out.extend_from_slice(&held[..prefix]);
+        // The held bytes, then the kept ranges of `frame`, each as it is (no copy).
+        if prefix > 0 {
+            emit(held.split_to(prefix).freeze());
+        }
         held.clear();
         if keep_end < frame.len() {
             held.extend_from_slice(&frame[keep_end..]);
         }
         let mut at = 0;
         for r in drops {
-            out.extend_from_slice(&frame[at..r.start]);
+            if at < r.start {
+                emit(frame.slice(at..r.start));
+            }
             at = r.end;
         }
         if at < keep_end {
-            out.extend_from_slice(&frame[at..keep_end]);
+            emit(frame.slice(at..keep_end));
         }
-        (!out.is_empty()).then(|| out.freeze())
     }
 
     /// The end of the stream: returns the bytes of an event that had not ended, if any, to be
@@ -298,7 +337,9 @@ where
 pin_project_lite::pin_project! {
     /// An event-stream body with the events that a predicate chooses dropped (see
     /// [`EventFilter`]); everything else is forwarded byte for byte, and frames that drop
-    /// nothing and end on an event boundary as they are.
+    /// nothing and end on an event boundary as they are. A frame an event is dropped from goes
+    /// out as the parts around it, each a slice of the frame (no copy; see
+    /// [`EventFilter::push_parts`]).
     ///
     /// At the end of the inner body (or before its trailers or its error), the bytes of an event
     /// that had not ended are forwarded as they are. The size hint is unknown (bytes may be
@@ -321,6 +362,9 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         filter: EventFilter<P>,
+        // Parts of a frame not returned yet (the filter cuts a frame into parts instead of
+        // copying what it keeps into a new buffer; it allocates only when a frame is cut).
+        parts: VecDeque<Bytes>,
         // Trailers or an error of `inner`, returned after the held bytes.
         after: Option<Result<Frame<Bytes>, B::Error>>,
         ended: bool,
@@ -341,6 +385,7 @@ where
         Self {
             inner,
             filter,
+            parts: VecDeque::new(),
             after: None,
             ended: false,
         }
@@ -374,6 +419,9 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let mut this = self.project();
+        if let Some(part) = this.parts.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(part))));
+        }
         if let Some(after) = this.after.take() {
             return Poll::Ready(Some(after));
         }
@@ -383,10 +431,13 @@ where
         loop {
             let item = match ready!(this.inner.as_mut().poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => match this.filter.push(data) {
-                        Some(out) => return Poll::Ready(Some(Ok(Frame::data(out)))),
-                        None => continue,
-                    },
+                    Ok(data) => {
+                        this.filter.push_parts(data, this.parts);
+                        match this.parts.pop_front() {
+                            Some(part) => return Poll::Ready(Some(Ok(Frame::data(part)))),
+                            None => continue,
+                        }
+                    }
                     Err(frame) => Ok(frame),
                 },
                 Some(Err(e)) => Err(e),
@@ -407,7 +458,8 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.after.is_none()
+        self.parts.is_empty()
+            && self.after.is_none()
             && (self.ended || (self.inner.is_end_stream() && self.filter.held.is_empty()))
     }
 }
@@ -445,6 +497,43 @@ mod tests {
         out
     }
 
+    /// [`run`] with [`EventFilter::push_parts`].
+    fn run_parts<P: EventPredicate>(f: &mut EventFilter<P>, parts: &[&[u8]]) -> Vec<u8> {
+        let max = f.decoder().max_event_bytes();
+        let mut out = Vec::new();
+        for p in parts {
+            let mut got = VecDeque::new();
+            f.push_parts(Bytes::copy_from_slice(p), &mut got);
+            for b in got {
+                assert!(!b.is_empty());
+                out.extend_from_slice(&b);
+            }
+            assert!(f.held.len() <= max);
+        }
+        if let Some(b) = f.finish() {
+            out.extend_from_slice(&b);
+        }
+        out
+    }
+
+    #[test]
+    fn parts_are_slices_of_the_frame_around_the_dropped_event() {
+        let head = format!("data: {CHUNK}\n\n");
+        let stream = format!("{head}data: {USAGE}\n\ndata: [DONE]\n\n");
+        let frame = Bytes::from(stream.clone());
+        let mut f = usage_filter(1 << 20);
+        let mut parts = VecDeque::new();
+        f.push_parts(frame.clone(), &mut parts);
+        assert_eq!(f.dropped(), 1);
+        let parts: Vec<Bytes> = parts.into();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(&parts[0][..], head.as_bytes());
+        assert_eq!(&parts[1][..], b"data: [DONE]\n\n");
+        // No copy: both point into the frame.
+        assert_eq!(parts[0].as_ptr(), frame.as_ptr());
+        assert_eq!(parts[1].as_ptr(), frame[stream.len() - 14..].as_ptr());
+    }
+
     #[test]
     fn drops_the_usage_chunk_from_a_coalesced_frame_split_anywhere() {
         let stream = format!("data: {CHUNK}\n\ndata: {USAGE}\n\ndata: [DONE]\n\n");
@@ -461,6 +550,10 @@ mod tests {
                 assert_eq!(out, expected.as_bytes(), "split {i} {j}");
                 assert_eq!(f.dropped(), 1);
                 assert!(f.decoder().saw_done());
+                let mut f = usage_filter(1 << 20);
+                let out = run_parts(&mut f, &[&stream[..i], &stream[i..j], &stream[j..]]);
+                assert_eq!(out, expected.as_bytes(), "parts, split {i} {j}");
+                assert_eq!(f.dropped(), 1);
             }
         }
     }
@@ -480,6 +573,13 @@ mod tests {
                     "split {i} {j}"
                 );
                 assert_eq!(f.dropped(), 3);
+                let mut f = EventFilter::new(|e: &Event<'_>| e.data() == b"drop");
+                let out = run_parts(&mut f, &[&stream[..i], &stream[i..j], &stream[j..]]);
+                assert_eq!(
+                    String::from_utf8_lossy(&out),
+                    String::from_utf8_lossy(expected),
+                    "parts, split {i} {j}"
+                );
             }
         }
     }
@@ -529,6 +629,12 @@ mod tests {
                 );
                 assert_eq!(f.dropped(), 1, "split {i} {j}");
                 took_some |= f.drop.taken > 0;
+                let mut f = EventFilter::new(Keeper {
+                    offered: 0,
+                    taken: 0,
+                });
+                let out = run_parts(&mut f, &[&stream[..i], &stream[i..j], &stream[j..]]);
+                assert_eq!(out, expected, "parts, split {i} {j}");
             }
         }
         assert!(took_some);
