@@ -184,8 +184,16 @@ where
         let Some(draft) = draft else {
             return MeterFuture::new(self.inner.call(req), None, false, self.max_body);
         };
+        let hide_usage = {
+            let request = req.body().request();
+            request.is_stream() && !request.include_usage()
+        };
+        if hide_usage {
+            // Before the snapshot below is taken: an edit of a request no one else holds is
+            // made in place (after it, the whole typed request would be copied first).
+            req.body_mut().set_include_usage(true);
+        }
         let request = req.body().shared();
-        let hide_usage = request.is_stream() && !request.include_usage();
         {
             // Armed: the rate limiter inside leaves its settlement in the slot rather than
             // read the body again.
@@ -196,9 +204,6 @@ where
                 .get::<Principal>()
                 .map(|p| p.id().to_owned());
             i.request = Some(request);
-        }
-        if hide_usage {
-            req.body_mut().set_include_usage(true);
         }
         MeterFuture::new(self.inner.call(req), Some(draft), hide_usage, self.max_body)
     }
