@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::{ByteEstimate, Prices, TokenCounter, UsageRecord};
@@ -120,6 +120,8 @@ pub(crate) struct Stats {
 
 pub(crate) struct Shared {
     pub(crate) tx: mpsc::Sender<Msg>,
+    /// Wakes the writer before its [gather](UsageHandleBuilder::gather) is over.
+    hurry: Arc<Notify>,
     pub(crate) overflow: Overflow,
     pub(crate) stats: Arc<Stats>,
     pub(crate) prices: ArcSwap<Prices>,
@@ -156,6 +158,7 @@ pub struct UsageHandleBuilder {
     capacity: usize,
     batch: usize,
     linger: Duration,
+    gather: Duration,
     sink_queue: usize,
     overflow: Overflow,
     prices: Prices,
@@ -169,6 +172,7 @@ impl Default for UsageHandleBuilder {
             capacity: 8192,
             batch: 1024,
             linger: Duration::from_millis(250),
+            gather: Duration::from_millis(25),
             sink_queue: 64,
             overflow: Overflow::Drop,
             prices: Prices::new(),
@@ -195,14 +199,31 @@ impl UsageHandleBuilder {
     ///
     /// One batch costs each sink a wake-up and a write (a system call, for a file): gathering
     /// records for a while makes that cost per batch, not per request. The writer takes records
-    /// from the channel as they come (sinks that [take records](UsageSink::takes_records) get
-    /// each at once, so `/metrics` and `/v1/usage` show it at once); the batch goes out, and
+    /// from the channel as they come (every [gather](Self::gather) under load; sinks that [take
+    /// records](UsageSink::takes_records) get each as it is taken, so `/metrics` and
+    /// `/v1/usage` show it then); the batch goes out, and
     /// those sinks are cued to write what they took, a linger after its first record, as soon
     /// as it is full, or when [`flush`](UsageHandle::flush), [`reopen`](UsageHandle::reopen) or
     /// [`close`](UsageHandle::close) is called. A sink that takes batches sees a record at most
     /// this long after its request ended (while the sinks keep up).
     pub fn linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
+        self
+    }
+
+    /// How long records gather in the channel after the writer took what it held (default
+    /// 25 ms; zero: every record wakes the writer).
+    ///
+    /// Under load the writer then wakes about forty times a second and takes each time what
+    /// came meanwhile, rather than being woken by every record or two: waking a task per
+    /// request cost more than everything the sinks do with the record when the runtime has
+    /// several workers (`BENCHMARKS.md`, "Usage"). An idle writer still waits for the next
+    /// record, and is woken at once when the channel is half full. Records reach the sinks,
+    /// `/metrics` and `/v1/usage` up to this much later, and [`flush`](UsageHandle::flush),
+    /// [`reopen`](UsageHandle::reopen) and [`close`](UsageHandle::close) are answered up to
+    /// this much later.
+    pub fn gather(mut self, gather: Duration) -> Self {
+        self.gather = gather;
         self
     }
 
@@ -253,10 +274,17 @@ impl UsageHandleBuilder {
             });
             tasks.push(tokio::spawn(sink_task(sink, srx, Arc::clone(&stats))));
         }
-        let dispatcher = tokio::spawn(dispatch(rx, sinks, tasks, self.batch, self.linger));
+        let hurry = Arc::new(Notify::new());
+        let timing = Timing {
+            batch: self.batch,
+            linger: self.linger,
+            gather: self.gather,
+        };
+        let dispatcher = tokio::spawn(dispatch(rx, sinks, tasks, timing, Arc::clone(&hurry)));
         UsageHandle {
             shared: Arc::new(Shared {
                 tx,
+                hurry,
                 overflow: self.overflow,
                 stats,
                 prices: ArcSwap::from_pointee(self.prices),
@@ -275,16 +303,29 @@ struct SinkTx {
     taker: Option<Arc<dyn UsageSink>>,
 }
 
-/// The writer: takes records from the channel as they come (each sink that takes records gets
-/// each at once; the others' batch gathers them) and cues the sinks a linger after the first
-/// record since the last cue, or once a batch's worth has come, whichever is first.
+/// The writer's timing (see [`UsageHandleBuilder`]).
+struct Timing {
+    batch: usize,
+    linger: Duration,
+    gather: Duration,
+}
+
+/// The writer: takes the records the channel holds (each sink that takes records gets each at
+/// once; the others' batch gathers them), lets more gather for a while, and cues the sinks a
+/// linger after the first record since the last cue, or once a batch's worth has come,
+/// whichever is first.
 async fn dispatch(
     mut rx: mpsc::Receiver<Msg>,
     sinks: Vec<SinkTx>,
     tasks: Vec<JoinHandle<()>>,
-    batch: usize,
-    linger: Duration,
+    timing: Timing,
+    hurry: Arc<Notify>,
 ) {
+    let Timing {
+        batch,
+        linger,
+        gather,
+    } = timing;
     let mut buf = Vec::with_capacity(batch);
     // Records are kept only for the sinks that take them in batches.
     let mut batches = Batches::new(&sinks, batch);
@@ -293,6 +334,9 @@ async fn dispatch(
     let cue = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(cue);
     let mut armed = false;
+    // The wait while records gather (one timer, reset each time).
+    let nap = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(nap);
     'run: loop {
         let n = tokio::select! {
             biased;
@@ -359,13 +403,24 @@ async fn dispatch(
             }
             break;
         }
+        let now = tokio::time::Instant::now();
         if batches.pending == 0 {
             armed = false;
-        } else if linger.is_zero() {
+        } else if linger.is_zero() || (armed && cue.deadline() <= now) {
+            // (Records kept coming: the cue's timer was not looked at.)
             send_batch(&sinks, &mut batches).await;
+            armed = false;
         } else if !armed {
-            cue.as_mut().reset(tokio::time::Instant::now() + linger);
+            cue.as_mut().reset(now + linger);
             armed = true;
+        }
+        if !gather.is_zero() {
+            nap.as_mut().reset(now + gather);
+            tokio::select! {
+                biased;
+                () = hurry.notified() => {}
+                () = &mut nap => {}
+            }
         }
     }
     drop(sinks);
@@ -561,17 +616,28 @@ impl UsageHandle {
         }
     }
 
+    /// Wakes the writer while records gather when the channel is half full (places reserved
+    /// for requests in flight count as taken).
+    fn hurry_if_half_full(&self) {
+        let tx = &self.shared.tx;
+        if tx.capacity() < tx.max_capacity() / 2 {
+            self.shared.hurry.notify_one();
+        }
+    }
+
     /// Sends a record: with a reserved place, or if there is room; else counts it dropped.
     pub(crate) fn emit(&self, record: Box<UsageRecord>, permit: Option<mpsc::OwnedPermit<Msg>>) {
         let stats = &self.shared.stats;
         if let Some(p) = permit {
             p.send(Msg::Record(record));
             stats.emitted.fetch_add(1, Relaxed);
+            self.hurry_if_half_full();
             return;
         }
         match self.shared.tx.try_send(Msg::Record(record)) {
             Ok(()) => {
                 stats.emitted.fetch_add(1, Relaxed);
+                self.hurry_if_half_full();
             }
             Err(mpsc::error::TrySendError::Full(Msg::Record(record)))
                 if self.shared.overflow == Overflow::Wait
@@ -599,7 +665,6 @@ impl UsageHandle {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use tokio::sync::Notify;
 
     use super::*;
 
@@ -632,7 +697,8 @@ mod tests {
     async fn one_record_waiting(handle: &UsageHandle) {
         handle.emit(Box::default(), None);
         while handle.shared.tx.capacity() < handle.shared.tx.max_capacity() {
-            tokio::task::yield_now().await;
+            // The writer may be letting records gather: let (paused) time go on.
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 
@@ -765,6 +831,49 @@ mod tests {
         assert_eq!(*taker.taken.lock().unwrap(), [200, 201, 202]);
         handle.close().await;
         assert_eq!(handle.emitted(), 3);
+        assert_eq!(handle.dropped(), 0);
+    }
+
+    /// Waits (in paused time) until `taker` has taken `n` records.
+    async fn taken(taker: &Taker, n: usize) {
+        while taker.taken.lock().unwrap().len() < n {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn records_gather_while_the_writer_waits_unless_the_channel_is_half_full() {
+        const GATHER: Duration = Duration::from_secs(60);
+        let taker = Arc::new(Taker::default());
+        let handle = UsageHandleBuilder::default()
+            .capacity(8)
+            .gather(GATHER)
+            .linger(LINGER)
+            .sink(Arc::clone(&taker) as Arc<dyn UsageSink>)
+            .build();
+        let start = tokio::time::Instant::now();
+        // The idle writer is woken by the first record.
+        handle.emit(status(200), None);
+        taken(&taker, 1).await;
+        assert!(start.elapsed() < GATHER, "{:?}", start.elapsed());
+        // Then it lets records gather.
+        for s in [201, 202] {
+            handle.emit(status(s), None);
+        }
+        taken(&taker, 3).await;
+        assert!(start.elapsed() >= GATHER, "{:?}", start.elapsed());
+        // Unless the channel is half full: then it is woken at once.
+        let again = tokio::time::Instant::now();
+        for s in 203..208 {
+            handle.emit(status(s), None);
+        }
+        taken(&taker, 8).await;
+        assert!(again.elapsed() < GATHER, "{:?}", again.elapsed());
+        handle.close().await;
+        assert_eq!(
+            *taker.taken.lock().unwrap(),
+            [200, 201, 202, 203, 204, 205, 206, 207]
+        );
         assert_eq!(handle.dropped(), 0);
     }
 
