@@ -43,10 +43,10 @@
 //!
 //! Records leave the request path through a bounded channel to a writer task
 //! ([`UsageHandle`]); when it is full, [`Overflow`] says whether records are dropped (and
-//! counted) or requests wait. The writer takes what the channel holds, then lets records
-//! [gather](UsageHandleBuilder::gather) for 25 ms (an idle writer is woken by the next record,
-//! and a busy one early when the channel is half full): a wake-up per request cost more than
-//! the sinks' work when the runtime has several workers. Sinks that need no I/O
+//! counted) or requests wait. The writer takes what the channel holds; on a runtime with
+//! several workers it then lets records [gather](UsageHandleBuilder::gather) for 25 ms (an
+//! idle writer is woken by the next record, and a busy one early when the channel is half
+//! full): there a wake-up per request cost more than the sinks' work. Sinks that need no I/O
 //! per record ([`takes_records`](UsageSink::takes_records): the in-memory aggregate, the
 //! metrics, the JSONL file and the request log) take each at once, while it is still in
 //! cache, and are cued to write out what they took; the others get the records in batches.

@@ -158,7 +158,7 @@ pub struct UsageHandleBuilder {
     capacity: usize,
     batch: usize,
     linger: Duration,
-    gather: Duration,
+    gather: Option<Duration>,
     sink_queue: usize,
     overflow: Overflow,
     prices: Prices,
@@ -172,7 +172,7 @@ impl Default for UsageHandleBuilder {
             capacity: 8192,
             batch: 1024,
             linger: Duration::from_millis(250),
-            gather: Duration::from_millis(25),
+            gather: None,
             sink_queue: 64,
             overflow: Overflow::Drop,
             prices: Prices::new(),
@@ -211,19 +211,22 @@ impl UsageHandleBuilder {
         self
     }
 
-    /// How long records gather in the channel after the writer took what it held (default
-    /// 25 ms; zero: every record wakes the writer).
+    /// How long records gather in the channel after the writer took what it held (default:
+    /// 25 ms when the runtime has more than one worker, else zero; zero: every record wakes
+    /// the writer).
     ///
     /// Under load the writer then wakes about forty times a second and takes each time what
     /// came meanwhile, rather than being woken by every record or two: waking a task per
     /// request cost more than everything the sinks do with the record when the runtime has
-    /// several workers (`BENCHMARKS.md`, "Usage"). An idle writer still waits for the next
+    /// several workers. With one worker the writer runs right after the request's task, on
+    /// the same thread, and gathering cost streams more than it saved (`BENCHMARKS.md`,
+    /// "Usage"). An idle writer still waits for the next
     /// record, and is woken at once when the channel is half full. Records reach the sinks,
     /// `/metrics` and `/v1/usage` up to this much later, and [`flush`](UsageHandle::flush),
     /// [`reopen`](UsageHandle::reopen) and [`close`](UsageHandle::close) are answered up to
     /// this much later.
     pub fn gather(mut self, gather: Duration) -> Self {
-        self.gather = gather;
+        self.gather = Some(gather);
         self
     }
 
@@ -278,7 +281,14 @@ impl UsageHandleBuilder {
         let timing = Timing {
             batch: self.batch,
             linger: self.linger,
-            gather: self.gather,
+            gather: self.gather.unwrap_or_else(|| {
+                let workers = tokio::runtime::Handle::current().metrics().num_workers();
+                if workers > 1 {
+                    Duration::from_millis(25)
+                } else {
+                    Duration::ZERO
+                }
+            }),
         };
         let dispatcher = tokio::spawn(dispatch(rx, sinks, tasks, timing, Arc::clone(&hurry)));
         UsageHandle {
