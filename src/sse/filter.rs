@@ -480,12 +480,24 @@ mod tests {
         })
     }
 
-    /// Pushes `parts` in order, checking the bound on held bytes; all that is forwarded.
-    fn run<P: EventPredicate>(f: &mut EventFilter<P>, parts: &[&[u8]]) -> Vec<u8> {
+    /// Pushes `parts` in order (with [`EventFilter::push_parts`] when `as_parts`, else
+    /// [`EventFilter::push`]), checking the bound on held bytes; all that is forwarded.
+    fn run_with<P: EventPredicate>(
+        f: &mut EventFilter<P>,
+        parts: &[&[u8]],
+        as_parts: bool,
+    ) -> Vec<u8> {
         let max = f.decoder().max_event_bytes();
         let mut out = Vec::new();
         for p in parts {
-            if let Some(b) = f.push(Bytes::copy_from_slice(p)) {
+            let frame = Bytes::copy_from_slice(p);
+            let mut got = VecDeque::new();
+            if as_parts {
+                f.push_parts(frame, &mut got);
+            } else {
+                got.extend(f.push(frame));
+            }
+            for b in got {
                 assert!(!b.is_empty());
                 out.extend_from_slice(&b);
             }
@@ -497,23 +509,12 @@ mod tests {
         out
     }
 
-    /// [`run`] with [`EventFilter::push_parts`].
+    fn run<P: EventPredicate>(f: &mut EventFilter<P>, parts: &[&[u8]]) -> Vec<u8> {
+        run_with(f, parts, false)
+    }
+
     fn run_parts<P: EventPredicate>(f: &mut EventFilter<P>, parts: &[&[u8]]) -> Vec<u8> {
-        let max = f.decoder().max_event_bytes();
-        let mut out = Vec::new();
-        for p in parts {
-            let mut got = VecDeque::new();
-            f.push_parts(Bytes::copy_from_slice(p), &mut got);
-            for b in got {
-                assert!(!b.is_empty());
-                out.extend_from_slice(&b);
-            }
-            assert!(f.held.len() <= max);
-        }
-        if let Some(b) = f.finish() {
-            out.extend_from_slice(&b);
-        }
-        out
+        run_with(f, parts, true)
     }
 
     #[test]
