@@ -566,21 +566,20 @@ mod tests {
         let expected: &[u8] = b": hi\r\ndata: keep1\r\n\r\ndata: keep2\r\r\r\ndata: [DONE]\r\n\r\n";
         for i in 0..=stream.len() {
             for j in i..=stream.len() {
-                let mut f = EventFilter::new(|e: &Event<'_>| e.data() == b"drop");
-                let out = run(&mut f, &[&stream[..i], &stream[i..j], &stream[j..]]);
-                assert_eq!(
-                    String::from_utf8_lossy(&out),
-                    String::from_utf8_lossy(expected),
-                    "split {i} {j}"
-                );
-                assert_eq!(f.dropped(), 3);
-                let mut f = EventFilter::new(|e: &Event<'_>| e.data() == b"drop");
-                let out = run_parts(&mut f, &[&stream[..i], &stream[i..j], &stream[j..]]);
-                assert_eq!(
-                    String::from_utf8_lossy(&out),
-                    String::from_utf8_lossy(expected),
-                    "parts, split {i} {j}"
-                );
+                for as_parts in [false, true] {
+                    let mut f = EventFilter::new(|e: &Event<'_>| e.data() == b"drop");
+                    let out = run_with(
+                        &mut f,
+                        &[&stream[..i], &stream[i..j], &stream[j..]],
+                        as_parts,
+                    );
+                    assert_eq!(
+                        String::from_utf8_lossy(&out),
+                        String::from_utf8_lossy(expected),
+                        "split {i} {j}, parts {as_parts}"
+                    );
+                    assert_eq!(f.dropped(), 3);
+                }
             }
         }
     }
