@@ -120,8 +120,9 @@ pub(crate) struct Stats {
 
 pub(crate) struct Shared {
     pub(crate) tx: mpsc::Sender<Msg>,
-    /// Wakes the writer before its [gather](UsageHandleBuilder::gather) is over.
-    hurry: Arc<Notify>,
+    /// Wakes the writer before its [gather](UsageHandleBuilder::gather) is over (`None` when
+    /// it does not gather: then the request path does not look at the channel's room).
+    hurry: Option<Arc<Notify>>,
     pub(crate) overflow: Overflow,
     pub(crate) stats: Arc<Stats>,
     pub(crate) prices: ArcSwap<Prices>,
@@ -220,8 +221,8 @@ impl UsageHandleBuilder {
     /// request cost more than everything the sinks do with the record when the runtime has
     /// several workers. With one worker the writer runs right after the request's task, on
     /// the same thread, and gathering cost streams more than it saved (`BENCHMARKS.md`,
-    /// "Usage"). An idle writer still waits for the next
-    /// record, and is woken at once when the channel is half full. Records reach the sinks,
+    /// "Usage"). An idle writer still waits for the next record, and a gathering one is woken
+    /// at once when the channel is half full. Records reach the sinks,
     /// `/metrics` and `/v1/usage` up to this much later, and [`flush`](UsageHandle::flush),
     /// [`reopen`](UsageHandle::reopen) and [`close`](UsageHandle::close) are answered up to
     /// this much later.
@@ -277,20 +278,21 @@ impl UsageHandleBuilder {
             });
             tasks.push(tokio::spawn(sink_task(sink, srx, Arc::clone(&stats))));
         }
-        let hurry = Arc::new(Notify::new());
+        let gather = self.gather.unwrap_or_else(|| {
+            let workers = tokio::runtime::Handle::current().metrics().num_workers();
+            if workers > 1 {
+                Duration::from_millis(25)
+            } else {
+                Duration::ZERO
+            }
+        });
+        let hurry = (!gather.is_zero()).then(|| Arc::new(Notify::new()));
         let timing = Timing {
             batch: self.batch,
             linger: self.linger,
-            gather: self.gather.unwrap_or_else(|| {
-                let workers = tokio::runtime::Handle::current().metrics().num_workers();
-                if workers > 1 {
-                    Duration::from_millis(25)
-                } else {
-                    Duration::ZERO
-                }
-            }),
+            gather: hurry.clone().map(|h| (gather, h)),
         };
-        let dispatcher = tokio::spawn(dispatch(rx, sinks, tasks, timing, Arc::clone(&hurry)));
+        let dispatcher = tokio::spawn(dispatch(rx, sinks, tasks, timing));
         UsageHandle {
             shared: Arc::new(Shared {
                 tx,
@@ -317,7 +319,8 @@ struct SinkTx {
 struct Timing {
     batch: usize,
     linger: Duration,
-    gather: Duration,
+    /// The gather, and what wakes the writer before it is over; `None`: no gather.
+    gather: Option<(Duration, Arc<Notify>)>,
 }
 
 /// The writer: takes the records the channel holds (each sink that takes records gets each at
@@ -329,7 +332,6 @@ async fn dispatch(
     sinks: Vec<SinkTx>,
     tasks: Vec<JoinHandle<()>>,
     timing: Timing,
-    hurry: Arc<Notify>,
 ) {
     let Timing {
         batch,
@@ -424,8 +426,8 @@ async fn dispatch(
             cue.as_mut().reset(now + linger);
             armed = true;
         }
-        if !gather.is_zero() {
-            nap.as_mut().reset(now + gather);
+        if let Some((gather, hurry)) = &gather {
+            nap.as_mut().reset(now + *gather);
             tokio::select! {
                 biased;
                 () = hurry.notified() => {}
@@ -627,11 +629,13 @@ impl UsageHandle {
     }
 
     /// Wakes the writer while records gather when the channel is half full (places reserved
-    /// for requests in flight count as taken).
+    /// for requests in flight count as taken); nothing when the writer does not gather.
     fn hurry_if_half_full(&self) {
         let tx = &self.shared.tx;
-        if tx.capacity() < tx.max_capacity() / 2 {
-            self.shared.hurry.notify_one();
+        if let Some(hurry) = &self.shared.hurry
+            && tx.capacity() < tx.max_capacity() / 2
+        {
+            hurry.notify_one();
         }
     }
 
