@@ -227,7 +227,9 @@ impl End<'_> {
 pub trait OnEnd: Send + 'static {
     /// Whether [`on_end`](Self::on_end) may return a frame to append (asked once, when the
     /// body is wrapped). When `false`, the body keeps the inner body's size hint (and so its
-    /// `Content-Length`) and end-of-stream answer.
+    /// `Content-Length`) and end-of-stream answer, and a handler may be called as the last
+    /// frame goes out. When `true`, it is called on the poll after the last frame: bodies
+    /// further out have seen every frame by then.
     fn appends(&self) -> bool {
         false
     }
@@ -407,10 +409,15 @@ where
                         h.on_data(data);
                     }
                 }
-                if !this.inner.is_end_stream() {
+                // A handler that may append acts on the next poll, which the server makes
+                // (this body's end is not reported before): bodies further out have then
+                // seen every frame (an observer that took over the stream ending's scanning,
+                // see `SseEnding`, relies on it).
+                if *this.appends || !this.inner.is_end_stream() {
                     return Poll::Ready(Some(Ok(frame)));
                 }
-                // The last frame: the server may not poll again.
+                // The last frame, and a handler that appends nothing: the server may not poll
+                // again.
                 let end = End {
                     kind: EndKind::Complete,
                     error: None,

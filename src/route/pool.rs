@@ -345,9 +345,18 @@ impl Future for Attempts {
             };
             // Health first: it must see a failure before the stream ending turns it into an
             // error event.
-            let mut res = res.map(|inner| {
-                OnEndBody::new(inner, (health, sse.then(SseEnding::new))).boxed_unsync()
-            });
+            // An event stream's ending may be taken over by an observer further out that
+            // decodes the stream anyway (usage accounting): the offer goes in the extensions.
+            let (ending, handoff) = if sse {
+                let (ending, handoff) = SseEnding::handing_off();
+                (Some(ending), Some(handoff))
+            } else {
+                (None, None)
+            };
+            let mut res = res.map(|inner| OnEndBody::new(inner, (health, ending)).boxed_unsync());
+            if let Some(h) = handoff {
+                res.extensions_mut().insert(h);
+            }
             res.extensions_mut().insert(routed);
             res.extensions_mut().insert(upstream_name);
             if retryable && !pool.fallback.is_empty() {

@@ -75,6 +75,13 @@ pub trait EventPredicate {
     fn takes_whole_events(&self) -> bool {
         false
     }
+
+    /// The bytes the decoder is about to decode, in order: with the bytes taken by
+    /// [`keep_whole_events`](Self::keep_whole_events), the whole stream. The default does
+    /// nothing.
+    fn on_decoded_bytes(&mut self, bytes: &[u8]) {
+        let _ = bytes;
+    }
 }
 
 impl<F> EventPredicate for F
@@ -243,6 +250,7 @@ where
             } else {
                 frame.len()
             };
+            pred.on_decoded_bytes(&frame[base..to]);
             decoder.feed_blocks(&frame[base..to], |end, event| {
                 let end = base + end;
                 // The `\n` of a `\r\n` belongs to this event.

@@ -8,6 +8,8 @@
 //! events, which a proxy would have to re-encode, with unbounded buffers and no byte positions
 //! (details on [`EventDecoder`]).
 
+use std::sync::{Arc, Mutex};
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 mod decoder;
@@ -16,6 +18,7 @@ mod observe;
 pub use observe::{Observed, SseObserver};
 mod filter;
 pub use filter::{EventFilter, EventPredicate, Filtered, is_usage_only_chunk};
+// `EndingHandoff`, `EndingWatch`: defined below.
 
 /// The event that ends a successful stream.
 pub const DONE: &[u8] = b"data: [DONE]\n\n";
@@ -155,6 +158,13 @@ impl EventScanner {
             }
         }
         self.len = 0;
+    }
+
+    /// Whether the stream so far ends on an event boundary: no line open, no line of an event
+    /// since the last blank line, not just after a `\r`. Whole events (`data:` lines, then a
+    /// blank line) that are neither `[DONE]` nor an error leave such a scanner as it was.
+    pub(crate) const fn is_at_boundary(&self) -> bool {
+        self.len == 0 && !self.in_event && !self.after_cr
     }
 
     /// Whether a `data: [DONE]` line went by.
@@ -332,9 +342,16 @@ mod tests {
 ///
 /// [`ModelRouter`](crate::route::ModelRouter) wraps the `text/event-stream` responses of its
 /// routes with it ([`ending`]).
+///
+/// An observer further out that decodes the stream anyway (usage accounting) may take the
+/// scanning over ([`EndingHandoff`]): the stream is then scanned once, not twice.
 #[derive(Clone, Debug, Default)]
 pub struct SseEnding {
     scanner: EventScanner,
+    /// Shared with an observer that may take the scanning over.
+    handoff: Option<Arc<Mutex<Handed>>>,
+    /// The observer took it: this handler scans nothing.
+    handed: bool,
 }
 
 impl SseEnding {
@@ -342,7 +359,104 @@ impl SseEnding {
     pub const fn new() -> Self {
         Self {
             scanner: EventScanner::new(),
+            handoff: None,
+            handed: false,
         }
+    }
+
+    /// A handler whose scanning an observer further out may take over, through the returned
+    /// [`EndingHandoff`] (put in the response's extensions), before the first data frame.
+    pub(crate) fn handing_off() -> (Self, EndingHandoff) {
+        let shared = Arc::new(Mutex::new(Handed::default()));
+        let ending = Self {
+            scanner: EventScanner::new(),
+            handoff: Some(Arc::clone(&shared)),
+            handed: false,
+        };
+        (ending, EndingHandoff(shared))
+    }
+
+    /// What the stream so far ended with: this handler's own scanner, or the one of the
+    /// observer that took the scanning over.
+    fn scanned(self, end: &crate::body::End<'_>) -> EventScanner {
+        let Some(shared) = self.handoff else {
+            return self.scanner;
+        };
+        let h = lock(&shared);
+        if !h.claimed {
+            return self.scanner;
+        }
+        // The observer is outside this body, and this handler acts on the poll after the last
+        // frame (it appends): the observer has seen every frame.
+        debug_assert_eq!(
+            h.seen, end.bytes,
+            "an observer that took over a stream's ending missed frames"
+        );
+        h.scanner.clone()
+    }
+}
+
+/// The state an [`SseEnding`] shares with an observer that may take its scanning over.
+#[derive(Debug, Default)]
+struct Handed {
+    /// The ending saw data first: it scans, the observer may no longer take over.
+    started: bool,
+    /// An observer took the scanning over (before any data).
+    claimed: bool,
+    /// The observer's scanner: every byte it saw, but whole events it took without decoding.
+    scanner: EventScanner,
+    /// Data bytes the observer saw.
+    seen: u64,
+}
+
+fn lock(m: &Mutex<Handed>) -> std::sync::MutexGuard<'_, Handed> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// An offer, found in the extensions of an event-stream response, to take over the scanning of
+/// the [`SseEnding`] inside it: an observer that decodes the stream anyway ([`EndingWatch`])
+/// then feeds the ending's scanner, which costs it little, and the ending scans nothing.
+///
+/// The observer must see every data frame of the body as it passes, in order, without
+/// holding frames back: the ending acts on the poll after the last frame (see
+/// [`OnEndBody`](crate::body::OnEndBody)), and relies on the observer's scanner then.
+#[derive(Clone, Debug)]
+pub(crate) struct EndingHandoff(Arc<Mutex<Handed>>);
+
+impl EndingHandoff {
+    /// Takes the scanning over; `None` when the ending already saw data (it scans itself).
+    pub(crate) fn claim(self) -> Option<EndingWatch> {
+        let mut h = lock(&self.0);
+        if h.started || h.claimed {
+            return None;
+        }
+        h.claimed = true;
+        drop(h);
+        Some(EndingWatch(self.0))
+    }
+}
+
+/// The scanning of an [`SseEnding`], taken over by an observer of the stream.
+#[derive(Debug)]
+pub(crate) struct EndingWatch(Arc<Mutex<Handed>>);
+
+impl EndingWatch {
+    /// Bytes of the stream that the observer decodes: scanned.
+    pub(crate) fn decoded(&self, bytes: &[u8]) {
+        let mut h = lock(&self.0);
+        h.scanner.feed(bytes);
+        h.seen += bytes.len() as u64;
+    }
+
+    /// Bytes of the stream that the observer took as whole events without decoding them (see
+    /// [`SseObserver::on_whole_events`]): they leave a scanner at an event boundary as it was,
+    /// and are scanned only when it is not at one.
+    pub(crate) fn taken(&self, bytes: &[u8]) {
+        let mut h = lock(&self.0);
+        if !h.scanner.is_at_boundary() {
+            h.scanner.feed(bytes);
+        }
+        h.seen += bytes.len() as u64;
     }
 }
 
@@ -374,12 +488,29 @@ impl crate::body::OnEnd for SseEnding {
     }
 
     fn on_data(&mut self, data: &Bytes) {
-        self.scanner.feed(data);
+        if let Some(shared) = &self.handoff
+            && !self.handed
+        {
+            // The first data: taken over, or scanned here from now on.
+            let mut h = lock(shared);
+            self.handed = h.claimed;
+            h.started = !h.claimed;
+            drop(h);
+            if !self.handed {
+                self.handoff = None;
+            }
+        }
+        if !self.handed {
+            self.scanner.feed(data);
+        }
     }
 
     fn on_end(self, end: &crate::body::End<'_>) -> Option<Bytes> {
         use crate::body::EndKind;
-        let s = &self.scanner;
+        if end.kind == EndKind::Dropped {
+            return None;
+        }
+        let s = &self.scanned(end);
         let closed = s.saw_done() || s.saw_error();
         let event = match end.kind {
             EndKind::Dropped => return None,
@@ -445,6 +576,26 @@ mod ending_tests {
             text(body(vec![Ok(b"data: {}")])).await,
             "data: {}\n\ndata: [DONE]\n\n"
         );
+    }
+
+    #[tokio::test]
+    async fn an_ending_that_saw_data_is_not_taken_over() {
+        let (mut ending, handoff) = SseEnding::handing_off();
+        crate::body::OnEnd::on_data(&mut ending, &Bytes::from_static(b"data: [DONE]\n\n"));
+        assert!(handoff.clone().claim().is_none());
+        // It scanned the data itself: nothing to add.
+        let end = crate::body::End {
+            kind: crate::body::EndKind::Complete,
+            error: None,
+            bytes: 14,
+            started: tokio::time::Instant::now(),
+            first_byte: None,
+        };
+        assert_eq!(crate::body::OnEnd::on_end(ending, &end), Some(Bytes::new()));
+        // Taken over before any data: once only.
+        let (_ending, handoff) = SseEnding::handing_off();
+        assert!(handoff.clone().claim().is_some());
+        assert!(handoff.claim().is_none());
     }
 
     #[tokio::test]

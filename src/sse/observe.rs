@@ -45,6 +45,13 @@ pub trait SseObserver: Send {
     fn takes_whole_events(&self) -> bool {
         false
     }
+
+    /// The bytes the decoder is about to decode, in order: with the bytes taken by
+    /// [`on_whole_events`](Self::on_whole_events), the whole stream. The default does
+    /// nothing.
+    fn on_decoded_bytes(&mut self, bytes: &[u8]) {
+        let _ = bytes;
+    }
 }
 
 impl<F> SseObserver for F
@@ -133,6 +140,7 @@ impl<B: fmt::Debug, O> fmt::Debug for Observed<B, O> {
 /// [`SseObserver::on_whole_events`]).
 fn feed<O: SseObserver>(decoder: &mut EventDecoder, observer: &mut O, data: &[u8]) {
     if !observer.takes_whole_events() {
+        observer.on_decoded_bytes(data);
         decoder.feed(data, |e| observer.on_event(&e));
         return;
     }
@@ -148,6 +156,7 @@ fn feed<O: SseObserver>(decoder: &mut EventDecoder, observer: &mut O, data: &[u8
         }
         // One event (up to a blank line written `\n\n`) at a time, or all of the rest.
         let end = super::find_blank_line(rest).map_or(rest.len(), |i| i + 2);
+        observer.on_decoded_bytes(&rest[..end]);
         decoder.feed(&rest[..end], |e| observer.on_event(&e));
         rest = &rest[end..];
     }

@@ -32,10 +32,14 @@ pub type ResponseBody = OnEndBody<UpstreamBody, Option<SseEnding>>;
 
 /// Adds the contract's stream ending to an event stream.
 pub(crate) fn with_ending(res: Response<UpstreamBody>) -> Response<ResponseBody> {
-    res.map(|body| {
-        let ending = body.is_event_stream().then(SseEnding::new);
-        OnEndBody::new(body, ending)
-    })
+    if !res.body().is_event_stream() {
+        return res.map(|body| OnEndBody::new(body, None));
+    }
+    // An observer further out that decodes the stream anyway may take the scanning over.
+    let (ending, handoff) = SseEnding::handing_off();
+    let mut res = res.map(|body| OnEndBody::new(body, Some(ending)));
+    res.extensions_mut().insert(handoff);
+    res
 }
 
 pin_project! {

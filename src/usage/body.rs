@@ -12,7 +12,7 @@ use super::draft::{Draft, Observed, error_code};
 use super::scan::FrameTemplate;
 use crate::BoxError;
 use crate::body::{End, OnEnd};
-use crate::sse::{Event, EventPredicate, SseObserver};
+use crate::sse::{EndingWatch, Event, EventPredicate, SseObserver};
 
 /// The end-of-response handler of [`Usage`](super::Usage): notes how and when the response
 /// ended (and the error code of an error response) in the request's record.
@@ -77,6 +77,10 @@ pub(crate) struct Tally {
     /// Looks the template matched.
     hits: u32,
     draft: Arc<Draft>,
+    /// The scanning of the stream's ending inside, taken over (see [`EndingHandoff`]).
+    ///
+    /// [`EndingHandoff`]: crate::sse::EndingHandoff
+    pub(crate) ending: Option<EndingWatch>,
 }
 
 /// Templates a stream may learn.
@@ -93,6 +97,14 @@ impl Tally {
             misses: 0,
             hits: 0,
             draft,
+            ending: None,
+        }
+    }
+
+    /// Bytes about to be decoded.
+    fn decoded_bytes(&mut self, bytes: &[u8]) {
+        if let Some(w) = &self.ending {
+            w.decoded(bytes);
         }
     }
 
@@ -122,6 +134,9 @@ impl Tally {
         };
         let (taken, deltas) = template.take(bytes, max_event_bytes);
         if taken > 0 {
+            if let Some(w) = &self.ending {
+                w.taken(&bytes[..taken]);
+            }
             self.misses = 0;
             self.hits += 1;
             self.observed.content_deltas(deltas);
@@ -150,6 +165,10 @@ impl SseObserver for Tally {
     fn takes_whole_events(&self) -> bool {
         self.may_take()
     }
+
+    fn on_decoded_bytes(&mut self, bytes: &[u8]) {
+        self.decoded_bytes(bytes);
+    }
 }
 
 impl EventPredicate for Tally {
@@ -163,6 +182,10 @@ impl EventPredicate for Tally {
 
     fn takes_whole_events(&self) -> bool {
         self.may_take()
+    }
+
+    fn on_decoded_bytes(&mut self, bytes: &[u8]) {
+        self.decoded_bytes(bytes);
     }
 }
 
@@ -416,6 +439,106 @@ mod tests {
                 assert!(got.saw_done && got.first_content.is_some());
                 let expected = if hide { &without_usage } else { &s };
                 assert_eq!(String::from_utf8_lossy(&out), *expected, "{sizes:?}");
+            }
+        }
+    }
+
+    /// A body that yields the given frames, then fails (`fail`); `eager`: it says it has ended
+    /// with its last frame (so the stream ending acts before bodies outside see that frame).
+    struct Script {
+        frames: VecDeque<Bytes>,
+        eager: bool,
+        fail: bool,
+    }
+
+    impl Body for Script {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(match self.frames.pop_front() {
+                Some(b) => Some(Ok(Frame::data(b))),
+                None if std::mem::take(&mut self.fail) => Some(Err("reset".into())),
+                None => None,
+            })
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.eager && !self.fail && self.frames.is_empty()
+        }
+    }
+
+    /// What reaches the client of `frames` through the stream ending and the meter's body,
+    /// with the ending's scanning taken over by the meter (`handed`) or not.
+    async fn ended(frames: Vec<Bytes>, eager: bool, fail: bool, hide: bool, handed: bool) -> Bytes {
+        let handle = UsageHandle::builder().build();
+        let draft = Arc::new(Draft::new(handle, None, None, tracing::Span::none()));
+        let mut tally = Tally::new(draft);
+        let (ending, handoff) = crate::sse::SseEnding::handing_off();
+        if handed {
+            tally.ending = handoff.claim();
+            assert!(tally.ending.is_some());
+        }
+        let script = Script {
+            frames: frames.into(),
+            eager,
+            fail,
+        };
+        let body = crate::body::OnEndBody::new(script, ending);
+        let out = if hide {
+            Filtered::new(body, tally).collect().await
+        } else {
+            ObservedBody::new(body, tally).collect().await
+        };
+        out.unwrap().to_bytes()
+    }
+
+    #[tokio::test]
+    async fn a_stream_ending_taken_over_by_the_meter_ends_streams_as_its_own_scanning_does() {
+        let s = stream();
+        let cut = s.len() - 40;
+        let streams = [
+            s.clone(),
+            s.replace("data: [DONE]\n\n", ""),
+            // Cut mid-line, and just after a line.
+            s[..cut].to_owned(),
+            s.replace("data: [DONE]\n\n", "data: [DONE]\n"),
+            format!(
+                "{}data: {{\"error\":{{\"message\":\"x\"}}}}\n\n",
+                &s[..s.len() / 2].rsplit_once("\n\n").unwrap().0
+            ),
+            s.replace('\n', "\r\n"),
+            s.replace('\n', "\r"),
+            String::new(),
+        ];
+        for (i, text) in streams.iter().enumerate() {
+            let bytes = Bytes::from(text.clone());
+            let mut cuts: Vec<Vec<Bytes>> = vec![vec![bytes.clone()]];
+            let step = if i == 0 { 1 } else { 5 };
+            for at in (1..bytes.len()).step_by(step) {
+                cuts.push(vec![bytes.slice(..at), bytes.slice(at..)]);
+            }
+            cuts.push(bytes.chunks(97).map(Bytes::copy_from_slice).collect());
+            for frames in cuts {
+                let sizes: Vec<usize> = frames.iter().map(Bytes::len).collect();
+                for (eager, fail, hide) in [
+                    (false, false, false),
+                    (true, false, false),
+                    (false, true, false),
+                    (false, false, true),
+                    (true, false, true),
+                    (false, true, true),
+                ] {
+                    let own = ended(frames.clone(), eager, fail, hide, false).await;
+                    let handed = ended(frames.clone(), eager, fail, hide, true).await;
+                    assert_eq!(
+                        String::from_utf8_lossy(&handed),
+                        String::from_utf8_lossy(&own),
+                        "stream {i}, frames {sizes:?}, eager {eager}, fail {fail}, hide {hide}"
+                    );
+                }
             }
         }
     }

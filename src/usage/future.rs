@@ -18,6 +18,7 @@ use crate::BoxError;
 use crate::body::{Gathered, OnEndBody};
 use crate::error::ApiError;
 use crate::route::{RoutedModel, UpstreamName};
+use crate::sse::EndingHandoff;
 use crate::upstream::UpstreamFailure;
 
 pin_project! {
@@ -227,6 +228,11 @@ where
     if sse {
         let mut tally = Tally::new(draft.take().expect("checked above"));
         tally.observed.routed = routed;
+        // The stream is decoded here anyway: the stream ending inside need not scan it too.
+        tally.ending = res
+            .extensions_mut()
+            .remove::<EndingHandoff>()
+            .and_then(EndingHandoff::claim);
         return Head::Ready(res.map(|b| MeterBody::stream(b, tally, hide_usage)));
     }
     let (parts, body) = res.into_parts();
