@@ -344,7 +344,8 @@ mod tests {
 /// routes with it ([`ending`]).
 ///
 /// An observer further out that decodes the stream anyway (usage accounting) may take the
-/// scanning over (it finds the offer in the response's extensions): the stream is then scanned once, not twice.
+/// scanning over (it finds the offer in the response's extensions): the stream is then scanned
+/// once, not twice.
 #[derive(Clone, Debug, Default)]
 pub struct SseEnding {
     scanner: EventScanner,
