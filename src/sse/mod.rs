@@ -18,7 +18,6 @@ mod observe;
 pub use observe::{Observed, SseObserver};
 mod filter;
 pub use filter::{EventFilter, EventPredicate, Filtered, is_usage_only_chunk};
-// `EndingHandoff`, `EndingWatch`: defined below.
 
 /// The event that ends a successful stream.
 pub const DONE: &[u8] = b"data: [DONE]\n\n";
@@ -393,6 +392,14 @@ impl SseEnding {
             h.seen, end.bytes,
             "an observer that took over a stream's ending missed frames"
         );
+        if h.seen != end.bytes {
+            tracing::warn!(
+                seen = h.seen,
+                passed = end.bytes,
+                "the usage meter saw another stream than the stream ending inside it (a layer \
+                 between them changes the stream's frames)"
+            );
+        }
         h.scanner.clone()
     }
 }

@@ -35,6 +35,11 @@ pub const DEFAULT_MAX_BODY: usize = 8 << 20;
 /// events as they pass), asks upstreams for usage on every stream, and hides the usage chunk
 /// from clients that did not ask for it. Mounted after [`ValidateLayer`](crate::ValidateLayer)
 /// (its service takes `Request<ValidatedRequest>`), inside a [`UsageLayer`].
+///
+/// As it decodes a stream anyway, it takes over the scanning of the router's stream ending
+/// ([`SseEnding`](crate::sse::SseEnding)), which then decides from what the meter saw. Layers
+/// between the meter and the router should pass a stream's frames through as they come, as
+/// the crate's own do (one that changes them is reported by a warning in the log).
 #[derive(Clone, Debug)]
 pub struct UsageMeterLayer {
     max_body: usize,
