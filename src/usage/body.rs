@@ -350,17 +350,30 @@ mod tests {
     use crate::sse::{EventDecoder, Filtered, Observed as ObservedBody};
     use crate::usage::UsageHandle;
 
-    /// A body that yields the given frames.
-    struct Frames(VecDeque<Bytes>);
+    /// A body that yields the given frames, then fails (`fail`); `eager`: it says it has ended
+    /// with its last frame (so the stream ending acts before bodies outside see that frame).
+    struct Script {
+        frames: VecDeque<Bytes>,
+        eager: bool,
+        fail: bool,
+    }
 
-    impl Body for Frames {
+    impl Body for Script {
         type Data = Bytes;
         type Error = BoxError;
         fn poll_frame(
             mut self: Pin<&mut Self>,
             _cx: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+            Poll::Ready(match self.frames.pop_front() {
+                Some(b) => Some(Ok(Frame::data(b))),
+                None if std::mem::take(&mut self.fail) => Some(Err("reset".into())),
+                None => None,
+            })
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.eager && !self.fail && self.frames.is_empty()
         }
     }
 
@@ -396,7 +409,11 @@ mod tests {
     async fn tally(frames: Vec<Bytes>, hide: bool) -> (Observed, Bytes) {
         let handle = UsageHandle::builder().build();
         let draft = Arc::new(Draft::new(handle, None, None, tracing::Span::none()));
-        let body = Frames(frames.into());
+        let body = Script {
+            frames: frames.into(),
+            eager: false,
+            fail: false,
+        };
         let tally = Tally::new(Arc::clone(&draft));
         let out = if hide {
             Filtered::new(body, tally).collect().await
@@ -440,33 +457,6 @@ mod tests {
                 let expected = if hide { &without_usage } else { &s };
                 assert_eq!(String::from_utf8_lossy(&out), *expected, "{sizes:?}");
             }
-        }
-    }
-
-    /// A body that yields the given frames, then fails (`fail`); `eager`: it says it has ended
-    /// with its last frame (so the stream ending acts before bodies outside see that frame).
-    struct Script {
-        frames: VecDeque<Bytes>,
-        eager: bool,
-        fail: bool,
-    }
-
-    impl Body for Script {
-        type Data = Bytes;
-        type Error = BoxError;
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _cx: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-            Poll::Ready(match self.frames.pop_front() {
-                Some(b) => Some(Ok(Frame::data(b))),
-                None if std::mem::take(&mut self.fail) => Some(Err("reset".into())),
-                None => None,
-            })
-        }
-
-        fn is_end_stream(&self) -> bool {
-            self.eager && !self.fail && self.frames.is_empty()
         }
     }
 
