@@ -520,12 +520,13 @@ impl crate::body::OnEnd for SseEnding {
         }
         let s = &self.scanned(end);
         let closed = s.saw_done() || s.saw_error();
-        let event = match end.kind {
-            EndKind::Dropped => return None,
+        let event = if closed {
             // Already ended for the client: nothing to add (a failure after it is not passed on).
-            _ if closed => return Some(Bytes::new()),
-            EndKind::Complete => Bytes::from_static(DONE),
-            EndKind::Failed => error_event(end.error),
+            return Some(Bytes::new());
+        } else if end.kind == EndKind::Complete {
+            Bytes::from_static(DONE)
+        } else {
+            error_event(end.error)
         };
         let mut b = BytesMut::with_capacity(event.len() + 2);
         b.put_slice(s.terminator());
