@@ -227,6 +227,18 @@ impl ValidatedRequest {
 
     /// Replaces the value of one top-level member (or inserts the member) with `json`.
     fn splice(&mut self, field: Field, json: String) {
+        self.splice_text(field, |inserted| {
+            Cow::Owned(if inserted {
+                format!(",\"{}\":{json}", field.name())
+            } else {
+                json
+            })
+        });
+    }
+
+    /// As [`splice`](Self::splice), the text made by `text(inserted)`: the member
+    /// (`,"name":value`) when the request had no such member, else the value alone.
+    fn splice_text(&mut self, field: Field, text: impl FnOnce(bool) -> Cow<'static, str>) {
         let close = self.spans.object_close;
         let slot = match field {
             Field::Model => &mut self.spans.model,
@@ -235,14 +247,9 @@ impl ValidatedRequest {
             Field::Tools => &mut self.spans.tools,
             Field::Messages => &mut self.spans.messages,
         };
-        let inserted = slot.span.is_none();
-        let text = if inserted {
-            format!(",\"{}\":{json}", field.name())
-        } else {
-            json
-        };
+        let text = text(slot.span.is_none());
         if let Some(i) = slot.patch {
-            self.patches[i].1 = Cow::Owned(text);
+            self.patches[i].1 = text;
             return;
         }
         let range = match &slot.span {
@@ -263,7 +270,7 @@ impl ValidatedRequest {
             None => close..close,
         };
         slot.patch = Some(self.patches.len());
-        self.patches.push((range, Cow::Owned(text)));
+        self.patches.push((range, text));
     }
 
     /// Sets the top-level `model`.
@@ -304,6 +311,19 @@ impl ValidatedRequest {
             .stream_options
             .get_or_insert_with(StreamOptions::default);
         options.include_usage = Some(on);
+        if options.extra.is_empty() {
+            // The usual case (a meter asking for usage on a stream whose client did not): no
+            // serialising, no allocation.
+            self.splice_text(Field::StreamOptions, |inserted| {
+                Cow::Borrowed(match (inserted, on) {
+                    (true, true) => r#","stream_options":{"include_usage":true}"#,
+                    (true, false) => r#","stream_options":{"include_usage":false}"#,
+                    (false, true) => r#"{"include_usage":true}"#,
+                    (false, false) => r#"{"include_usage":false}"#,
+                })
+            });
+            return;
+        }
         let json = serde_json::to_string(&*options).unwrap_or_default();
         self.splice(Field::StreamOptions, json);
     }
@@ -518,6 +538,43 @@ mod tests {
             r.to_bytes(),
             r#"{"model":"m","messages":[{"role":"user","content":"again"},{"role":"tool","content":"42"}],"tools":null,"stream":false,"temperature":0.0,"n":1}"#
         );
+    }
+
+    #[test]
+    fn include_usage_is_set_in_every_form_stream_options_comes_in() {
+        let body = |options: &str| {
+            format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"stream":true{options}}}"#
+            )
+        };
+        for (options, on, then) in [
+            ("", true, r#","stream_options":{"include_usage":true}"#),
+            ("", false, r#","stream_options":{"include_usage":false}"#),
+            (
+                r#","stream_options":null"#,
+                true,
+                r#","stream_options":{"include_usage":true}"#,
+            ),
+            (
+                r#","stream_options":{"include_usage":false}"#,
+                true,
+                r#","stream_options":{"include_usage":true}"#,
+            ),
+            (
+                r#","stream_options":{}"#,
+                false,
+                r#","stream_options":{"include_usage":false}"#,
+            ),
+        ] {
+            let mut r = req(body(options).leak(), false);
+            r.set_include_usage(on);
+            agree(&r);
+            assert_eq!(r.to_bytes(), body(then), "{options} set to {on}");
+            // And back: the patch is replaced, not added to.
+            r.set_include_usage(!on);
+            agree(&r);
+            assert_eq!(r.request().include_usage(), !on);
+        }
     }
 
     #[test]
