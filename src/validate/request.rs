@@ -428,12 +428,12 @@ mod tests {
     use crate::contract::MessageContent;
     use http_body_util::BodyExt;
 
-    fn req(body: &'static str, defaults: bool) -> ValidatedRequest {
+    fn req(body: impl Into<Bytes>, defaults: bool) -> ValidatedRequest {
         let cfg = ValidateConfig {
             apply_defaults: defaults,
             ..ValidateConfig::default()
         };
-        validate(Bytes::from_static(body.as_bytes()), &cfg).unwrap()
+        validate(body.into(), &cfg).unwrap()
     }
 
     /// The bytes parse to the typed request: they can never disagree.
@@ -566,7 +566,7 @@ mod tests {
                 r#","stream_options":{"include_usage":false}"#,
             ),
         ] {
-            let mut r = req(body(options).leak(), false);
+            let mut r = req(body(options), false);
             r.set_include_usage(on);
             agree(&r);
             assert_eq!(r.to_bytes(), body(then), "{options} set to {on}");
