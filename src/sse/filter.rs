@@ -71,6 +71,31 @@ pub trait EventPredicate {
         0
     }
 
+    /// [`keep_whole_events`](Self::keep_whole_events), and ranges of the bytes taken to cut
+    /// out of what is forwarded, appended to `cuts` in order (relative to `bytes`, each inside
+    /// one taken event). The default cuts nothing.
+    fn keep_whole_events_cutting(
+        &mut self,
+        bytes: &[u8],
+        max_event_bytes: usize,
+        cuts: &mut Vec<Range<usize>>,
+    ) -> usize {
+        let _ = cuts;
+        self.keep_whole_events(bytes, max_event_bytes)
+    }
+
+    /// For an event that is kept: a range of its [data](Event::data) to cut out of what is
+    /// forwarded (say, a member the client did not ask for). The default cuts nothing.
+    ///
+    /// The cut is made when the event's last line is a `data:` line that holds the data from
+    /// the range on, with no line end in that part (the usual one-line event); else the event
+    /// is forwarded as it is. A frame an event is cut from is forwarded as one new buffer (a
+    /// copy of what it keeps).
+    fn cut_from_event(&mut self, event: &Event<'_>) -> Option<Range<usize>> {
+        let _ = event;
+        None
+    }
+
     /// Whether to offer [`keep_whole_events`](Self::keep_whole_events) (default `false`).
     fn takes_whole_events(&self) -> bool {
         false
@@ -134,6 +159,11 @@ pub struct EventFilter<P> {
     /// to that event, which was dropped (`Some(true)`) or kept.
     lf_of: Option<bool>,
     dropped: u64,
+    /// Ranges of the frame being filtered to remove (kept to serve again: no allocation per
+    /// frame).
+    drops: Vec<Range<usize>>,
+    /// Cuts a predicate asked for in events it took whole (scratch, as `drops`).
+    cuts: Vec<Range<usize>>,
 }
 
 impl<P> fmt::Debug for EventFilter<P> {
@@ -165,6 +195,8 @@ where
             passing: false,
             lf_of: None,
             dropped: 0,
+            drops: Vec::new(),
+            cuts: Vec::new(),
         }
     }
 
@@ -214,9 +246,14 @@ where
             passing,
             lf_of,
             dropped,
+            drops,
+            cuts,
         } = self;
         // Ranges of `frame` to remove, in order.
-        let mut drops: Vec<Range<usize>> = Vec::new();
+        drops.clear();
+        // Some of them are cuts inside events that are kept: what is kept is joined into one
+        // buffer (an event would otherwise go out in pieces).
+        let mut cut = false;
         // Where the current event starts in `frame`.
         let mut start = 0;
         if let Some(was_dropped) = lf_of.take()
@@ -236,9 +273,16 @@ where
         let mut base = 0;
         while base < frame.len() {
             if whole && !*passing && decoder.is_at_boundary() {
+                cuts.clear();
                 let taken = pred
-                    .keep_whole_events(&frame[base..], max)
+                    .keep_whole_events_cutting(&frame[base..], max, cuts)
                     .min(frame.len() - base);
+                for r in cuts.drain(..) {
+                    if r.start < r.end && r.end <= taken {
+                        drops.push(base + r.start..base + r.end);
+                        cut = true;
+                    }
+                }
                 base += taken;
                 start = base;
                 if base == frame.len() {
@@ -259,13 +303,40 @@ where
                 } else {
                     end
                 };
-                let drop_it =
-                    !*passing && event.is_some_and(|e| !e.is_oversized() && pred.drop_event(&e));
+                let event = event.filter(|e| !*passing && !e.is_oversized());
+                let drop_it = event.as_ref().is_some_and(|e| pred.drop_event(e));
+                // The event's bytes so far: `held` too when it began in an earlier frame.
+                let in_held = had_held && held_dropped.is_none();
                 if drop_it {
                     *dropped += 1;
                     drops.push(start..end);
+                } else if let Some(e) = &event
+                    && let Some(r) = pred.cut_from_event(e)
+                {
+                    let held_len = if in_held { held.len() } else { 0 };
+                    let raw: std::borrow::Cow<'_, [u8]> = if in_held {
+                        let mut joined = held.to_vec();
+                        joined.extend_from_slice(&frame[start..end]);
+                        joined.into()
+                    } else {
+                        frame[start..end].into()
+                    };
+                    if let Some(c) = raw_cut(&raw, e.data(), r) {
+                        cut = true;
+                        if c.end <= held_len {
+                            let rest = held.split_off(c.end);
+                            held.truncate(c.start);
+                            held.extend_from_slice(&rest);
+                        } else {
+                            let from = c.start.max(held_len);
+                            if c.start < held_len {
+                                held.truncate(c.start);
+                            }
+                            drops.push(start + from - held_len..start + c.end - held_len);
+                        }
+                    }
                 }
-                if had_held && held_dropped.is_none() {
+                if in_held {
                     held_dropped = Some(drop_it);
                 }
                 if end == frame.len() && frame[end - 1] == b'\r' {
@@ -294,6 +365,31 @@ where
                 keep_end = start;
             }
         }
+        if cut {
+            // One buffer: the held bytes, then the kept ranges of `frame`.
+            let removed: usize = drops.iter().map(|r| r.len()).sum();
+            let mut out = BytesMut::with_capacity(prefix + keep_end.saturating_sub(removed));
+            out.extend_from_slice(&held[..prefix]);
+            let _ = held.split_to(prefix);
+            held.clear();
+            if keep_end < frame.len() {
+                held.extend_from_slice(&frame[keep_end..]);
+            }
+            let mut at = 0;
+            for r in drops.iter() {
+                if at < r.start {
+                    out.extend_from_slice(&frame[at..r.start.min(keep_end)]);
+                }
+                at = r.end;
+            }
+            if at < keep_end {
+                out.extend_from_slice(&frame[at..keep_end]);
+            }
+            if !out.is_empty() {
+                emit(out.freeze());
+            }
+            return;
+        }
         if prefix == 0 && drops.is_empty() {
             if keep_end < frame.len() {
                 held.extend_from_slice(&frame[keep_end..]);
@@ -314,7 +410,7 @@ where
             held.extend_from_slice(&frame[keep_end..]);
         }
         let mut at = 0;
-        for r in drops {
+        for r in drops.iter() {
             if at < r.start {
                 emit(frame.slice(at..r.start));
             }
@@ -340,6 +436,30 @@ where
     pub const fn decoder(&self) -> &EventDecoder {
         &self.decoder
     }
+}
+
+/// Where the cut `r` of an event's `data` is in the event's bytes `raw` (its lines and the
+/// blank line after them), when its last line is a `data:` line that holds `data[r.start..]`.
+fn raw_cut(raw: &[u8], data: &[u8], r: Range<usize>) -> Option<Range<usize>> {
+    let tail = data.get(r.start..)?;
+    if r.start >= r.end || r.end > data.len() || memchr::memchr2(b'\n', b'\r', tail).is_some() {
+        return None;
+    }
+    // The last line, without the line ends after it.
+    let content = raw.len()
+        - raw
+            .iter()
+            .rev()
+            .take_while(|&&b| b == b'\n' || b == b'\r')
+            .count();
+    let line_start = memchr::memrchr2(b'\n', b'\r', &raw[..content]).map_or(0, |i| i + 1);
+    let value = raw[line_start..content].strip_prefix(b"data:")?;
+    let value = value.strip_prefix(b" ").unwrap_or(value);
+    if !value.ends_with(tail) {
+        return None;
+    }
+    let start = content - tail.len();
+    Some(start..start + (r.end - r.start))
 }
 
 pin_project_lite::pin_project! {
@@ -670,6 +790,75 @@ mod tests {
         assert_eq!(&out[..], b"data: keep\n\ndata: keep\n\n");
         assert_eq!((f.drop.offered, f.drop.taken), (4, 3));
         assert_eq!(f.dropped(), 2);
+    }
+
+    /// Drops `data: drop` events, cuts the first `XY` out of the others' data, and takes
+    /// `data: keepXY` events whole, cutting their `XY` too.
+    struct Cutter;
+
+    impl EventPredicate for Cutter {
+        fn drop_event(&mut self, e: &Event<'_>) -> bool {
+            e.data() == b"drop"
+        }
+        fn keep_whole_events_cutting(
+            &mut self,
+            bytes: &[u8],
+            max: usize,
+            cuts: &mut Vec<Range<usize>>,
+        ) -> usize {
+            let mut taken = 0;
+            while bytes[taken..].starts_with(b"data: keepXY\n\n") && 13 <= max {
+                cuts.push(taken + 10..taken + 12);
+                taken += 14;
+            }
+            taken
+        }
+        fn takes_whole_events(&self) -> bool {
+            true
+        }
+        fn cut_from_event(&mut self, e: &Event<'_>) -> Option<Range<usize>> {
+            memchr::memmem::find(e.data(), b"XY").map(|i| i..i + 2)
+        }
+    }
+
+    #[test]
+    fn cuts_inside_kept_events_split_anywhere() {
+        let stream: &[u8] = b"data: aXYb\n\ndata: drop\n\ndata: keepXY\n\ndata: keepXY\n\n\
+            : c\ndata: 1\ndata: 2XY\r\n\r\nid: 7\ndata:XY\n\ndata: zXY\nid: 9\n\n\
+            data: XY\rdata: qXY\r\rdata: [DONE]\n\n";
+        // The last line of `zXY`'s event is not its data line, and the cut of `XY\nqXY` would
+        // take a line end: both go as they are.
+        let expected: &[u8] = b"data: ab\n\ndata: keep\n\ndata: keep\n\n\
+            : c\ndata: 1\ndata: 2\r\n\r\nid: 7\ndata:\n\ndata: zXY\nid: 9\n\n\
+            data: XY\rdata: qXY\r\rdata: [DONE]\n\n";
+        for i in 0..=stream.len() {
+            for j in i..=stream.len() {
+                for as_parts in [false, true] {
+                    let mut f = EventFilter::new(Cutter);
+                    let out = run_with(
+                        &mut f,
+                        &[&stream[..i], &stream[i..j], &stream[j..]],
+                        as_parts,
+                    );
+                    assert_eq!(
+                        String::from_utf8_lossy(&out),
+                        String::from_utf8_lossy(expected),
+                        "split {i} {j}, parts {as_parts}"
+                    );
+                    assert_eq!(f.dropped(), 1);
+                    assert!(f.decoder().saw_done());
+                }
+            }
+        }
+        // A frame with a cut goes out as one buffer.
+        let mut f = EventFilter::new(Cutter);
+        let mut parts = VecDeque::new();
+        f.push_parts(
+            Bytes::from_static(b"data: aXYb\n\ndata: drop\n\ndata: keepXY\n\ndata: c"),
+            &mut parts,
+        );
+        assert_eq!(parts.len(), 1);
+        assert_eq!(&parts[0][..], b"data: ab\n\ndata: keep\n\n");
     }
 
     #[test]

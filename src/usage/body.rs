@@ -76,6 +76,8 @@ pub(crate) struct Tally {
     misses: u8,
     /// Looks the template matched.
     hits: u32,
+    /// Cut `,"usage":null` from the chunks (a client that did not ask for usage gets none).
+    pub(crate) cut_usage_null: bool,
     draft: Arc<Draft>,
     /// The scanning of the stream's ending inside, taken over (see [`EndingHandoff`]).
     ///
@@ -96,6 +98,7 @@ impl Tally {
             tries: TEMPLATE_TRIES,
             misses: 0,
             hits: 0,
+            cut_usage_null: false,
             draft,
             ending: None,
         }
@@ -128,11 +131,18 @@ impl Tally {
 
     /// Counts the events at the start of `bytes` (at an event boundary) that have the shape of
     /// the stream's template, without decoding them; how many bytes they take.
-    pub(crate) fn whole_events(&mut self, bytes: &[u8], max_event_bytes: usize) -> usize {
+    /// With `cuts`, where their `,"usage":null` is goes there (see
+    /// [`FrameTemplate::take_cutting`]).
+    pub(crate) fn whole_events(
+        &mut self,
+        bytes: &[u8],
+        max_event_bytes: usize,
+        cuts: Option<&mut Vec<std::ops::Range<usize>>>,
+    ) -> usize {
         let Some(template) = &self.template else {
             return 0;
         };
-        let (taken, deltas) = template.take(bytes, max_event_bytes);
+        let (taken, deltas) = template.take_cutting(bytes, max_event_bytes, cuts);
         if taken > 0 {
             if let Some(w) = &self.ending {
                 w.taken(&bytes[..taken]);
@@ -159,7 +169,7 @@ impl SseObserver for Tally {
     }
 
     fn on_whole_events(&mut self, bytes: &[u8], max_event_bytes: usize) -> usize {
-        self.whole_events(bytes, max_event_bytes)
+        self.whole_events(bytes, max_event_bytes, None)
     }
 
     fn takes_whole_events(&self) -> bool {
@@ -177,7 +187,24 @@ impl EventPredicate for Tally {
     }
 
     fn keep_whole_events(&mut self, bytes: &[u8], max_event_bytes: usize) -> usize {
-        self.whole_events(bytes, max_event_bytes)
+        self.whole_events(bytes, max_event_bytes, None)
+    }
+
+    fn keep_whole_events_cutting(
+        &mut self,
+        bytes: &[u8],
+        max_event_bytes: usize,
+        cuts: &mut Vec<std::ops::Range<usize>>,
+    ) -> usize {
+        let cuts = self.cut_usage_null.then_some(cuts);
+        self.whole_events(bytes, max_event_bytes, cuts)
+    }
+
+    fn cut_from_event(&mut self, event: &Event<'_>) -> Option<std::ops::Range<usize>> {
+        if !self.cut_usage_null || event.is_done() || event.is_error() {
+            return None;
+        }
+        super::scan::trailing_usage_null(event.data())
     }
 
     fn takes_whole_events(&self) -> bool {
@@ -235,15 +262,19 @@ impl<B: Body> MeterBody<B> {
         }
     }
 
-    /// A stream watched by `tally`; `hide`: its usage-only chunk dropped.
-    pub(crate) fn stream(body: B, tally: Tally, hide: bool) -> Self
+    /// A stream watched by `tally`; `hide`: its usage-only chunk dropped, and the
+    /// `"usage":null` of its other chunks cut.
+    pub(crate) fn stream(body: B, mut tally: Tally, hide: bool) -> Self
     where
         B: Body<Data = Bytes>,
     {
         Self {
             kind: if hide {
                 MeterKind::Filtered {
-                    body: Box::pin(crate::sse::Filtered::new(body, tally)),
+                    body: Box::pin(crate::sse::Filtered::new(body, {
+                        tally.cut_usage_null = true;
+                        tally
+                    })),
                 }
             } else {
                 MeterKind::Observed {
@@ -405,7 +436,7 @@ mod tests {
     }
 
     /// What the meter sees of `frames`, through the body the meter uses (`hide`: the filter
-    /// that drops the usage chunk); and what reaches the client.
+    /// that drops the usage chunk and cuts `"usage":null`); and what reaches the client.
     async fn tally(frames: Vec<Bytes>, hide: bool) -> (Observed, Bytes) {
         let handle = UsageHandle::builder().build();
         let draft = Arc::new(Draft::new(handle, None, None, tracing::Span::none()));
@@ -415,11 +446,7 @@ mod tests {
             fail: false,
         };
         let tally = Tally::new(Arc::clone(&draft));
-        let out = if hide {
-            Filtered::new(body, tally).collect().await
-        } else {
-            ObservedBody::new(body, tally).collect().await
-        };
+        let out = MeterBody::stream(body, tally, hide).collect().await;
         let out = out.unwrap().to_bytes();
         let observed = std::mem::take(&mut draft.inner().observed);
         (observed, out)
@@ -435,10 +462,14 @@ mod tests {
         });
         assert_eq!(want.deltas, 7);
         let bytes = Bytes::from(s.clone());
-        let without_usage = s.replace(
-            "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":7,\"total_tokens\":11}}\n\n",
-            "",
-        );
+        // What a client that did not ask for usage gets: no usage chunk, no `"usage":null`.
+        let without_usage = s
+            .replace(
+                "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":7,\"total_tokens\":11}}\n\n",
+                "",
+            )
+            .replace(",\"usage\":null", "");
+        assert!(!without_usage.contains("usage"));
         for hide in [false, true] {
             // Whole, then cut in two anywhere, then in 97-byte frames.
             let mut cuts: Vec<Vec<Bytes>> = vec![vec![bytes.clone()]];

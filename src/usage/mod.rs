@@ -33,8 +33,10 @@
 //!
 //! When a client streams without `stream_options.include_usage`, the meter asks the upstream
 //! for usage anyway ([`ValidatedRequest::set_include_usage`](crate::ValidatedRequest::set_include_usage))
-//! and removes the usage-only chunk from what the client sees: the client gets what it asked
-//! for, and the record is exact. When the upstream reports no usage, the tokens are counted —
+//! and removes what that adds from what the client sees: the usage-only chunk, and the
+//! `"usage":null` member that OpenAI-style upstreams then write into every other chunk (cut
+//! when it is the chunk's last member, as they write it; a frame with such a cut is forwarded
+//! as one new buffer). The client gets what it asked for, and the record is exact. When the upstream reports no usage, the tokens are counted —
 //! the prompt with the [`TokenCounter`], the completion as the number of streamed content
 //! deltas (one token each for OpenAI-compatible servers) — and the record says
 //! `estimated: true`.

@@ -94,6 +94,29 @@ fn plain_string(value: Option<&[u8]>) -> Option<&str> {
     std::str::from_utf8(&text[..end]).ok()
 }
 
+/// The range of `,"usage":null` (from its comma to the end of `null`, with whatever whitespace
+/// is between) when it is the last member of the JSON object `data` ends with: what a chunk
+/// carries when the gateway asked for usage on a client's behalf (OpenAI writes `"usage":null`
+/// in every chunk but the last once `include_usage` is on), cut before the client sees it.
+///
+/// Sound without parsing: the last `}` of a JSON text that is an object closes that object, so
+/// a member right before it is one of its own; and `,"` cannot occur inside a string (a quote
+/// in one is escaped), so the comma and the key are the JSON's own.
+pub(crate) fn trailing_usage_null(data: &[u8]) -> Option<std::ops::Range<usize>> {
+    let inner = data.trim_ascii_end().strip_suffix(b"}")?;
+    let end = inner.trim_ascii_end().len();
+    let start = inner[..end]
+        .strip_suffix(b"null")?
+        .trim_ascii_end()
+        .strip_suffix(b":")?
+        .trim_ascii_end()
+        .strip_suffix(b"\"usage\"")?
+        .trim_ascii_end()
+        .strip_suffix(b",")?
+        .len();
+    Some(start..end)
+}
+
 static MODEL: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"model\""));
 
 /// The chunk's `model`, when the key occurs once and its value is a [plain string](plain_string).
@@ -147,6 +170,8 @@ pub(crate) fn quick(data: &[u8], finish_reasons: &mut Vec<String>) -> Quick {
 pub(crate) struct FrameTemplate {
     prefix: Box<[u8]>,
     suffix: Box<[u8]>,
+    /// Where `,"usage":null` is in `suffix` ([`trailing_usage_null`]), when it is there.
+    usage_null: Option<std::ops::Range<usize>>,
 }
 
 /// Where a JSON string that starts at `data[0]` (just after its opening quote) ends: the index
@@ -211,6 +236,7 @@ impl FrameTemplate {
         suffix.extend_from_slice(b"\n\n");
         Some(Self {
             prefix: prefix.into(),
+            usage_null: trailing_usage_null(&json[end..]),
             suffix: suffix.into(),
         })
     }
@@ -218,7 +244,19 @@ impl FrameTemplate {
     /// The events of the template's shape at the start of `bytes`, each no longer than
     /// `max_event_bytes` (as the event decoder counts): how many bytes they take, and how many
     /// of them are content deltas (their text is not empty).
+    #[cfg(test)]
     pub(crate) fn take(&self, bytes: &[u8], max_event_bytes: usize) -> (usize, u64) {
+        self.take_cutting(bytes, max_event_bytes, None)
+    }
+
+    /// [`take`](Self::take); with `cuts`, the range of each taken event's `,"usage":null`
+    /// (relative to `bytes`, in order) is appended to it.
+    pub(crate) fn take_cutting(
+        &self,
+        bytes: &[u8],
+        max_event_bytes: usize,
+        mut cuts: Option<&mut Vec<std::ops::Range<usize>>>,
+    ) -> (usize, u64) {
         let mut rest = bytes;
         let mut deltas = 0;
         while let Some(text) = rest.strip_prefix(&*self.prefix) {
@@ -234,6 +272,10 @@ impl FrameTemplate {
                 break;
             }
             deltas += u64::from(len > 0);
+            if let (Some(cuts), Some(r)) = (cuts.as_deref_mut(), &self.usage_null) {
+                let at = bytes.len() - rest.len() + self.prefix.len() + len;
+                cuts.push(at + r.start..at + r.end);
+            }
             rest = after;
         }
         (bytes.len() - rest.len(), deltas)
@@ -447,6 +489,69 @@ mod tests {
         let mut mixed = frame(&with_text("a"));
         mixed.extend_from_slice(b"data: [DONE]\n\n");
         assert_eq!(t.deltas(&mixed), None);
+    }
+
+    #[test]
+    fn a_trailing_usage_null_is_found_only_as_the_last_member() {
+        let cut = |data: &str| {
+            trailing_usage_null(data.as_bytes())
+                .map(|r| format!("{}{}", &data[..r.start], &data[r.end..]))
+        };
+        assert_eq!(
+            cut(r#"{"choices":[{"delta":{"content":"a"}}],"usage":null}"#).as_deref(),
+            Some(r#"{"choices":[{"delta":{"content":"a"}}]}"#)
+        );
+        // Python's separators, and whitespace anywhere JSON allows it.
+        assert_eq!(
+            cut("{\"choices\": [], \"usage\" :\tnull }\r\n").as_deref(),
+            Some("{\"choices\": [] }\r\n")
+        );
+        for kept in [
+            r#"{"usage":null}"#,
+            r#"{"choices":[],"usage":{"total_tokens":1}}"#,
+            r#"{"usage":null,"choices":[]}"#,
+            r#"{"choices":[{"delta":{"content":"a","usage":null}}]}"#,
+            r#"{"choices":[],"usage":nullx}"#,
+            r#"{"choices":[],"my_usage":null}"#,
+            r#"{"choices":["usage",null]}"#,
+            r#"{"choices":[],"usage":null]"#,
+            "",
+            "}",
+        ] {
+            assert_eq!(cut(kept), None, "{kept}");
+        }
+    }
+
+    #[test]
+    fn the_template_says_where_each_taken_event_has_its_usage_null() {
+        let t = FrameTemplate::learn(&frame(LEARNT)).unwrap();
+        let mut three = frame(&with_text("a"));
+        three.extend_from_slice(&frame(&with_text("")));
+        three.extend_from_slice(&frame(&with_text("b c")));
+        let mut cuts = Vec::new();
+        assert_eq!(
+            t.take_cutting(&three, usize::MAX, Some(&mut cuts)),
+            (three.len(), 2)
+        );
+        assert_eq!(cuts.len(), 3);
+        let mut kept = Vec::new();
+        let mut at = 0;
+        for r in cuts {
+            assert_eq!(&three[r.clone()], br#","usage":null"#);
+            kept.extend_from_slice(&three[at..r.start]);
+            at = r.end;
+        }
+        kept.extend_from_slice(&three[at..]);
+        let plain = |text: &str| frame(&with_text(text).replace(r#","usage":null"#, ""));
+        assert_eq!(kept, [plain("a"), plain(""), plain("b c")].concat());
+        // A stream without it: nothing to cut.
+        let t = FrameTemplate::learn(&plain("x")).unwrap();
+        let mut cuts = Vec::new();
+        assert_eq!(
+            t.take_cutting(&plain("y"), usize::MAX, Some(&mut cuts)).1,
+            1
+        );
+        assert!(cuts.is_empty());
     }
 
     #[test]
