@@ -162,8 +162,6 @@ pub struct EventFilter<P> {
     /// Ranges of the frame being filtered to remove (kept to serve again: no allocation per
     /// frame).
     drops: Vec<Range<usize>>,
-    /// Cuts a predicate asked for in events it took whole (scratch, as `drops`).
-    cuts: Vec<Range<usize>>,
 }
 
 impl<P> fmt::Debug for EventFilter<P> {
@@ -196,7 +194,6 @@ where
             lf_of: None,
             dropped: 0,
             drops: Vec::new(),
-            cuts: Vec::new(),
         }
     }
 
@@ -247,7 +244,6 @@ where
             lf_of,
             dropped,
             drops,
-            cuts,
         } = self;
         // Ranges of `frame` to remove, in order.
         drops.clear();
@@ -273,16 +269,22 @@ where
         let mut base = 0;
         while base < frame.len() {
             if whole && !*passing && decoder.is_at_boundary() {
-                cuts.clear();
+                // The predicate's cuts go straight into `drops`, then are moved to where the
+                // bytes it was offered start in `frame`.
+                let before = drops.len();
                 let taken = pred
-                    .keep_whole_events_cutting(&frame[base..], max, cuts)
+                    .keep_whole_events_cutting(&frame[base..], max, drops)
                     .min(frame.len() - base);
-                for r in cuts.drain(..) {
+                let mut kept = before;
+                for i in before..drops.len() {
+                    let r = drops[i].clone();
                     if r.start < r.end && r.end <= taken {
-                        drops.push(base + r.start..base + r.end);
-                        cut = true;
+                        drops[kept] = base + r.start..base + r.end;
+                        kept += 1;
                     }
                 }
+                drops.truncate(kept);
+                cut |= kept > before;
                 base += taken;
                 start = base;
                 if base == frame.len() {
