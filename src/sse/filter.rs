@@ -372,7 +372,6 @@ where
             let removed: usize = drops.iter().map(|r| r.len()).sum();
             let mut out = BytesMut::with_capacity(prefix + keep_end.saturating_sub(removed));
             out.extend_from_slice(&held[..prefix]);
-            let _ = held.split_to(prefix);
             held.clear();
             if keep_end < frame.len() {
                 held.extend_from_slice(&frame[keep_end..]);
@@ -689,15 +688,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn line_ends_comments_and_crlf_split_anywhere() {
-        let stream: &[u8] = b": hi\r\ndata: keep1\r\n\r\ndata: drop\r\n\r\ndata: keep2\r\r\
-            data: drop\n\n: note\nevent: x\ndata: drop\r\n\r\n\r\ndata: [DONE]\r\n\r\n";
-        let expected: &[u8] = b": hi\r\ndata: keep1\r\n\r\ndata: keep2\r\r\r\ndata: [DONE]\r\n\r\n";
+    /// Runs `stream` cut into three frames at every pair of points, pushed whole and as parts,
+    /// through a filter from `filter`; each time the output must be `expected` and `dropped`
+    /// events dropped, and `[DONE]` seen.
+    fn split_anywhere<P: EventPredicate>(
+        stream: &[u8],
+        expected: &[u8],
+        dropped: u64,
+        filter: impl Fn() -> EventFilter<P>,
+    ) {
         for i in 0..=stream.len() {
             for j in i..=stream.len() {
                 for as_parts in [false, true] {
-                    let mut f = EventFilter::new(|e: &Event<'_>| e.data() == b"drop");
+                    let mut f = filter();
                     let out = run_with(
                         &mut f,
                         &[&stream[..i], &stream[i..j], &stream[j..]],
@@ -708,10 +711,21 @@ mod tests {
                         String::from_utf8_lossy(expected),
                         "split {i} {j}, parts {as_parts}"
                     );
-                    assert_eq!(f.dropped(), 3);
+                    assert_eq!(f.dropped(), dropped, "split {i} {j}, parts {as_parts}");
+                    assert!(f.decoder().saw_done(), "split {i} {j}, parts {as_parts}");
                 }
             }
         }
+    }
+
+    #[test]
+    fn line_ends_comments_and_crlf_split_anywhere() {
+        let stream: &[u8] = b": hi\r\ndata: keep1\r\n\r\ndata: drop\r\n\r\ndata: keep2\r\r\
+            data: drop\n\n: note\nevent: x\ndata: drop\r\n\r\n\r\ndata: [DONE]\r\n\r\n";
+        let expected: &[u8] = b": hi\r\ndata: keep1\r\n\r\ndata: keep2\r\r\r\ndata: [DONE]\r\n\r\n";
+        split_anywhere(stream, expected, 3, || {
+            EventFilter::new(|e: &Event<'_>| e.data() == b"drop")
+        });
     }
 
     /// Drops `data: drop` events; keeps `data: keep` events without decoding them where it is
@@ -833,25 +847,7 @@ mod tests {
         let expected: &[u8] = b"data: ab\n\ndata: keep\n\ndata: keep\n\n\
             : c\ndata: 1\ndata: 2\r\n\r\nid: 7\ndata:\n\ndata: zXY\nid: 9\n\n\
             data: XY\rdata: qXY\r\rdata: [DONE]\n\n";
-        for i in 0..=stream.len() {
-            for j in i..=stream.len() {
-                for as_parts in [false, true] {
-                    let mut f = EventFilter::new(Cutter);
-                    let out = run_with(
-                        &mut f,
-                        &[&stream[..i], &stream[i..j], &stream[j..]],
-                        as_parts,
-                    );
-                    assert_eq!(
-                        String::from_utf8_lossy(&out),
-                        String::from_utf8_lossy(expected),
-                        "split {i} {j}, parts {as_parts}"
-                    );
-                    assert_eq!(f.dropped(), 1);
-                    assert!(f.decoder().saw_done());
-                }
-            }
-        }
+        split_anywhere(stream, expected, 1, || EventFilter::new(Cutter));
         // A frame with a cut goes out as one buffer.
         let mut f = EventFilter::new(Cutter);
         let mut parts = VecDeque::new();
