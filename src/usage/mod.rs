@@ -45,13 +45,14 @@
 //!
 //! Records leave the request path through a bounded channel to a writer task
 //! ([`UsageHandle`]); when it is full, [`Overflow`] says whether records are dropped (and
-//! counted) or requests wait. The writer takes what the channel holds; on a runtime with
-//! several workers it then lets records [gather](UsageHandleBuilder::gather) for 25 ms (an
-//! idle writer is woken by the next record, and a busy one early when the channel is half
-//! full): there a wake-up per request cost more than the sinks' work. Sinks that need no I/O
-//! per record ([`takes_records`](UsageSink::takes_records): the in-memory aggregate, the
-//! metrics, the JSONL file and the request log) take each at once, while it is still in
-//! cache, and are cued to write out what they took; the others get the records in batches.
+//! counted) or requests wait. The writer takes what the channel holds, then lets records
+//! [gather](UsageHandleBuilder::gather) for 25 ms (an idle writer is woken by the next
+//! record, and a busy one early when the channel is half full; with one worker, only after a
+//! wake-up that found few records): a wake-up per request costs more than the sinks' work.
+//! Sinks that need no I/O per record ([`takes_records`](UsageSink::takes_records): the
+//! in-memory aggregate, the metrics, the JSONL file and the request log) take each when the
+//! writer takes it, and are cued to write out what they took; the others get the records in
+//! batches.
 //! Cues and batches go out [`linger`](UsageHandleBuilder::linger) after the first record
 //! since the last (250 ms), or once 1024 records came, so a sink's wake-up and write (a
 //! system call, for a file) are paid per batch, not per request.

@@ -213,16 +213,17 @@ impl UsageHandleBuilder {
     }
 
     /// How long records gather in the channel after the writer took what it held (default:
-    /// 25 ms when the runtime has more than one worker, else zero; zero: every record wakes
-    /// the writer).
+    /// 25 ms; zero: every record wakes the writer).
     ///
     /// Under load the writer then wakes about forty times a second and takes each time what
     /// came meanwhile, rather than being woken by every record or two: waking a task per
-    /// request cost more than everything the sinks do with the record when the runtime has
-    /// several workers. With one worker the writer runs right after the request's task, on
-    /// the same thread, and gathering cost streams more than it saved (`BENCHMARKS.md`,
-    /// "Usage"). An idle writer still waits for the next record, and a gathering one is woken
-    /// at once when the channel is half full. Records reach the sinks,
+    /// request costs more than everything the sinks do with the record. By default, on a
+    /// runtime with one worker, the writer gathers only after a wake-up that took fewer than
+    /// eight records: when it finds more (the runtime is saturated, and records wait for the
+    /// writer's turn anyway), it takes the next as they come, as records left to gather then
+    /// are taken colder (`BENCHMARKS.md`, "Usage"); set a gather to have it always. An idle
+    /// writer still waits for the next record, and a gathering one is woken at once when the
+    /// channel is half full. Records reach the sinks,
     /// `/metrics` and `/v1/usage` up to this much later, and [`flush`](UsageHandle::flush),
     /// [`reopen`](UsageHandle::reopen) and [`close`](UsageHandle::close) are answered up to
     /// this much later.
@@ -278,19 +279,22 @@ impl UsageHandleBuilder {
             });
             tasks.push(tokio::spawn(sink_task(sink, srx, Arc::clone(&stats))));
         }
-        let gather = self.gather.unwrap_or_else(|| {
-            let workers = tokio::runtime::Handle::current().metrics().num_workers();
-            if workers > 1 {
-                Duration::from_millis(25)
-            } else {
-                Duration::ZERO
+        // By default: 25 ms. With one worker, only after a wake-up that found few records: a
+        // writer that finds many at once (the proxy is saturated) takes them as they come, as
+        // records left to gather then are taken colder.
+        let (gather, nap_below) = match self.gather {
+            Some(g) => (g, usize::MAX),
+            None if tokio::runtime::Handle::current().metrics().num_workers() > 1 => {
+                (Duration::from_millis(25), usize::MAX)
             }
-        });
+            None => (Duration::from_millis(25), FEW),
+        };
         let hurry = (!gather.is_zero()).then(|| Arc::new(Notify::new()));
         let timing = Timing {
             batch: self.batch,
             linger: self.linger,
             gather: hurry.clone().map(|h| (gather, h)),
+            nap_below,
         };
         let dispatcher = tokio::spawn(dispatch(rx, sinks, tasks, timing));
         UsageHandle {
@@ -321,7 +325,14 @@ struct Timing {
     linger: Duration,
     /// The gather, and what wakes the writer before it is over; `None`: no gather.
     gather: Option<(Duration, Arc<Notify>)>,
+    /// The writer gathers only after a wake-up that took fewer messages than this.
+    nap_below: usize,
 }
+
+/// With one worker, the writer gathers only after a wake-up that took fewer messages than
+/// this: at saturation it finds more each time (about sixteen, measured), and then takes them
+/// as they come.
+const FEW: usize = 8;
 
 /// The writer: takes the records the channel holds (each sink that takes records gets each at
 /// once; the others' batch gathers them), lets more gather for a while, and cues the sinks a
@@ -337,6 +348,7 @@ async fn dispatch(
         batch,
         linger,
         gather,
+        nap_below,
     } = timing;
     let mut buf = Vec::with_capacity(batch);
     // Records are kept only for the sinks that take them in batches.
@@ -426,7 +438,9 @@ async fn dispatch(
             cue.as_mut().reset(now + linger);
             armed = true;
         }
-        if let Some((gather, hurry)) = &gather {
+        if let Some((gather, hurry)) = &gather
+            && n < nap_below
+        {
             nap.as_mut().reset(now + *gather);
             tokio::select! {
                 biased;
@@ -889,6 +903,53 @@ mod tests {
             [200, 201, 202, 203, 204, 205, 206, 207]
         );
         assert_eq!(handle.dropped(), 0);
+    }
+
+    /// Waits (in paused time, moving only to timers) until `taker` has taken `n` records.
+    async fn taken_exactly(taker: &Taker, n: usize) {
+        while taker.taken.lock().unwrap().len() < n {
+            taker.took.notified().await;
+        }
+    }
+
+    // A test's runtime has one worker: the default gather applies after a wake-up that took
+    // few records, not after one that took many.
+    #[tokio::test(start_paused = true)]
+    async fn with_one_worker_the_writer_gathers_only_after_taking_few_records() {
+        const GATHER: Duration = Duration::from_millis(25);
+        let taker = Arc::new(Taker::default());
+        let handle = UsageHandleBuilder::default()
+            .linger(LINGER)
+            .sink(Arc::clone(&taker) as Arc<dyn UsageSink>)
+            .build();
+        assert_eq!(tokio::runtime::Handle::current().metrics().num_workers(), 1);
+        let start = tokio::time::Instant::now();
+        handle.emit(status(200), None);
+        taken_exactly(&taker, 1).await;
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "an idle writer takes it at once"
+        );
+        // One record taken: the next ones gather.
+        for s in [201, 202] {
+            handle.emit(status(s), None);
+        }
+        taken_exactly(&taker, 3).await;
+        assert_eq!(start.elapsed(), GATHER);
+        // Two taken: they gather again, and this time many come.
+        for s in 203..213 {
+            handle.emit(status(s), None);
+        }
+        taken_exactly(&taker, 13).await;
+        assert_eq!(start.elapsed(), 2 * GATHER);
+        // Many taken: the writer takes the next as it comes.
+        handle.emit(status(213), None);
+        taken_exactly(&taker, 14).await;
+        assert_eq!(start.elapsed(), 2 * GATHER, "taken at once after many");
+        handle.close().await;
+        let taken = taker.taken.lock().unwrap().clone();
+        assert_eq!(taken, (200..214).collect::<Vec<u16>>());
     }
 
     #[tokio::test(start_paused = true)]
