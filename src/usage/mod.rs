@@ -47,8 +47,8 @@
 //! ([`UsageHandle`]); when it is full, [`Overflow`] says whether records are dropped (and
 //! counted) or requests wait. The writer takes what the channel holds, then lets records
 //! [gather](UsageHandleBuilder::gather) for 25 ms (an idle writer is woken by the next
-//! record, and a busy one early when the channel is half full; with one worker, only after a
-//! wake-up that found few records): a wake-up per request costs more than the sinks' work.
+//! record, and a busy one early when the channel is half full; only after a wake-up that
+//! found few records): a wake-up per request costs more than the sinks' work.
 //! Sinks that need no I/O per record ([`takes_records`](UsageSink::takes_records): the
 //! in-memory aggregate, the metrics, the JSONL file and the request log) take each when the
 //! writer takes it, and are cued to write out what they took; the others get the records in

@@ -217,11 +217,11 @@ impl UsageHandleBuilder {
     ///
     /// Under load the writer then wakes about forty times a second and takes each time what
     /// came meanwhile, rather than being woken by every record or two: waking a task per
-    /// request costs more than everything the sinks do with the record. By default, on a
-    /// runtime with one worker, the writer gathers only after a wake-up that took fewer than
-    /// eight records: when it finds more (the runtime is saturated, and records wait for the
-    /// writer's turn anyway), it takes the next as they come, as records left to gather then
-    /// are taken colder (`BENCHMARKS.md`, "Usage"); set a gather to have it always. An idle
+    /// request costs more than everything the sinks do with the record. By default the writer
+    /// gathers only after a wake-up that took fewer than eight records: when it finds more
+    /// (the runtime is saturated, and records wait for the writer's turn anyway), it takes the
+    /// next as they come, as records left to gather then are taken colder (`BENCHMARKS.md`,
+    /// "Usage"); a gather that is set applies after every wake-up. An idle
     /// writer still waits for the next record, and a gathering one is woken at once when the
     /// channel is half full. Records reach the sinks,
     /// `/metrics` and `/v1/usage` up to this much later, and [`flush`](UsageHandle::flush),
@@ -279,14 +279,11 @@ impl UsageHandleBuilder {
             });
             tasks.push(tokio::spawn(sink_task(sink, srx, Arc::clone(&stats))));
         }
-        // By default: 25 ms. With one worker, only after a wake-up that found few records: a
-        // writer that finds many at once (the proxy is saturated) takes them as they come, as
-        // records left to gather then are taken colder.
+        // By default: 25 ms, only after a wake-up that found few records: a writer that finds
+        // many at once (the runtime is saturated) takes the next as they come, as records left
+        // to gather then are taken colder.
         let (gather, nap_below) = match self.gather {
             Some(g) => (g, usize::MAX),
-            None if tokio::runtime::Handle::current().metrics().num_workers() > 1 => {
-                (Duration::from_millis(25), usize::MAX)
-            }
             None => (Duration::from_millis(25), FEW),
         };
         let hurry = (!gather.is_zero()).then(|| Arc::new(Notify::new()));
@@ -329,9 +326,9 @@ struct Timing {
     nap_below: usize,
 }
 
-/// With one worker, the writer gathers only after a wake-up that took fewer messages than
-/// this: at saturation it finds more each time (about sixteen, measured), and then takes them
-/// as they come.
+/// By default the writer gathers only after a wake-up that took fewer messages than this: at
+/// saturation it finds more each time (about sixteen with one worker, measured), and then
+/// takes them as they come.
 const FEW: usize = 8;
 
 /// The writer: takes the records the channel holds (each sink that takes records gets each at
@@ -912,17 +909,16 @@ mod tests {
         }
     }
 
-    // A test's runtime has one worker: the default gather applies after a wake-up that took
-    // few records, not after one that took many.
+    // The default gather applies after a wake-up that took few records, not after one that
+    // took many (a test's runtime has one worker; the rule is the same with more).
     #[tokio::test(start_paused = true)]
-    async fn with_one_worker_the_writer_gathers_only_after_taking_few_records() {
+    async fn by_default_the_writer_gathers_only_after_taking_few_records() {
         const GATHER: Duration = Duration::from_millis(25);
         let taker = Arc::new(Taker::default());
         let handle = UsageHandleBuilder::default()
             .linger(LINGER)
             .sink(Arc::clone(&taker) as Arc<dyn UsageSink>)
             .build();
-        assert_eq!(tokio::runtime::Handle::current().metrics().num_workers(), 1);
         let start = tokio::time::Instant::now();
         handle.emit(status(200), None);
         taken_exactly(&taker, 1).await;
