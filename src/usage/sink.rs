@@ -221,12 +221,11 @@ impl UsageHandleBuilder {
     /// gathers only after a wake-up that took fewer than eight records: when it finds more
     /// (the runtime is saturated, and records wait for the writer's turn anyway), it takes the
     /// next as they come, as records left to gather then are taken colder (`BENCHMARKS.md`,
-    /// "Usage"); a gather that is set applies after every wake-up. An idle
-    /// writer still waits for the next record, and a gathering one is woken at once when the
-    /// channel is half full. Records reach the sinks,
-    /// `/metrics` and `/v1/usage` up to this much later, and [`flush`](UsageHandle::flush),
-    /// [`reopen`](UsageHandle::reopen) and [`close`](UsageHandle::close) are answered up to
-    /// this much later.
+    /// "Usage"); a gather that is set applies after every wake-up. An idle writer still waits
+    /// for the next record, and a gathering one is woken at once when the channel is half
+    /// full. Records reach the sinks, `/metrics` and `/v1/usage` up to this much later, and
+    /// [`flush`](UsageHandle::flush), [`reopen`](UsageHandle::reopen) and
+    /// [`close`](UsageHandle::close) are answered up to this much later.
     pub fn gather(mut self, gather: Duration) -> Self {
         self.gather = Some(gather);
         self
