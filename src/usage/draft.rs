@@ -360,6 +360,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Draft {
+    // Inlined: made where its `Arc` is, not returned and copied (the draft is ~560 bytes).
+    #[inline(always)]
     pub(crate) fn new(
         handle: UsageHandle,
         permit: Option<OwnedPermit<Msg>>,
