@@ -72,3 +72,12 @@ name = "mock"
 url = "http://127.0.0.1:$2/v1"
 TOML
 }
+
+# find_oha ROOT: prints the path of oha (on PATH, else ROOT/target/bench-tools/bin/oha, where
+# `cargo install oha --locked --root target/bench-tools` puts it), or nothing.
+find_oha() {
+    local oha
+    oha=$(command -v oha || true)
+    if [[ -z $oha && -x $1/target/bench-tools/bin/oha ]]; then oha=$1/target/bench-tools/bin/oha; fi
+    printf '%s\n' "$oha"
+}

@@ -69,8 +69,7 @@ die() {
     exit 1
 }
 
-OHA=$(command -v oha || true)
-if [[ -z $OHA && -x $ROOT/target/bench-tools/bin/oha ]]; then OHA=$ROOT/target/bench-tools/bin/oha; fi
+OHA=$(find_oha "$ROOT")
 [[ -n $OHA ]] || die "oha not found: cargo install oha --locked --root target/bench-tools"
 command -v python3 >/dev/null || die "python3 is needed"
 for bin in "$BIN_A" "$BIN_B" "$EXAMPLES/mock_upstream"; do

@@ -9,10 +9,10 @@
 # bench/load/usage-on.toml: usage accounting on, with a JSONL file), loads it with oha at RATE
 # requests a second for SECONDS, and reads the proxy's VmRSS every STEP seconds. Prints each
 # reading, then the growth from the first reading to the last in KiB and in bytes per request.
-# Knobs (environment): RATE (5000; streams: 500), SECONDS_ (24), STEP (4), PROXY_THREADS (1),
+# Knobs (environment): RATE (5000; streams: 500), DURATION (24), STEP (4), PROXY_THREADS (1),
 # BIN (target/release/examples/proxy), TOML, STREAM_USAGE (1).
 # Seen (BENCHMARKS.md, "Usage", twenty-third pass): flat (within ~1 MiB) with mimalloc 2 and 3,
-# accounting on, non-streamed and streamed; a test build that leaked each record grew by ~400
+# accounting on, non-streamed and streamed; a test build that leaked each record grew by ~500
 # bytes a request.
 set -euo pipefail
 
@@ -30,7 +30,7 @@ stream) RATE=${RATE:-500} ;;
     exit 2
     ;;
 esac
-SECONDS_=${SECONDS_:-24}
+DURATION=${DURATION:-24}
 STEP=${STEP:-4}
 PROXY_THREADS=${PROXY_THREADS:-1}
 BIN=${BIN:-target/release/examples/proxy}
@@ -38,8 +38,7 @@ TOML=${TOML:-bench/load/usage-on.toml}
 STREAM_USAGE=${STREAM_USAGE:-1}
 MOCK=target/release/examples/mock_upstream
 
-OHA=$(command -v oha || true)
-if [[ -z $OHA && -x target/bench-tools/bin/oha ]]; then OHA=target/bench-tools/bin/oha; fi
+OHA=$(find_oha "$ROOT")
 [[ -n $OHA ]] || { echo "oha not found: cargo install oha --locked --root target/bench-tools" >&2; exit 1; }
 [[ -x $BIN && -x $MOCK ]] || { echo "build first: cargo build --release --example proxy --example mock_upstream" >&2; exit 1; }
 
@@ -66,7 +65,7 @@ else
 fi
 
 rss() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$PROXY/status"; }
-"$OHA" -z "${SECONDS_}s" -c 32 -q "$RATE" --no-tui --output-format json -m POST \
+"$OHA" -z "${DURATION}s" -c 32 -q "$RATE" --no-tui --output-format json -m POST \
     -H 'content-type: application/json' -D "$DIR/body.json" \
     "http://127.0.0.1:$PORT/v1/chat/completions" >"$DIR/oha.json" 2>/dev/null &
 LOAD=$!
@@ -75,13 +74,16 @@ FIRST=$(rss)
 FIRST_AT=$SECONDS
 echo "rss_kib at +1 s: $FIRST"
 LAST=$FIRST
+LAST_AT=$FIRST_AT
 while kill -0 "$LOAD" 2>/dev/null; do
     sleep "$STEP"
     kill -0 "$LOAD" 2>/dev/null || break
     LAST=$(rss)
-    echo "rss_kib at +$((SECONDS - FIRST_AT + 1)) s: $LAST"
+    LAST_AT=$SECONDS
+    echo "rss_kib at +$((LAST_AT - FIRST_AT + 1)) s: $LAST"
 done
-ELAPSED=$((SECONDS - FIRST_AT))
+# The requests between the first reading and the last (at RATE).
+ELAPSED=$((LAST_AT - FIRST_AT))
 wait "$LOAD" || true
 python3 - "$FIRST" "$LAST" "$ELAPSED" "$RATE" <<'EOF'
 import sys
