@@ -8,6 +8,7 @@
 //! events, which a proxy would have to re-encode, with unbounded buffers and no byte positions
 //! (details on [`EventDecoder`]).
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -349,7 +350,7 @@ mod tests {
 pub struct SseEnding {
     scanner: EventScanner,
     /// Shared with an observer that may take the scanning over.
-    handoff: Option<Arc<Mutex<Handed>>>,
+    handoff: Option<Arc<Handoff>>,
     /// The observer took it: this handler scans nothing.
     handed: bool,
 }
@@ -367,7 +368,7 @@ impl SseEnding {
     /// A handler whose scanning an observer further out may take over, through the returned
     /// [`EndingHandoff`] (put in the response's extensions), before the first data frame.
     pub(crate) fn handing_off() -> (Self, EndingHandoff) {
-        let shared = Arc::new(Mutex::new(Handed::default()));
+        let shared = Arc::new(Handoff::default());
         let ending = Self {
             scanner: EventScanner::new(),
             handoff: Some(Arc::clone(&shared)),
@@ -382,19 +383,20 @@ impl SseEnding {
         let Some(shared) = self.handoff else {
             return self.scanner;
         };
-        let h = lock(&shared);
+        let h = lock(&shared.state);
         if !h.claimed {
             return self.scanner;
         }
         // The observer is outside this body, and this handler acts on the poll after the last
         // frame (it appends): the observer has seen every frame.
+        let seen = shared.seen.load(Relaxed);
         debug_assert_eq!(
-            h.seen, end.bytes,
+            seen, end.bytes,
             "an observer that took over a stream's ending missed frames"
         );
-        if h.seen != end.bytes {
+        if seen != end.bytes {
             tracing::warn!(
-                seen = h.seen,
+                seen,
                 passed = end.bytes,
                 "the usage meter saw another stream than the stream ending inside it (a layer \
                  between them changes the stream's frames)"
@@ -404,7 +406,17 @@ impl SseEnding {
     }
 }
 
-/// The state an [`SseEnding`] shares with an observer that may take its scanning over.
+/// What an [`SseEnding`] shares with an observer that may take its scanning over.
+#[derive(Debug, Default)]
+struct Handoff {
+    state: Mutex<Handed>,
+    /// Data bytes the observer saw. Written by the observer alone, read by the ending at the
+    /// end of the body: outside the lock, so that a frame of whole events taken without
+    /// decoding (most frames) costs the observer a store, not a lock.
+    seen: AtomicU64,
+}
+
+/// The part of a [`Handoff`] behind its lock.
 #[derive(Debug, Default)]
 struct Handed {
     /// The ending saw data first: it scans, the observer may no longer take over.
@@ -413,8 +425,6 @@ struct Handed {
     claimed: bool,
     /// The observer's scanner: every byte it saw, but whole events it took without decoding.
     scanner: EventScanner,
-    /// Data bytes the observer saw.
-    seen: u64,
 }
 
 fn lock(m: &Mutex<Handed>) -> std::sync::MutexGuard<'_, Handed> {
@@ -429,42 +439,59 @@ fn lock(m: &Mutex<Handed>) -> std::sync::MutexGuard<'_, Handed> {
 /// holding frames back: the ending acts on the poll after the last frame (see
 /// [`OnEndBody`](crate::body::OnEndBody)), and relies on the observer's scanner then.
 #[derive(Clone, Debug)]
-pub(crate) struct EndingHandoff(Arc<Mutex<Handed>>);
+pub(crate) struct EndingHandoff(Arc<Handoff>);
 
 impl EndingHandoff {
     /// Takes the scanning over; `None` when the ending already saw data (it scans itself).
     pub(crate) fn claim(self) -> Option<EndingWatch> {
-        let mut h = lock(&self.0);
+        let mut h = lock(&self.0.state);
         if h.started || h.claimed {
             return None;
         }
         h.claimed = true;
         drop(h);
-        Some(EndingWatch(self.0))
+        Some(EndingWatch {
+            shared: self.0,
+            seen: 0,
+            at_boundary: true,
+        })
     }
 }
 
 /// The scanning of an [`SseEnding`], taken over by an observer of the stream.
 #[derive(Debug)]
-pub(crate) struct EndingWatch(Arc<Mutex<Handed>>);
+pub(crate) struct EndingWatch {
+    shared: Arc<Handoff>,
+    /// Data bytes seen (the shared count is this, stored).
+    seen: u64,
+    /// Whether the shared scanner is at an event boundary (only this watch feeds it).
+    at_boundary: bool,
+}
 
 impl EndingWatch {
+    fn saw(&mut self, bytes: &[u8]) {
+        self.seen += bytes.len() as u64;
+        self.shared.seen.store(self.seen, Relaxed);
+    }
+
     /// Bytes of the stream that the observer decodes: scanned.
-    pub(crate) fn decoded(&self, bytes: &[u8]) {
-        let mut h = lock(&self.0);
+    pub(crate) fn decoded(&mut self, bytes: &[u8]) {
+        let mut h = lock(&self.shared.state);
         h.scanner.feed(bytes);
-        h.seen += bytes.len() as u64;
+        self.at_boundary = h.scanner.is_at_boundary();
+        drop(h);
+        self.saw(bytes);
     }
 
     /// Bytes of the stream that the observer took as whole events without decoding them (see
-    /// [`SseObserver::on_whole_events`]): they leave a scanner at an event boundary as it was,
-    /// and are scanned only when it is not at one.
-    pub(crate) fn taken(&self, bytes: &[u8]) {
-        let mut h = lock(&self.0);
-        if !h.scanner.is_at_boundary() {
-            h.scanner.feed(bytes);
+    /// [`SseObserver::on_whole_events`]): they leave a scanner at an event boundary as it was
+    /// (no lock taken), and are scanned only when it is not at one.
+    pub(crate) fn taken(&mut self, bytes: &[u8]) {
+        if !self.at_boundary {
+            self.decoded(bytes);
+            return;
         }
-        h.seen += bytes.len() as u64;
+        self.saw(bytes);
     }
 }
 
@@ -500,7 +527,7 @@ impl crate::body::OnEnd for SseEnding {
             && !self.handed
         {
             // The first data: taken over, or scanned here from now on.
-            let mut h = lock(shared);
+            let mut h = lock(&shared.state);
             self.handed = h.claimed;
             h.started = !h.claimed;
             drop(h);

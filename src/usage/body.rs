@@ -106,7 +106,7 @@ impl Tally {
 
     /// Bytes about to be decoded.
     fn decoded_bytes(&mut self, bytes: &[u8]) {
-        if let Some(w) = &self.ending {
+        if let Some(w) = &mut self.ending {
             w.decoded(bytes);
         }
     }
@@ -144,7 +144,7 @@ impl Tally {
         };
         let (taken, deltas) = template.take_cutting(bytes, max_event_bytes, cuts);
         if taken > 0 {
-            if let Some(w) = &self.ending {
+            if let Some(w) = &mut self.ending {
                 w.taken(&bytes[..taken]);
             }
             self.misses = 0;

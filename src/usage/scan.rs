@@ -46,12 +46,22 @@ static FINISH: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"fini
 static CONTENT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"content\""));
 static TOOL_CALLS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"tool_calls\""));
 
+/// Where `finder`'s needle occurs in `data`, in order, without overlaps: `Finder::find_iter`'s
+/// answers, without the copy of the searcher it makes for each iterator.
+fn positions<'a>(data: &'a [u8], finder: &'a Finder<'a>) -> impl Iterator<Item = usize> + 'a {
+    let len = finder.needle().len();
+    let mut from = 0;
+    std::iter::from_fn(move || {
+        let at = from + finder.find(data.get(from..)?)?;
+        from = at + len;
+        Some(at)
+    })
+}
+
 /// The values of every occurrence of the key `finder` looks for.
 fn values<'a>(data: &'a [u8], finder: &'a Finder<'a>) -> impl Iterator<Item = Option<&'a [u8]>> {
     let len = finder.needle().len();
-    finder
-        .find_iter(data)
-        .map(move |at| value_after(data, at + len))
+    positions(data, finder).map(move |at| value_after(data, at + len))
 }
 
 /// Whether a value is `null`.
@@ -76,7 +86,7 @@ fn is_items(value: Option<&[u8]>) -> bool {
 /// Whether some `"content"` or `"reasoning_content"` key has a non-empty string.
 fn some_text(data: &[u8]) -> bool {
     let len = CONTENT.needle().len();
-    CONTENT.find_iter(data).any(|at| {
+    positions(data, &CONTENT).any(|at| {
         let before = &data[..at];
         (before.ends_with(b"\"") || before.ends_with(b"\"reasoning_"))
             && is_text(value_after(data, at + len))
@@ -215,7 +225,7 @@ impl FrameTemplate {
         {
             return None;
         }
-        let mut keys = CONTENT.find_iter(json);
+        let mut keys = positions(json, &CONTENT);
         let at = keys.next()?;
         if keys.next().is_some() {
             return None;
@@ -312,6 +322,23 @@ mod tests {
 
     fn look(c: &[u8]) -> Quick {
         quick(c, &mut Vec::new())
+    }
+
+    #[test]
+    fn positions_are_find_iters_answers() {
+        let mut next = super::xorshift(0x9E37_79B9_7F4A_7C15);
+        let pieces: [&[u8]; 6] = [b"content\"", b"content", b"\"", b"x", b"\"usage\"", b"t"];
+        for _ in 0..2000 {
+            let mut data = Vec::new();
+            for _ in 0..(next() % 12) {
+                data.extend_from_slice(pieces[(next() % pieces.len() as u64) as usize]);
+            }
+            for finder in [&*CONTENT, &*USAGE] {
+                let got: Vec<usize> = positions(&data, finder).collect();
+                let want: Vec<usize> = finder.find_iter(&data).collect();
+                assert_eq!(got, want, "{}", String::from_utf8_lossy(&data));
+            }
+        }
     }
 
     #[test]
