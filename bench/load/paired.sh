@@ -26,7 +26,9 @@
 #
 # Knobs (environment): ROUNDS (7), DURATION (8), WARMUP (2), RATE_NONSTREAM (5000),
 # RATE_STREAM (500; 50 chunks each), STREAM_USAGE (1: the streams ask for usage with
-# stream_options.include_usage; 0: they do not), LAT_CONCURRENCY (32), PROXY_THREADS (1),
+# stream_options.include_usage; 0: they do not), STREAM_USAGE_A / STREAM_USAGE_B (STREAM_USAGE,
+# for one side's clients only: e.g. the same proxy with streams that ask for usage and streams
+# that do not), LAT_CONCURRENCY (32), PROXY_THREADS (1),
 # BIN_A / BIN_B (target/release/examples/proxy), TOML_A (bench/load/usage-off.toml),
 # TOML_B (bench/load/usage-on.toml), LABEL_A (off), LABEL_B (on), RESULTS_DIR.
 set -euo pipefail
@@ -61,6 +63,8 @@ LABEL_A=${LABEL_A:-off}
 LABEL_B=${LABEL_B:-on}
 RESULTS_DIR=${RESULTS_DIR:-target/loadbench/paired-$(date +%Y%m%d-%H%M%S)}
 STREAM_USAGE=${STREAM_USAGE:-1}
+STREAM_USAGE_A=${STREAM_USAGE_A:-$STREAM_USAGE}
+STREAM_USAGE_B=${STREAM_USAGE_B:-$STREAM_USAGE}
 CHUNKS=50
 
 log() { printf '[paired %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -146,12 +150,16 @@ start a "$PORT_A" "$BIN_A" "$TOML_A"
 start b "$PORT_B" "$BIN_B" "$TOML_B"
 
 MESSAGES='[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write a haiku about load balancers."}]'
-printf '{"model":"mock","messages":%s,"max_tokens":128}' "$MESSAGES" >"$RESULTS_DIR/nonstream.json"
-# With STREAM_USAGE=0 the client does not ask for usage: the meter asks the upstream for it and
-# removes the usage chunk from the stream (the common case of the official clients).
-if [[ $STREAM_USAGE == 0 ]]; then STREAM_OPTIONS=; else STREAM_OPTIONS=',"stream_options":{"include_usage":true}'; fi
-printf '{"model":"mock","messages":%s,"max_tokens":128,"stream":true%s,"mock_chunks":%d}' \
-    "$MESSAGES" "$STREAM_OPTIONS" "$CHUNKS" >"$RESULTS_DIR/stream.json"
+for side in a b; do
+    printf '{"model":"mock","messages":%s,"max_tokens":128}' "$MESSAGES" >"$RESULTS_DIR/nonstream-$side.json"
+    # With STREAM_USAGE=0 the client does not ask for usage: the meter asks the upstream for it
+    # and removes the usage chunk from the stream (the common case of the official clients).
+    usage=$STREAM_USAGE_A
+    [[ $side == b ]] && usage=$STREAM_USAGE_B
+    if [[ $usage == 0 ]]; then STREAM_OPTIONS=; else STREAM_OPTIONS=',"stream_options":{"include_usage":true}'; fi
+    printf '{"model":"mock","messages":%s,"max_tokens":128,"stream":true%s,"mock_chunks":%d}' \
+        "$MESSAGES" "$STREAM_OPTIONS" "$CHUNKS" >"$RESULTS_DIR/stream-$side.json"
+done
 
 # load PORT RATE SECONDS BODY OUT: one oha run at a fixed rate.
 load() {
@@ -171,18 +179,19 @@ fi
 for scenario in $SCENARIOS; do
     rate=$RATE_NONSTREAM
     [[ $scenario == stream ]] && rate=$RATE_STREAM
-    body="$RESULTS_DIR/$scenario.json"
+    body_a="$RESULTS_DIR/$scenario-a.json"
+    body_b="$RESULTS_DIR/$scenario-b.json"
     log "$scenario: warm-up"
-    load "$PORT_A" "$rate" "$WARMUP" "$body" /dev/null &
+    load "$PORT_A" "$rate" "$WARMUP" "$body_a" /dev/null &
     wa=$!
-    load "$PORT_B" "$rate" "$WARMUP" "$body" /dev/null &
+    load "$PORT_B" "$rate" "$WARMUP" "$body_b" /dev/null &
     wait "$wa" "$!"
     for ((round = 1; round <= ROUNDS; round++)); do
         a0=$(cpu_ns a)
         b0=$(cpu_ns b)
-        load "$PORT_A" "$rate" "$DURATION" "$body" "$RESULTS_DIR/$scenario-$round-a.json" &
+        load "$PORT_A" "$rate" "$DURATION" "$body_a" "$RESULTS_DIR/$scenario-$round-a.json" &
         wa=$!
-        load "$PORT_B" "$rate" "$DURATION" "$body" "$RESULTS_DIR/$scenario-$round-b.json" &
+        load "$PORT_B" "$rate" "$DURATION" "$body_b" "$RESULTS_DIR/$scenario-$round-b.json" &
         wait "$wa" "$!"
         a1=$(cpu_ns a)
         b1=$(cpu_ns b)
