@@ -452,7 +452,6 @@ impl EndingHandoff {
         drop(h);
         Some(EndingWatch {
             shared: self.0,
-            seen: 0,
             at_boundary: true,
         })
     }
@@ -462,16 +461,15 @@ impl EndingHandoff {
 #[derive(Debug)]
 pub(crate) struct EndingWatch {
     shared: Arc<Handoff>,
-    /// Data bytes seen (the shared count is this, stored).
-    seen: u64,
     /// Whether the shared scanner is at an event boundary (only this watch feeds it).
     at_boundary: bool,
 }
 
 impl EndingWatch {
-    fn saw(&mut self, bytes: &[u8]) {
-        self.seen += bytes.len() as u64;
-        self.shared.seen.store(self.seen, Relaxed);
+    fn saw(&self, bytes: &[u8]) {
+        // This watch is the count's only writer: a load and a store, no read-modify-write.
+        let seen = &self.shared.seen;
+        seen.store(seen.load(Relaxed) + bytes.len() as u64, Relaxed);
     }
 
     /// Bytes of the stream that the observer decodes: scanned.
